@@ -1,0 +1,94 @@
+"""The extension point for device families."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autotune.config import Status, TrialConfig
+
+if TYPE_CHECKING:
+    import torch
+
+# Failures every backend can meet; backends put their own, more specific patterns first.
+GENERIC_FAILURES: tuple[tuple[Status, re.Pattern[str]], ...] = (
+    (Status.OOM, re.compile(r"can't allocate memory|MemoryError|std::bad_alloc|out of memory", re.I)),
+)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A backend-specific searched dimension beyond the four common ones."""
+
+    name: str
+    choices: tuple[Any, ...]
+    doc: str
+
+
+class Backend(ABC):
+    """A device family: which knobs it offers, and how a config becomes a runnable model.
+
+    Contract. The class attributes and `compile_options`/`worker_env`/`classify` are used by
+    the tuner and must not import torch or device libraries. `prepare`, `device_name`,
+    `to_device`, `to_host` and `synchronize` run only inside the worker process, once per
+    process (device runtimes keep global state). `prepare` returns a callable that maps a
+    device batch to a device output; the worker times `to_host(run(to_device(x)))` per
+    iteration, the loop users run, and calls `synchronize()` at each block end.
+    """
+
+    name: str
+    #: dtypes the weight map may choose from, highest precision first.
+    weight_dtypes: tuple[str, ...]
+    #: op kinds whose weight dtype the backend honours ("linear", "conv").
+    weight_kinds: frozenset[str]
+    activation_dtypes: tuple[str, ...]
+    #: whether the backend can record and replay the dispatch sequence (the trace knob).
+    has_trace: bool = False
+    #: extra searched dimensions, in the order they are shown.
+    knobs: tuple[Knob, ...] = ()
+    #: modules the worker interpreter must be able to import.
+    worker_modules: tuple[str, ...] = ("torch",)
+    #: (status, pattern) checked against the worker's stderr and exception text, first match wins.
+    failure_patterns: tuple[tuple[Status, re.Pattern[str]], ...] = ()
+
+    @abstractmethod
+    def compile_options(self, config: TrialConfig) -> dict[str, Any]:
+        """The exact options this backend's compiler receives for `config` (also exported)."""
+
+    def worker_env(self, config: TrialConfig) -> dict[str, str]:
+        """Environment the worker needs set before it starts (device libraries read it early)."""
+        return {}
+
+    def classify(self, text: str) -> Status | None:
+        for status, pattern in (*self.failure_patterns, *GENERIC_FAILURES):
+            if pattern.search(text):
+                return status
+        return None
+
+    # --- worker side -------------------------------------------------------------------
+
+    @abstractmethod
+    def device_name(self) -> str: ...
+
+    @abstractmethod
+    def prepare(
+        self, model: torch.nn.Module, config: TrialConfig
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Apply `config` to the fp32 eval-mode `model` and compile it."""
+
+    @abstractmethod
+    def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor: ...
+
+    def to_host(self, y: torch.Tensor) -> torch.Tensor:
+        return y.to("cpu")
+
+    def synchronize(self) -> None:  # noqa: B027 - a no-op is right for synchronous devices
+        """Wait until queued device work is done."""
+
+    def versions(self) -> dict[str, str]:
+        import torch
+
+        return {"torch": torch.__version__}

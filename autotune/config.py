@@ -1,0 +1,148 @@
+"""The values that cross the tuner/worker boundary: small, frozen, JSON in and out.
+
+A `TrialConfig` is what is tuned (hashable: equal configs are measured once). A `WorkerJob`
+is a config plus how to measure it. A `TrialResult` always comes back, failures included.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    OK = "ok"
+    OOM = "oom"
+    COMPILE_ERROR = "compile_error"
+    TRACE_ERROR = "trace_error"
+    TIMEOUT = "timeout"
+    CRASH = "crash"
+    NAN = "nan"
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"  # not run: a smaller batch already ran out of memory
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One point of the search space. `weight_dtypes` is a sorted tuple of (glob, dtype)."""
+
+    model: str
+    backend: str
+    batch_size: int
+    optimization_level: int = 0
+    trace: bool = False
+    activation_dtype: str = "fp32"
+    weight_dtypes: tuple[tuple[str, str], ...] = ()
+    extras: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Normalise so that equal configs compare and hash equal whatever the input order.
+        object.__setattr__(self, "weight_dtypes", tuple(sorted(map(tuple, self.weight_dtypes))))
+        object.__setattr__(self, "extras", tuple(sorted(map(tuple, self.extras))))
+
+    @property
+    def weight_dtype_map(self) -> dict[str, str]:
+        return dict(self.weight_dtypes)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return dict(self.extras)
+
+    def with_batch_size(self, batch_size: int) -> TrialConfig:
+        return replace(self, batch_size=batch_size)
+
+    def key(self) -> str:
+        """A canonical string: equal for configs that would measure the same thing."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["weight_dtypes"] = self.weight_dtype_map
+        d["extras"] = self.extra
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
+        d = dict(d)
+        d["weight_dtypes"] = tuple(d.get("weight_dtypes", {}).items())
+        d["extras"] = tuple(d.get("extras", {}).items())
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """A config plus the measurement protocol; written as JSON for the worker process."""
+
+    config: TrialConfig
+    mode: str = "trial"  # "trial", or "reference" (fp32 eager outputs for the accuracy baseline)
+    measure_seconds: float = 1.0
+    warmup_iters: int = 3
+    min_blocks: int = 5
+    reference_path: str | None = None
+    reference_accuracy: float | None = None
+    eval_limit: int | None = None
+    memory_limit_bytes: int | None = None
+    cache_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = self.config.to_dict()
+        d["schema"] = SCHEMA_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorkerJob:
+        d = dict(d)
+        _check_schema(d.pop("schema", None))
+        d["config"] = TrialConfig.from_dict(d["config"])
+        return cls(**d)
+
+
+@dataclass
+class TrialResult:
+    """What a trial produced. `metrics` holds throughput/latency/accuracy figures."""
+
+    status: Status
+    message: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    block_times: list[float] = field(default_factory=list)
+    iters_per_block: int = 0
+    environment: dict[str, Any] = field(default_factory=dict)
+    stderr_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = str(self.status)
+        d["schema"] = SCHEMA_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialResult:
+        d = dict(d)
+        _check_schema(d.pop("schema", None))
+        d["status"] = Status(d["status"])
+        return cls(**d)
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)  # atomic: the tuner never reads a half-written result
+
+    @classmethod
+    def read(cls, path: Path) -> TrialResult:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _check_schema(version: object) -> None:
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema version {version!r} is not {SCHEMA_VERSION}")

@@ -1,0 +1,98 @@
+"""Timing statistics and accuracy metrics.
+
+`Measurement` keeps the raw block times and derives statistics lazily (torch.utils.benchmark's
+idea); it is plain Python so the tuner can rebuild one from stored samples.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+NOISY_IQR_RATIO = 0.1  # IQR/median above this marks a trial as noisy
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Timed blocks of `iters_per_block` iterations of `batch_size` samples each."""
+
+    block_times: tuple[float, ...]
+    iters_per_block: int
+    batch_size: int
+    iteration_times: tuple[float, ...] = ()
+
+    @property
+    def block_throughputs(self) -> list[float]:
+        return [self.iters_per_block * self.batch_size / t for t in self.block_times]
+
+    @property
+    def throughput(self) -> float:
+        """Median samples/s over blocks."""
+        return statistics.median(self.block_throughputs)
+
+    @property
+    def throughput_iqr(self) -> float:
+        return _iqr(self.block_throughputs)
+
+    @property
+    def noisy(self) -> bool:
+        return self.throughput_iqr > NOISY_IQR_RATIO * self.throughput
+
+    def latency_ms(self, q: float) -> float:
+        """Per-batch latency percentile (host input -> output on host), from iterations."""
+        times = sorted(self.iteration_times or [t / self.iters_per_block for t in self.block_times])
+        return 1e3 * _quantile(times, q)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "throughput_samples_per_s": self.throughput,
+            "throughput_iqr": self.throughput_iqr,
+            "latency_ms_p50": self.latency_ms(0.5),
+            "latency_ms_p95": self.latency_ms(0.95),
+            "noisy": float(self.noisy),
+        }
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of an already sorted list."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _iqr(values: list[float]) -> float:
+    s = sorted(values)
+    return _quantile(s, 0.75) - _quantile(s, 0.25)
+
+
+def accuracy_metrics(
+    outputs: torch.Tensor,
+    reference: torch.Tensor,
+    labels: torch.Tensor | None,
+    reference_accuracy: float | None,
+) -> dict[str, float]:
+    """Compare a trial's outputs with the fp32 reference outputs (both [N, classes])."""
+    import torch
+
+    out = outputs.double()
+    ref = reference.double()
+    pred = out.argmax(dim=1)
+    metrics = {
+        "agreement": (pred == ref.argmax(dim=1)).double().mean().item(),
+        "pcc": torch.corrcoef(torch.stack([out.flatten(), ref.flatten()]))[0, 1].item(),
+        "max_abs_error": (out - ref).abs().max().item(),
+        "mean_abs_error": (out - ref).abs().mean().item(),
+    }
+    if labels is not None:
+        metrics["accuracy"] = (pred == labels).double().mean().item()
+        if reference_accuracy is not None:
+            # In points (percentage points of top-1), the unit of --max-accuracy-drop.
+            metrics["accuracy_drop"] = 100.0 * (reference_accuracy - metrics["accuracy"])
+    else:
+        metrics["accuracy_drop"] = 100.0 * (1.0 - metrics["agreement"])
+    return metrics

@@ -1,0 +1,108 @@
+"""Spawn one worker process per trial, enforce its timeout, and always return a result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotune.backends import get_backend
+from autotune.config import Status, TrialResult, WorkerJob
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STDERR_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    python: str = sys.executable
+    timeout_s: float | None = None
+    cache_dir: Path | None = None  # persistent compile caches shared across trials
+
+
+def run_job(job: WorkerJob, settings: RunnerSettings) -> TrialResult:
+    """Run `job` in a fresh process group. Ctrl-C kills the group and re-raises."""
+    backend = get_backend(job.config.backend)
+    with tempfile.TemporaryDirectory(prefix="autotune-trial-") as tmp:
+        tmpdir = Path(tmp)
+        job_path, result_path = tmpdir / "job.json", tmpdir / "result.json"
+        job_path.write_text(json.dumps(job.to_dict()))
+        env = _worker_env(settings, backend.worker_env(job.config))
+        started = time.perf_counter()
+        with open(tmpdir / "stdout", "wb") as out, open(tmpdir / "stderr", "wb") as err:
+            proc = subprocess.Popen(
+                [settings.python, "-m", "autotune.worker", str(job_path), str(result_path)],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # its own process group: kill it and its children
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=settings.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+            except BaseException:
+                _kill_group(proc)
+                raise
+        wall = time.perf_counter() - started
+        stderr = (tmpdir / "stderr").read_bytes().decode("utf-8", "replace")
+        result = _collect(proc.returncode, timed_out, settings, result_path, stderr, backend)
+    result.timings["process_s"] = wall
+    return result
+
+
+def _collect(
+    returncode: int, timed_out: bool, settings: RunnerSettings, result_path: Path,
+    stderr: str, backend: object,
+) -> TrialResult:
+    tail = stderr[-STDERR_TAIL_CHARS:]
+    if timed_out:
+        return TrialResult(
+            Status.TIMEOUT, f"no result after {settings.timeout_s:g} s; process group killed",
+            stderr_tail=tail,
+        )
+    if result_path.exists():
+        try:
+            result = TrialResult.read(result_path)
+        except (ValueError, KeyError, TypeError) as exc:
+            return TrialResult(Status.CRASH, f"unreadable result file: {exc}", stderr_tail=tail)
+        if not result.ok:
+            result.stderr_tail = tail
+            # Device runtimes print the real reason to stderr; Python only sees generic text.
+            if result.status is Status.CRASH:
+                result.status = backend.classify(stderr) or Status.CRASH
+        return result
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        message = f"worker killed by {name}"
+    else:
+        message = f"worker exited with code {returncode} and wrote no result"
+    status = backend.classify(stderr) or Status.CRASH
+    return TrialResult(status, message, stderr_tail=tail)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _worker_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    # The worker runs this checkout's code, whichever interpreter runs it.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if settings.cache_dir is not None:
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.cache_dir / "inductor"))
+    env.update(backend_env)
+    return env

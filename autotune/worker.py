@@ -1,0 +1,186 @@
+"""Child entry point: ``python -m autotune.worker JOB.json RESULT.json``.
+
+One trial per process: device runtimes keep process-global state (compile options, weight
+overrides, caches), so a fresh process is the only honest isolation. The worker always
+writes a TrialResult, failures included; it imports nothing the tuner alone needs (no
+optuna), so it runs in any interpreter with torch and the backend's device libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autotune.backends import Backend, get_backend
+from autotune.config import Status, TrialResult, WorkerJob
+from autotune.measure import Measurement, accuracy_metrics
+from studies import Study, get_study
+
+if TYPE_CHECKING:
+    import torch
+
+REFERENCE_BATCH = 1000
+_ENV_PREFIXES = ("TORCH", "OMP_", "MKL_", "TT_", "CUDA_", "XLA_", "PJRT_")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m autotune.worker JOB.json RESULT.json", file=sys.stderr)
+        return 2
+    job = WorkerJob.from_dict(json.loads(Path(argv[0]).read_text()))
+    if job.memory_limit_bytes:
+        import resource
+
+        # RLIMIT_DATA makes allocations fail for real (torch raises), unlike RSS limits.
+        resource.setrlimit(resource.RLIMIT_DATA, (job.memory_limit_bytes,) * 2)
+    backend = get_backend(job.config.backend)
+    started = time.perf_counter()
+    try:
+        if job.mode == "reference":
+            result = run_reference(job, get_study(job.config.model), backend)
+        else:
+            result = run_trial(job, get_study(job.config.model), backend)
+    except Exception as exc:  # failure is a value: classify it and report it
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        status = backend.classify(f"{type(exc).__name__}: {exc}\n{text}") or Status.CRASH
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        result = TrialResult(status=status, message=f"{type(exc).__name__}: {message}"[:500])
+    result.timings["worker_s"] = time.perf_counter() - started
+    result.write(Path(argv[1]))
+    return 0
+
+
+def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
+    import torch
+
+    cfg = job.config
+    timings: dict[str, float] = {}
+    with torch.no_grad():
+        start = time.perf_counter()
+        run = backend.prepare(study.build_model(), cfg)
+        timings["prepare_s"] = time.perf_counter() - start
+        x = study.example_input(cfg.batch_size)
+
+        def step() -> torch.Tensor:
+            return backend.to_host(run(backend.to_device(x, cfg)))
+
+        warmup = [_timed(step) for _ in range(max(job.warmup_iters, 1))]
+        backend.synchronize()
+        timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
+        timings["warmup_s"] = sum(warmup[1:])
+
+        start = time.perf_counter()
+        measurement = _measure(step, backend, job, per_iter_estimate=warmup[-1])
+        timings["measure_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        inputs, labels = study.eval_data()
+        if job.eval_limit:
+            inputs = inputs[: job.eval_limit]
+            labels = labels[: job.eval_limit] if labels is not None else None
+        outputs = _evaluate(run, backend, job, inputs)
+        timings["eval_s"] = time.perf_counter() - start
+
+    metrics: dict[str, Any] = {**measurement.summary(), "batch_size": cfg.batch_size}
+    result = TrialResult(
+        status=Status.OK,
+        metrics=metrics,
+        timings=timings,
+        block_times=list(measurement.block_times),
+        iters_per_block=measurement.iters_per_block,
+        environment=environment(backend),
+    )
+    if not torch.isfinite(outputs).all():
+        result.status = Status.NAN
+        result.message = "model outputs contain NaN or inf"
+        return result
+    reference = torch.load(job.reference_path, map_location="cpu", weights_only=True)
+    if job.eval_limit:
+        reference = reference[: job.eval_limit]
+    metrics.update(accuracy_metrics(outputs, reference, labels, job.reference_accuracy))
+    return result
+
+
+def run_reference(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
+    """fp32 eager outputs on CPU: the baseline every trial's accuracy is measured against."""
+    import torch
+
+    model = study.build_model()
+    inputs, labels = study.eval_data()
+    if job.eval_limit:
+        inputs = inputs[: job.eval_limit]
+        labels = labels[: job.eval_limit] if labels is not None else None
+    with torch.no_grad():
+        outputs = torch.cat([model(chunk).float() for chunk in inputs.split(REFERENCE_BATCH)])
+    assert job.reference_path is not None
+    torch.save(outputs, job.reference_path)
+    metrics = {"samples": float(len(outputs))}
+    if labels is not None:
+        metrics["accuracy"] = (outputs.argmax(1) == labels).double().mean().item()
+    return TrialResult(status=Status.OK, metrics=metrics, environment=environment(backend))
+
+
+def _timed(step: Any) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def _measure(step: Any, backend: Backend, job: WorkerJob, per_iter_estimate: float) -> Measurement:
+    """Time blocks of iterations (sync at block ends) until the time budget is spent."""
+    target_block = job.measure_seconds / (2 * job.min_blocks)
+    iters = max(1, round(target_block / max(per_iter_estimate, 1e-6)))
+    blocks: list[float] = []
+    iterations: list[float] = []
+    spent = 0.0
+    while spent < job.measure_seconds or len(blocks) < job.min_blocks:
+        block_start = time.perf_counter()
+        last = block_start
+        for _ in range(iters):
+            step()
+            now = time.perf_counter()
+            iterations.append(now - last)
+            last = now
+        backend.synchronize()
+        blocks.append(time.perf_counter() - block_start)
+        spent += blocks[-1]
+    return Measurement(tuple(blocks), iters, job.config.batch_size, tuple(iterations))
+
+
+def _evaluate(run: Any, backend: Backend, job: WorkerJob, inputs: torch.Tensor) -> torch.Tensor:
+    """Outputs for the eval set at the trial's batch size (last batch zero-padded, so a
+    compiled model sees one shape only)."""
+    import torch
+
+    bs = job.config.batch_size
+    n = len(inputs)
+    pad = (-n) % bs
+    if pad:
+        inputs = torch.cat([inputs, inputs.new_zeros((pad, *inputs.shape[1:]))])
+    outs = [backend.to_host(run(backend.to_device(c, job.config))) for c in inputs.split(bs)]
+    return torch.cat(outs).float()[:n]
+
+
+def environment(backend: Backend) -> dict[str, Any]:
+    """Everything that changes the answer: versions, device, threads, relevant env."""
+    import torch
+
+    return {
+        "device": backend.device_name(),
+        "versions": {"python": platform.python_version(), **backend.versions()},
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "hostname": platform.node(),
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,203 @@
+"""What can be searched: named, documented dimensions and the default space per backend.
+
+A `SearchSpace` turns Optuna suggestions into a `TrialConfig`. Spaces can be narrowed by a
+TOML or YAML file (`--space FILE`), never widened past what the backend offers:
+
+    batch_size = {min = 16, max = 1024}     # or: batch_size = [64, 128, 256]
+    optimization_level = [1, 2]
+    activation_dtype = ["bf16"]
+    channels_last = [true]
+    [weight_dtypes]                           # glob over weight names -> allowed dtypes
+    "fc*.weight" = ["bf16"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autotune.config import TrialConfig
+from autotune.errors import UsageError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autotune.backends import Backend
+    from studies import Study
+
+__all__ = ["BatchSize", "Dimension", "SearchSpace", "SpaceError", "default_space"]
+
+WEIGHT_PREFIX = "dtype:"
+EXTRA_PREFIX = "extra:"
+
+
+class SpaceError(UsageError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched dimension: an Optuna categorical over `choices`.
+
+    `target` names where the value goes in the TrialConfig: a field name, or
+    "dtype:<weight name>" for one layer's weight dtype, or "extra:<knob>" for a backend knob.
+    """
+
+    name: str
+    target: str
+    choices: tuple[Any, ...]
+    doc: str
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        return trial.suggest_categorical(self.name, self.choices)
+
+    def narrow(self, allowed: Any) -> Dimension:
+        if not isinstance(allowed, list) or not allowed:
+            raise SpaceError(f"space file: {self.name} must be a non-empty list of choices")
+        unknown = [c for c in allowed if c not in self.choices]
+        if unknown:
+            raise SpaceError(
+                f"space file: {self.name} has no choice {unknown[0]!r} "
+                f"(offered: {', '.join(map(_show, self.choices))})"
+            )
+        return replace(self, choices=tuple(c for c in self.choices if c in allowed))
+
+
+@dataclass(frozen=True)
+class BatchSize(Dimension):
+    """Batch size: powers of two, searched as an ordered integer (log2) so the sampler
+    learns that 256 lies between 128 and 512."""
+
+    def suggest(self, trial: optuna.Trial) -> int:
+        lo, hi = int(math.log2(self.choices[0])), int(math.log2(self.choices[-1]))
+        return 2 ** trial.suggest_int("log2_batch_size", lo, hi)
+
+    def narrow(self, allowed: Any) -> Dimension:
+        if isinstance(allowed, dict):
+            unknown = set(allowed) - {"min", "max"}
+            if unknown:
+                raise SpaceError(f"space file: batch_size takes min and max, not {unknown.pop()}")
+            lo, hi = allowed.get("min", self.choices[0]), allowed.get("max", self.choices[-1])
+            allowed = [b for b in self.choices if lo <= b <= hi]
+            if not allowed:
+                raise SpaceError(f"space file: no power-of-two batch size in [{lo}, {hi}]")
+        narrowed = Dimension.narrow(self, allowed)
+        exps = [int(math.log2(b)) for b in narrowed.choices]
+        if exps != list(range(exps[0], exps[-1] + 1)):
+            raise SpaceError("space file: batch sizes must be consecutive powers of two")
+        return narrowed
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    model: str
+    backend: str
+    dimensions: tuple[Dimension, ...]
+
+    def suggest(self, trial: optuna.Trial) -> TrialConfig:
+        return self.config_from({d.target: d.suggest(trial) for d in self.dimensions})
+
+    def config_from(self, values: dict[str, Any]) -> TrialConfig:
+        weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in values.items() if k.startswith(WEIGHT_PREFIX)}
+        extras = {k[len(EXTRA_PREFIX) :]: v for k, v in values.items() if k.startswith(EXTRA_PREFIX)}
+        plain = {k: v for k, v in values.items() if ":" not in k}
+        return TrialConfig(
+            model=self.model,
+            backend=self.backend,
+            weight_dtypes=tuple(weights.items()),
+            extras=tuple(extras.items()),
+            **plain,
+        )
+
+    def signature(self) -> str:
+        """Identifies the space: a stored study can only be resumed with the same one."""
+        return json.dumps([[d.name, list(d.choices)] for d in self.dimensions])
+
+    def size(self) -> int:
+        return math.prod(len(d.choices) for d in self.dimensions)
+
+    def narrowed(self, spec: dict[str, Any]) -> SearchSpace:
+        by_name = {d.name: d for d in self.dimensions}
+        spec = dict(spec)
+        weight_spec = spec.pop("weight_dtypes", {})
+        if not isinstance(weight_spec, dict):
+            raise SpaceError("space file: weight_dtypes must be a table of glob = [dtypes]")
+        for name in spec:
+            if name not in by_name:
+                raise SpaceError(
+                    f"space file: unknown dimension {name!r} for backend {self.backend} "
+                    f"(dimensions: {', '.join(n for n in by_name if ':' not in n)}, weight_dtypes)"
+                )
+        dims = {name: by_name[name].narrow(allowed) for name, allowed in spec.items()}
+        weight_dims = [d for d in self.dimensions if d.target.startswith(WEIGHT_PREFIX)]
+        for glob, allowed in weight_spec.items():
+            matched = [d for d in weight_dims if fnmatchcase(d.target[len(WEIGHT_PREFIX) :], glob)]
+            if not matched:
+                names = ", ".join(d.target[len(WEIGHT_PREFIX) :] for d in weight_dims)
+                raise SpaceError(f"space file: glob {glob!r} matches no tunable weight ({names})")
+            for d in matched:
+                dims[d.name] = dims.get(d.name, d).narrow(allowed)
+        return replace(self, dimensions=tuple(dims.get(d.name, d) for d in self.dimensions))
+
+    def narrowed_by_file(self, path: Path) -> SearchSpace:
+        return self.narrowed(load_space_file(path))
+
+
+def load_space_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpaceError(f"cannot read space file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise SpaceError(f"space file {path}: use a .toml, .yaml or .yml file")
+    except SpaceError:
+        raise
+    except Exception as exc:  # tomllib/yaml errors: report, don't trace
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpaceError(f"space file {path} is malformed: {first}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"space file {path} must be a table of dimension = choices")
+    return data
+
+
+def default_space(study: Study, backend: Backend, max_batch_size: int | None = None) -> SearchSpace:
+    """Everything the backend offers for this study."""
+    top = max_batch_size or study.max_batch_size
+    if top < 1 or top & (top - 1):
+        raise SpaceError(f"max batch size must be a power of two, not {top}")
+    dims: list[Dimension] = [
+        BatchSize("batch_size", "batch_size", tuple(2**i for i in range(top.bit_length())),
+                  "samples per inference call; larger amortises dispatch, may run out of memory"),
+        Dimension("optimization_level", "optimization_level", (0, 1, 2),
+                  "compiler optimisation level; see the backend's mapping"),
+    ]
+    if backend.has_trace:
+        dims.append(Dimension("trace", "trace", (False, True),
+                              "record the dispatch sequence once and replay it"))
+    dims.append(Dimension("activation_dtype", "activation_dtype", backend.activation_dtypes,
+                          "dtype of activations and of layers the weight map leaves alone"))
+    dims += [Dimension(k.name, EXTRA_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
+    dims += [
+        Dimension(WEIGHT_PREFIX + w.name, WEIGHT_PREFIX + w.name, backend.weight_dtypes,
+                  f"dtype of {w.name} ({w.kind})")
+        for w in study.weights
+        if w.kind in backend.weight_kinds
+    ]
+    return SearchSpace(study.name, backend.name, tuple(dims))
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value)

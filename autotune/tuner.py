@@ -9,15 +9,16 @@ import hashlib
 import logging
 import math
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import best_feasible, trial_rows
-from autotune.backends import get_backend
+from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
-from autotune.runner import RunnerSettings, run_job
+from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
 from autotune.storage import STUDY_ATTR, open_storage
 from search_spaces import SearchSpace, default_space
 from studies import get_study
@@ -60,8 +61,29 @@ def default_cache_dir() -> Path:
 
 
 def build_space(opts: StudyOptions) -> SearchSpace:
-    space = default_space(get_study(opts.model), get_backend(opts.backend), opts.max_batch_size)
+    space = default_space(
+        get_study(opts.model), get_backend(opts.backend), opts.max_batch_size, model=opts.model
+    )
     return space.narrowed_by_file(opts.space_file) if opts.space_file else space
+
+
+def check_worker_python(python: str, backend: Backend) -> None:
+    """Fail early, in one line, when trials could never start in the worker interpreter."""
+    probe = (
+        "import importlib.util, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    )
+    modules = ["autotune", *backend.worker_modules]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    try:
+        out = subprocess.run([python, "-c", probe, *modules], capture_output=True, text=True,
+                             env=env, timeout=60, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UsageError(f"worker python {python!r} does not run: {exc}") from None
+    if out:
+        raise UsageError(
+            f"worker python {python} cannot import {', '.join(out)}; {backend.install_hint}"
+        )
 
 
 class Tuner:
@@ -77,6 +99,7 @@ class Tuner:
             timeout_s=opts.timeout_s,
             cache_dir=opts.cache_dir,
         )
+        check_worker_python(self.runner.python, get_backend(opts.backend))
         optuna.logging.set_verbosity(logging.WARNING)
         storage = open_storage(opts.storage)
         self.study = optuna.create_study(

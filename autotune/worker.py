@@ -64,6 +64,7 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
     timings: dict[str, float] = {}
     with torch.no_grad():
         start = time.perf_counter()
+        backend.initialize(cfg)
         run = backend.prepare(study.build_model(), cfg)
         timings["prepare_s"] = time.perf_counter() - start
         x = study.example_input(cfg.batch_size)

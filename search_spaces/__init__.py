@@ -173,8 +173,11 @@ def load_space_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def default_space(study: Study, backend: Backend, max_batch_size: int | None = None) -> SearchSpace:
-    """Everything the backend offers for this study."""
+def default_space(
+    study: Study, backend: Backend, max_batch_size: int | None = None, model: str | None = None
+) -> SearchSpace:
+    """Everything the backend offers for this study (`model`: the name the worker resolves,
+    when it differs from the study's own, e.g. ``pkg.module:ATTR``)."""
     top = max_batch_size or study.max_batch_size
     if top < 1 or top & (top - 1):
         raise SpaceError(f"max batch size must be a power of two, not {top}")
@@ -196,7 +199,7 @@ def default_space(study: Study, backend: Backend, max_batch_size: int | None = N
         for w in study.weights
         if w.kind in backend.weight_kinds
     ]
-    return SearchSpace(study.name, backend.name, tuple(dims))
+    return SearchSpace(model or study.name, backend.name, tuple(dims))
 
 
 def _show(value: Any) -> str:

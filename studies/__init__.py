@@ -87,9 +87,27 @@ def study_names() -> list[str]:
 
 
 def get_study(name: str) -> Study:
+    """A registered study by name, or a user's own as ``package.module:ATTR``.
+
+    ``module:attr`` imports and runs that module: it is code execution of the user's own
+    module, exactly as running it with python would be.
+    """
+    if ":" in name:
+        return _load_user_study(name)
     try:
         return _registry()[name]
     except KeyError:
         raise UnknownStudyError(
             f"unknown model {name!r}; known models: {', '.join(study_names())}"
         ) from None
+
+
+def _load_user_study(spec: str) -> Study:
+    module_name, _, attr = spec.partition(":")
+    try:
+        study = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownStudyError(f"cannot load model {spec!r}: {exc}") from None
+    if not isinstance(study, Study):
+        raise UnknownStudyError(f"model {spec!r} is not a studies.Study instance")
+    return study

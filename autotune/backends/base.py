@@ -32,7 +32,7 @@ class Backend(ABC):
     """A device family: which knobs it offers, and how a config becomes a runnable model.
 
     Contract. The class attributes and `compile_options`/`worker_env`/`classify` are used by
-    the tuner and must not import torch or device libraries. `prepare`, `device_name`,
+    the tuner and must not import torch or device libraries. `initialize`, `prepare`, `device_name`,
     `to_device`, `to_host` and `synchronize` run only inside the worker process, once per
     process (device runtimes keep global state). `prepare` returns a callable that maps a
     device batch to a device output; the worker times `to_host(run(to_device(x)))` per
@@ -49,8 +49,9 @@ class Backend(ABC):
     has_trace: bool = False
     #: extra searched dimensions, in the order they are shown.
     knobs: tuple[Knob, ...] = ()
-    #: modules the worker interpreter must be able to import.
+    #: modules the worker interpreter must be able to import, and how to get them.
     worker_modules: tuple[str, ...] = ("torch",)
+    install_hint: str = "install torch in it: pip install 'torch>=2.4,<2.14'"
     #: (status, pattern) checked against the worker's stderr and exception text, first match wins.
     failure_patterns: tuple[tuple[Status, re.Pattern[str]], ...] = ()
 
@@ -69,6 +70,9 @@ class Backend(ABC):
         return None
 
     # --- worker side -------------------------------------------------------------------
+
+    def initialize(self, config: TrialConfig) -> None:  # noqa: B027 - optional hook
+        """Runtime setup before the model is built (e.g. selecting the device type)."""
 
     @abstractmethod
     def device_name(self) -> str: ...

@@ -64,13 +64,9 @@ def round_bfp(x: torch.Tensor, fmt: str, rule: str = "host") -> torch.Tensor:
     Raises ValueError for an unknown fmt or rule, TypeError for a non-float dtype.
     """
     if fmt not in BFP_FORMATS:
-        raise ValueError(
-            f"unknown bfp format {fmt!r}; expected one of {list(BFP_FORMATS)}"
-        )
+        raise ValueError(f"unknown bfp format {fmt!r}; expected one of {list(BFP_FORMATS)}")
     if rule not in BFP_RULES:
-        raise ValueError(
-            f"unknown bfp rounding rule {rule!r}; expected one of {list(BFP_RULES)}"
-        )
+        raise ValueError(f"unknown bfp rounding rule {rule!r}; expected one of {list(BFP_RULES)}")
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"round_bfp needs a float tensor, got dtype {x.dtype}")
     if x.numel() == 0:
@@ -101,9 +97,9 @@ def _round_blocks(blocks: torch.Tensor, w: int, *, away: bool) -> torch.Tensor:
     shared = exp.amax(dim=-1, keepdim=True)
     if bool((shared == 0xFF).any()):
         n_bad = int((exp == 0xFF).sum())
+        where = " after the device rule's bf16 pre-rounding" if away else ""
         raise ValueError(
-            f"round_bfp: input has {n_bad} NaN/inf value(s) (after the bf16 "
-            "pre-rounding for rule='device'); block-float cannot encode them"
+            f"round_bfp: input has {n_bad} NaN/inf value(s){where}; block-float cannot encode them"
         )
 
     sig = (bits & 0x7FFFFF) | 0x800000  # hidden bit made explicit

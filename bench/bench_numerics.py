@@ -52,9 +52,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20, help="timed runs (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = bench(args.repeats, args.warmup)
     meta = {

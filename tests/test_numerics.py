@@ -87,9 +87,7 @@ def ref_block(vals: list[float], w: int, ties: str) -> list[float]:
         if kept == 0:
             out.append(0.0)
         else:
-            out.append(
-                (-1.0 if b >> 31 else 1.0) * math.ldexp(kept, shared - 127 - (w - 1))
-            )
+            out.append((-1.0 if b >> 31 else 1.0) * math.ldexp(kept, shared - 127 - (w - 1)))
     return out
 
 
@@ -102,9 +100,7 @@ def ref_round(rows: list[list[float]], fmt: str, rule: str) -> list[list[float]]
             row = [_to_bf16_rne(v) for v in row]
         res: list[float] = []
         for i in range(0, len(row), BLOCK):
-            res += ref_block(
-                row[i : i + BLOCK], w, "away" if rule == "device" else "even"
-            )
+            res += ref_block(row[i : i + BLOCK], w, "away" if rule == "device" else "even")
         out.append(res)
     return out
 
@@ -244,9 +240,7 @@ def test_shapes_0d_1d_and_nd() -> None:
     assert out.shape == () and out.item() == 83 / 64
     # 1-d of 40 equals the same as a 1x40 row; 3-d equals the flattened rows.
     x = torch.randn(2, 3, 40, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(
-        round_bfp(x[0, 0], "bfp_bf4"), round_bfp(x[0, 0:1], "bfp_bf4")[0]
-    )
+    assert torch.equal(round_bfp(x[0, 0], "bfp_bf4"), round_bfp(x[0, 0:1], "bfp_bf4")[0])
     flat = round_bfp(x.reshape(6, 40), "bfp_bf8").reshape(2, 3, 40)
     assert torch.equal(round_bfp(x, "bfp_bf8"), flat)
     # Empty tensors pass through.
@@ -471,9 +465,7 @@ if given is not None:
         width = draw(st.integers(1, 40))
         n = math.prod(lead) * width
         if draw(st.booleans()):
-            fl = st.floats(
-                -(2.0**126), 2.0**126, width=32, allow_nan=False, allow_infinity=False
-            )
+            fl = st.floats(-(2.0**126), 2.0**126, width=32, allow_nan=False, allow_infinity=False)
             vals = draw(st.lists(fl, min_size=n, max_size=n))
         else:
             base = draw(st.integers(1, 250))

@@ -1,0 +1,220 @@
+"""End to end: the real CLI, real worker subprocesses, the real MNIST study, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from tests.conftest import FAST_ARGS, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def load(tmp_path: Path, name: str = "mnist-cpu") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'autotune.db'}")
+
+
+def test_study_plot_export_show(cli, tmp_path, fast_space):
+    r = cli("study", "--model", "mnist", "--trials", "3", "--space", str(fast_space), *FAST_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert "Pareto set" in r.stdout
+    study = load(tmp_path)
+    trials = study.get_trials()
+    assert len(trials) == 3
+    measured = [t for t in trials if t.user_attrs.get("duplicate_of") is None]
+    for t in measured:
+        assert t.user_attrs["status"] == "ok"
+        m = t.user_attrs["metrics"]
+        assert m["throughput_samples_per_s"] > 100
+        assert m["accuracy"] > 0.97  # the first 1000 real test images
+        assert m["agreement"] > 0.99 and m["pcc"] > 0.99
+        assert m["latency_ms_p50"] <= m["latency_ms_p95"]
+        assert len(t.user_attrs["block_times"]) >= 5
+        assert t.user_attrs["timings"]["warmup_s"] >= 0
+        assert list(t.constraints) == ["accuracy_drop"]
+    meta = study.user_attrs["autotune"]
+    assert 0.97 < meta["reference_accuracy"] <= 1.0
+    assert meta["trials_budget"] == 3
+
+    r = cli("plot", "--study", "mnist-cpu", "-o", "pareto.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = cli("plot", "--study", "mnist-cpu", "-o", "pareto.svg")
+    assert r.returncode == 0 and b"<svg" in (tmp_path / "pareto.svg").read_bytes()
+
+    r = cli("export", "--study", "mnist-cpu", "-o", "best.json")
+    assert r.returncode == 0, r.stderr
+    exported = json.loads((tmp_path / "best.json").read_text())
+    best = max(measured, key=lambda t: t.values[0])
+    assert exported["provenance"]["trial"] == best.number
+    assert exported["batch_size"] == best.user_attrs["config"]["batch_size"]
+    assert exported["metrics"]["throughput_samples_per_s"] == pytest.approx(best.values[0])
+
+    r = cli("show", "--study", "mnist-cpu", "--format", "json")
+    assert r.returncode == 0
+    shown = json.loads(r.stdout)
+    assert [t["number"] for t in shown["trials"]] == [0, 1, 2]
+    r = cli("show", "--study", "mnist-cpu")
+    assert r.returncode == 0 and "samples/s" in r.stdout
+
+    # The exported file applies to a fresh model and reproduces the tuned numerics.
+    from autotune import apply_config
+    from studies import get_study
+
+    mnist = get_study("mnist")
+    model = apply_config(mnist.build_model(), tmp_path / "best.json")
+    x, labels = mnist.eval_data()
+    x, labels = x[:512], labels[:512]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[exported["activation_dtype"]]
+    with torch.no_grad():
+        out = model(x.to(dtype)).float()
+    assert (out.argmax(1) == labels).float().mean() > 0.97
+
+
+def test_compiled_levels_run(cli, tmp_path):
+    """Levels 1 and 2 really compile with inductor (slow: a cold compile is ~10 s)."""
+    space = tmp_path / "compiled.yaml"
+    space.write_text("batch_size: {min: 128, max: 128}\noptimization_level: [2]\n"
+                     "activation_dtype: [bf16]\nchannels_last: [true]\n"
+                     "weight_dtypes: {'*': [bf16]}\n")
+    r = cli("study", "--model", "mnist", "--trials", "1", "--space", str(space), *FAST_ARGS)
+    assert r.returncode == 0, r.stderr
+    (t,) = load(tmp_path).get_trials()
+    assert t.user_attrs["status"] == "ok", t.user_attrs
+    assert t.user_attrs["config"]["optimization_level"] == 2
+    # bf16 everywhere on MNIST keeps predictions (DESIGN.md section 5)
+    assert t.user_attrs["metrics"]["agreement"] > 0.995
+
+
+def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
+    """RLIMIT_DATA makes torch's allocator fail for real at batch 4096 under 1 GiB."""
+    space = tmp_path / "big.toml"
+    space.write_text('batch_size = {min = 4096, max = 4096}\noptimization_level = [0]\n'
+                     'activation_dtype = ["fp32"]\nchannels_last = [false]\n'
+                     '[weight_dtypes]\n"*" = ["fp32"]\n')
+    r = cli("study", "--model", "mnist", "--trials", "2", "--space", str(space),
+            "--memory-limit", "1G", *FAST_ARGS)
+    assert r.returncode == 0, r.stderr
+    first, second = load(tmp_path).get_trials()
+    assert first.state == optuna.trial.TrialState.PRUNED
+    assert first.user_attrs["status"] == "oom"
+    assert "can't allocate memory" in first.user_attrs["stderr_tail"]
+    # Same config again: recorded as pruned from the first, no worker spawned.
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert second.user_attrs["duplicate_of"] == 0
+    assert "timings" not in second.user_attrs
+
+
+def test_crashing_worker_fails_and_study_goes_on(cli, tmp_path, fast_space):
+    r = cli("study", "--model", "tests.fixtures.faulty_studies:SEGFAULT", "--trials", "2",
+            "--study-name", "segv", "--space", str(fast_space), *FAST_ARGS)
+    # The fp32 reference itself needs the model, so a model that always crashes stops
+    # the study before any trial, with one clear line.
+    assert r.returncode == 2
+    assert "reference run failed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_raising_worker_keeps_reason_and_stderr(tmp_path, cache_dir):
+    """A model that fails at trial time (not for the reference): FAIL, reason, stderr tail."""
+    from autotune.config import Status, TrialConfig, WorkerJob
+    from autotune.runner import RunnerSettings, run_job
+
+    cfg = TrialConfig("tests.fixtures.faulty_studies:RAISING", "cpu", 64)
+    result = run_job(WorkerJob(cfg, reference_path=str(tmp_path / "none.pt")), RunnerSettings())
+    assert result.status is Status.CRASH
+    assert "broken on purpose" in result.message
+    assert "Traceback" in result.stderr_tail
+
+    cfg = TrialConfig("tests.fixtures.faulty_studies:SEGFAULT", "cpu", 64)
+    result = run_job(WorkerJob(cfg, reference_path=str(tmp_path / "none.pt")), RunnerSettings())
+    assert result.status is Status.CRASH
+    assert result.message == "worker killed by SIGSEGV"
+
+
+def test_timeout_kills_the_process_group(tmp_path):
+    from autotune.config import Status, TrialConfig, WorkerJob
+    from autotune.runner import RunnerSettings, run_job
+
+    pid_file = tmp_path / "grandchild.pid"
+    os.environ["HANG_PID_FILE"] = str(pid_file)
+    try:
+        cfg = TrialConfig("tests.fixtures.faulty_studies:HANGING", "cpu", 64)
+        start = time.monotonic()
+        result = run_job(WorkerJob(cfg), RunnerSettings(timeout_s=8))
+    finally:
+        del os.environ["HANG_PID_FILE"]
+    assert result.status is Status.TIMEOUT
+    assert time.monotonic() - start < 30
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not _alive(grandchild), "the worker's child survived the timeout"
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for a reaper (containers' pid 1
+    may not reap orphans)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "Z" not in state.split()[1]
+
+
+def test_nan_outputs_are_measured_but_infeasible(cli, tmp_path):
+    space = tmp_path / "bf16.toml"
+    space.write_text('batch_size = {min = 64, max = 64}\noptimization_level = [0]\n'
+                     'activation_dtype = ["bf16"]\n')
+    r = cli("study", "--model", "tests.fixtures.faulty_studies:NAN", "--trials", "1",
+            "--study-name", "nan", "--space", str(space), *FAST_ARGS)
+    assert r.returncode == 0, r.stderr
+    (t,) = load(tmp_path, "nan").get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.user_attrs["status"] == "nan"
+    assert t.constraints["accuracy_drop"] > 0  # infeasible
+    r = cli("export", "--study", "nan")
+    assert r.returncode == 1 and "no feasible trial" in r.stderr
+
+
+def test_interrupt_then_resume(tmp_path, fast_space, cache_dir):
+    args = [sys.executable, "-m", "autotune", "study", "--model", "mnist", "--trials", "3",
+            "--space", str(fast_space), *FAST_ARGS]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "autotune.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                trials = load(tmp_path).get_trials()
+            except Exception:  # the study may not exist yet
+                trials = []
+            if any(t.state.is_finished() for t in trials) and any(
+                t.state == optuna.trial.TrialState.RUNNING for t in trials
+            ):
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err
+    interrupted = [t for t in load(tmp_path).get_trials() if t.user_attrs.get("status") == "interrupted"]
+    assert len(interrupted) == 1
+
+    rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = load(tmp_path).get_trials()
+    counted = [t for t in trials if t.user_attrs.get("status") not in ("interrupted", None)]
+    assert len(counted) == 3
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retried) == 1 and retried[0].params == interrupted[0].params

@@ -66,10 +66,7 @@ def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
     Duplicates (a config measured once, reported again) are left out.
     """
     points = [r for r in rows if r.measured and r.duplicate_of is None]
-    front = [
-        r for r in points
-        if not any(_dominates(o, r) for o in points if o is not r)
-    ]
+    front = [r for r in points if not any(_dominates(o, r) for o in points if o is not r)]
     return sorted(front, key=lambda r: -r.throughput)
 
 

@@ -46,32 +46,68 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def storage_args(p: argparse.ArgumentParser, study_required: bool) -> None:
-        p.add_argument("--storage", default=DEFAULT_STORAGE,
-                       help=f"SQLAlchemy URL of the study storage (default {DEFAULT_STORAGE})")
-        p.add_argument("--study", "--study-name", dest="study_name", required=study_required,
-                       help="study name" + ("" if study_required else " (default MODEL-BACKEND)"))
+        p.add_argument(
+            "--storage",
+            default=DEFAULT_STORAGE,
+            help=f"SQLAlchemy URL of the study storage (default {DEFAULT_STORAGE})",
+        )
+        p.add_argument(
+            "--study",
+            "--study-name",
+            dest="study_name",
+            required=study_required,
+            help="study name" + ("" if study_required else " (default MODEL-BACKEND)"),
+        )
 
-    s = sub.add_parser("study", help="run (or resume) a tuning study",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(
+        "study",
+        help="run (or resume) a tuning study",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("--model", required=True, help="study to tune (e.g. mnist)")
     s.add_argument("--backend", default="cpu", help="device family: cpu (default)")
-    s.add_argument("--trials", type=int, default=50,
-                   help="total finished trials the study should have (rerun to resume)")
+    s.add_argument(
+        "--trials",
+        type=int,
+        default=50,
+        help="total finished trials the study should have (rerun to resume)",
+    )
     storage_args(s, study_required=False)
-    s.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="POINTS",
-                   help="feasible = top-1 within this many points of fp32 (default 0.5)")
+    s.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="feasible = top-1 within this many points of fp32 (default 0.5)",
+    )
     s.add_argument("--space", type=Path, metavar="FILE", help="TOML/YAML file narrowing the space")
     s.add_argument("--max-batch-size", type=int, help="largest batch size searched (power of 2)")
-    s.add_argument("--measure-seconds", type=float, default=1.0,
-                   help="timed seconds per trial after warmup (default 1)")
-    s.add_argument("--timeout-per-trial", type=float, default=300.0, metavar="SECONDS",
-                   help="kill a trial's process group after this long (default 300)")
-    s.add_argument("--memory-limit", type=parse_size, metavar="SIZE",
-                   help="cap each worker's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)")
+    s.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=1.0,
+        help="timed seconds per trial after warmup (default 1)",
+    )
+    s.add_argument(
+        "--timeout-per-trial",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="kill a trial's process group after this long (default 300)",
+    )
+    s.add_argument(
+        "--memory-limit",
+        type=parse_size,
+        metavar="SIZE",
+        help="cap each worker's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)",
+    )
     s.add_argument("--worker-python", help="interpreter that runs trials (default: this one)")
     s.add_argument("--seed", type=int, help="sampler seed, for repeatable searches")
     s.add_argument("--eval-limit", type=int, help="evaluate accuracy on the first N samples only")
-    s.add_argument("--cache-dir", type=Path, help="compile and reference cache (default ~/.cache/autotune)")
+    s.add_argument(
+        "--cache-dir", type=Path, help="compile and reference cache (default ~/.cache/autotune)"
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sh = sub.add_parser("show", help="list a study's trials")
@@ -80,10 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw throughput vs accuracy drop with the Pareto front")
     storage_args(p, study_required=True)
-    p.add_argument("-o", "--output", type=Path, default=Path("pareto.png"),
-                   help="image file; .png or .svg (default pareto.png)")
-    p.add_argument("--format", choices=["image", "json"], default="image",
-                   help="json prints the plotted data instead of drawing")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("pareto.png"),
+        help="image file; .png or .svg (default pareto.png)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["image", "json"],
+        default="image",
+        help="json prints the plotted data instead of drawing",
+    )
 
     e = sub.add_parser("export", help="write the best feasible config as JSON")
     storage_args(e, study_required=True)

@@ -51,18 +51,37 @@ def draw(data: ParetoPlotData, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
     if data.feasible:
-        ax.scatter(*_xy(data.feasible), c="tab:blue", s=28, label=f"feasible ({len(data.feasible)})")
+        ax.scatter(
+            *_xy(data.feasible), c="tab:blue", s=28, label=f"feasible ({len(data.feasible)})"
+        )
     if data.infeasible:
-        ax.scatter(*_xy(data.infeasible), c="tab:gray", marker="x", s=28,
-                   label=f"infeasible ({len(data.infeasible)})")
+        ax.scatter(
+            *_xy(data.infeasible),
+            c="tab:gray",
+            marker="x",
+            s=28,
+            label=f"infeasible ({len(data.infeasible)})",
+        )
     if data.front:
         ax.step(*_xy(data.front), where="post", c="tab:orange", lw=1.5, label="Pareto front")
     if data.pick:
-        ax.scatter([data.pick.accuracy_drop], [data.pick.throughput], marker="*", s=320,
-                   c="gold", edgecolors="black", zorder=5,
-                   label=f"exported: trial {data.pick.trial}, {data.pick.throughput:,.0f}/s")
-    ax.axvline(data.max_accuracy_drop, c="tab:red", ls="--", lw=1,
-               label=f"max accuracy drop {data.max_accuracy_drop:g} pt")
+        ax.scatter(
+            [data.pick.accuracy_drop],
+            [data.pick.throughput],
+            marker="*",
+            s=320,
+            c="gold",
+            edgecolors="black",
+            zorder=5,
+            label=f"exported: trial {data.pick.trial}, {data.pick.throughput:,.0f}/s",
+        )
+    ax.axvline(
+        data.max_accuracy_drop,
+        c="tab:red",
+        ls="--",
+        lw=1,
+        label=f"max accuracy drop {data.max_accuracy_drop:g} pt",
+    )
     if data.unmeasured:
         ax.plot([], [], " ", label=f"pruned or failed: {data.unmeasured}")
     ax.set_yscale("log")

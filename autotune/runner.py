@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,13 +62,18 @@ def run_job(job: WorkerJob, settings: RunnerSettings) -> TrialResult:
 
 
 def _collect(
-    returncode: int, timed_out: bool, settings: RunnerSettings, result_path: Path,
-    stderr: str, backend: object,
+    returncode: int,
+    timed_out: bool,
+    settings: RunnerSettings,
+    result_path: Path,
+    stderr: str,
+    backend: object,
 ) -> TrialResult:
     tail = stderr[-STDERR_TAIL_CHARS:]
     if timed_out:
         return TrialResult(
-            Status.TIMEOUT, f"no result after {settings.timeout_s:g} s; process group killed",
+            Status.TIMEOUT,
+            f"no result after {settings.timeout_s:g} s; process group killed",
             stderr_tail=tail,
         )
     if result_path.exists():
@@ -91,10 +97,8 @@ def _collect(
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

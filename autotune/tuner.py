@@ -76,8 +76,14 @@ def check_worker_python(python: str, backend: Backend) -> None:
     modules = ["autotune", *backend.worker_modules]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     try:
-        out = subprocess.run([python, "-c", probe, *modules], capture_output=True, text=True,
-                             env=env, timeout=60, check=True).stdout.split()
+        out = subprocess.run(
+            [python, "-c", probe, *modules],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError) as exc:
         raise UsageError(f"worker python {python!r} does not run: {exc}") from None
     if out:
@@ -139,20 +145,30 @@ class Tuner:
     def _reference(self) -> tuple[str, float | None]:
         """fp32 outputs on the eval set, computed once per study and cached on disk."""
         key = hashlib.sha1(f"{self.opts.storage}|{self.opts.name}".encode()).hexdigest()[:12]
-        path = self.opts.cache_dir / "reference" / f"{self.opts.name}-{key}-{self.opts.eval_limit or 'all'}.pt"
+        path = (
+            self.opts.cache_dir
+            / "reference"
+            / f"{self.opts.name}-{key}-{self.opts.eval_limit or 'all'}.pt"
+        )
         meta_key = "reference_accuracy"
         if path.exists() and meta_key in self.meta:
             return str(path), self.meta[meta_key]
         path.parent.mkdir(parents=True, exist_ok=True)
         config = TrialConfig(model=self.opts.model, backend="cpu", batch_size=1)
-        job = WorkerJob(config, mode="reference", reference_path=str(path), eval_limit=self.opts.eval_limit)
+        job = WorkerJob(
+            config, mode="reference", reference_path=str(path), eval_limit=self.opts.eval_limit
+        )
         result = run_job(job, self.runner)
         if not result.ok:
+            last = (result.stderr_tail.strip().splitlines() or [""])[-1]
             raise UsageError(
-                f"the fp32 reference run failed ({result.status}): {result.message or result.stderr_tail[-300:]}"
+                f"the fp32 reference run failed ({result.status}): {result.message or last}"
             )
-        self.meta = {**self.meta, meta_key: result.metrics.get("accuracy"),
-                     "reference_environment": result.environment}
+        self.meta = {
+            **self.meta,
+            meta_key: result.metrics.get("accuracy"),
+            "reference_environment": result.environment,
+        }
         self.study.set_user_attr(STUDY_ATTR, self.meta)
         return str(path), self.meta[meta_key]
 
@@ -160,7 +176,8 @@ class Tuner:
 
     def counted_trials(self) -> int:
         return sum(
-            1 for r in trial_rows(self.study)
+            1
+            for r in trial_rows(self.study)
             if r.state in ("COMPLETE", "PRUNED", "FAIL") and r.status not in _NOT_COUNTED
         )
 
@@ -177,11 +194,15 @@ class Tuner:
                 bar.update(1)
                 best = best_feasible(trial_rows(self.study))
                 if best is not None:
-                    bar.set_postfix_str(f"best feasible {best.throughput:,.0f} samples/s (#{best.number})")
+                    bar.set_postfix_str(
+                        f"best feasible {best.throughput:,.0f} samples/s (#{best.number})"
+                    )
         finally:
             bar.close()
 
-    def _run_one(self, trial: optuna.Trial, config: TrialConfig, ref_path: str, ref_acc: float | None) -> None:
+    def _run_one(
+        self, trial: optuna.Trial, config: TrialConfig, ref_path: str, ref_acc: float | None
+    ) -> None:
         import optuna
 
         trial.set_user_attr("config", config.to_dict())
@@ -213,8 +234,11 @@ class Tuner:
         same config at a smaller batch size that ran out of memory."""
         import optuna
 
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                    optuna.trial.TrialState.FAIL)
+        finished = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL,
+        )
         key = config.key()
         for t in self.study.get_trials(deepcopy=False, states=finished):
             status = t.user_attrs.get("status")
@@ -224,7 +248,10 @@ class Tuner:
                 return t
             if status == Status.OOM and "config" in t.user_attrs:
                 other = TrialConfig.from_dict(t.user_attrs["config"])
-                if other.batch_size <= config.batch_size and other.with_batch_size(config.batch_size) == config:
+                if (
+                    other.batch_size <= config.batch_size
+                    and other.with_batch_size(config.batch_size) == config
+                ):
                     return t
         return None
 
@@ -236,11 +263,13 @@ class Tuner:
                 trial.set_user_attr(key, earlier.user_attrs[key])
         same = earlier.user_attrs.get("config_key") == trial.user_attrs["config_key"]
         trial.set_user_attr("duplicate_of", origin)
-        trial.set_user_attr(
-            "message",
-            f"same config as trial {origin}; not measured again" if same
-            else f"batch {earlier.user_attrs['config']['batch_size']} ran out of memory in trial {origin}; not run",
+        oom_batch = earlier.user_attrs.get("config", {}).get("batch_size")
+        message = (
+            f"same config as trial {origin}; not measured again"
+            if same
+            else f"batch {oom_batch} ran out of memory in trial {origin}; not run"
         )
+        trial.set_user_attr("message", message)
         for name, value in earlier.constraints.items():
             trial.set_constraint(name, value)
         self.study.tell(trial, earlier.values, state=earlier.state)
@@ -281,10 +310,20 @@ class Tuner:
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     # JSON user attrs cannot hold NaN/inf portably; keep the keys, store None.
-    return {k: (v if isinstance(v, int | float) and math.isfinite(v) else None) for k, v in metrics.items()}
+    return {
+        k: (v if isinstance(v, int | float) and math.isfinite(v) else None)
+        for k, v in metrics.items()
+    }
 
 
 def _progress(total: int, done: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, desc="trials", unit="trial", disable=not enabled, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="trials",
+        unit="trial",
+        disable=not enabled,
+        dynamic_ncols=True,
+    )

@@ -61,7 +61,7 @@ class Dimension:
         unknown = [c for c in allowed if c not in self.choices]
         if unknown:
             raise SpaceError(
-                f"space file: {self.name} has no choice {unknown[0]!r} "
+                f"space file: {self.name} has no choice {_show(unknown[0])} "
                 f"(offered: {', '.join(map(_show, self.choices))})"
             )
         return replace(self, choices=tuple(c for c in self.choices if c in allowed))
@@ -102,8 +102,12 @@ class SearchSpace:
         return self.config_from({d.target: d.suggest(trial) for d in self.dimensions})
 
     def config_from(self, values: dict[str, Any]) -> TrialConfig:
-        weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in values.items() if k.startswith(WEIGHT_PREFIX)}
-        extras = {k[len(EXTRA_PREFIX) :]: v for k, v in values.items() if k.startswith(EXTRA_PREFIX)}
+        weights = {
+            k[len(WEIGHT_PREFIX) :]: v for k, v in values.items() if k.startswith(WEIGHT_PREFIX)
+        }
+        extras = {
+            k[len(EXTRA_PREFIX) :]: v for k, v in values.items() if k.startswith(EXTRA_PREFIX)
+        }
         plain = {k: v for k, v in values.items() if ":" not in k}
         return TrialConfig(
             model=self.model,
@@ -182,20 +186,41 @@ def default_space(
     if top < 1 or top & (top - 1):
         raise SpaceError(f"max batch size must be a power of two, not {top}")
     dims: list[Dimension] = [
-        BatchSize("batch_size", "batch_size", tuple(2**i for i in range(top.bit_length())),
-                  "samples per inference call; larger amortises dispatch, may run out of memory"),
-        Dimension("optimization_level", "optimization_level", (0, 1, 2),
-                  "compiler optimisation level; see the backend's mapping"),
+        BatchSize(
+            "batch_size",
+            "batch_size",
+            tuple(2**i for i in range(top.bit_length())),
+            "samples per inference call; larger amortises dispatch, may run out of memory",
+        ),
+        Dimension(
+            "optimization_level",
+            "optimization_level",
+            (0, 1, 2),
+            "compiler optimisation level; see the backend's mapping",
+        ),
     ]
     if backend.has_trace:
-        dims.append(Dimension("trace", "trace", (False, True),
-                              "record the dispatch sequence once and replay it"))
-    dims.append(Dimension("activation_dtype", "activation_dtype", backend.activation_dtypes,
-                          "dtype of activations and of layers the weight map leaves alone"))
+        dims.append(
+            Dimension(
+                "trace", "trace", (False, True), "record the dispatch sequence once and replay it"
+            )
+        )
+    dims.append(
+        Dimension(
+            "activation_dtype",
+            "activation_dtype",
+            backend.activation_dtypes,
+            "dtype of activations and of layers the weight map leaves alone",
+        )
+    )
     dims += [Dimension(k.name, EXTRA_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
     dims += [
-        Dimension(WEIGHT_PREFIX + w.name, WEIGHT_PREFIX + w.name, backend.weight_dtypes,
-                  f"dtype of {w.name} ({w.kind})")
+        Dimension(
+            WEIGHT_PREFIX + w.name,
+            WEIGHT_PREFIX + w.name,
+            backend.weight_dtypes,
+            f"dtype of {w.name} ({w.kind})",
+        )
         for w in study.weights
         if w.kind in backend.weight_kinds
     ]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Study", "Weight", "UnknownStudyError", "get_study", "study_names"]
+__all__ = ["Study", "UnknownStudyError", "Weight", "get_study", "study_names"]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,11 @@ def cli(tmp_path: Path, cache_dir: Path):
         full_env.update(env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "autotune", *args],
-            cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -83,9 +83,11 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
 def test_compiled_levels_run(cli, tmp_path):
     """Levels 1 and 2 really compile with inductor (slow: a cold compile is ~10 s)."""
     space = tmp_path / "compiled.yaml"
-    space.write_text("batch_size: {min: 128, max: 128}\noptimization_level: [2]\n"
-                     "activation_dtype: [bf16]\nchannels_last: [true]\n"
-                     "weight_dtypes: {'*': [bf16]}\n")
+    space.write_text(
+        "batch_size: {min: 128, max: 128}\noptimization_level: [2]\n"
+        "activation_dtype: [bf16]\nchannels_last: [true]\n"
+        "weight_dtypes: {'*': [bf16]}\n"
+    )
     r = cli("study", "--model", "mnist", "--trials", "1", "--space", str(space), *FAST_ARGS)
     assert r.returncode == 0, r.stderr
     (t,) = load(tmp_path).get_trials()
@@ -98,11 +100,23 @@ def test_compiled_levels_run(cli, tmp_path):
 def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
     """RLIMIT_DATA makes torch's allocator fail for real at batch 4096 under 1 GiB."""
     space = tmp_path / "big.toml"
-    space.write_text('batch_size = {min = 4096, max = 4096}\noptimization_level = [0]\n'
-                     'activation_dtype = ["fp32"]\nchannels_last = [false]\n'
-                     '[weight_dtypes]\n"*" = ["fp32"]\n')
-    r = cli("study", "--model", "mnist", "--trials", "2", "--space", str(space),
-            "--memory-limit", "1G", *FAST_ARGS)
+    space.write_text(
+        "batch_size = {min = 4096, max = 4096}\noptimization_level = [0]\n"
+        'activation_dtype = ["fp32"]\nchannels_last = [false]\n'
+        '[weight_dtypes]\n"*" = ["fp32"]\n'
+    )
+    r = cli(
+        "study",
+        "--model",
+        "mnist",
+        "--trials",
+        "2",
+        "--space",
+        str(space),
+        "--memory-limit",
+        "1G",
+        *FAST_ARGS,
+    )
     assert r.returncode == 0, r.stderr
     first, second = load(tmp_path).get_trials()
     assert first.state == optuna.trial.TrialState.PRUNED
@@ -115,8 +129,18 @@ def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
 
 
 def test_crashing_worker_fails_and_study_goes_on(cli, tmp_path, fast_space):
-    r = cli("study", "--model", "tests.fixtures.faulty_studies:SEGFAULT", "--trials", "2",
-            "--study-name", "segv", "--space", str(fast_space), *FAST_ARGS)
+    r = cli(
+        "study",
+        "--model",
+        "tests.fixtures.faulty_studies:SEGFAULT",
+        "--trials",
+        "2",
+        "--study-name",
+        "segv",
+        "--space",
+        str(fast_space),
+        *FAST_ARGS,
+    )
     # The fp32 reference itself needs the model, so a model that always crashes stops
     # the study before any trial, with one clear line.
     assert r.returncode == 2
@@ -172,10 +196,21 @@ def _alive(pid: int) -> bool:
 
 def test_nan_outputs_are_measured_but_infeasible(cli, tmp_path):
     space = tmp_path / "bf16.toml"
-    space.write_text('batch_size = {min = 64, max = 64}\noptimization_level = [0]\n'
-                     'activation_dtype = ["bf16"]\n')
-    r = cli("study", "--model", "tests.fixtures.faulty_studies:NAN", "--trials", "1",
-            "--study-name", "nan", "--space", str(space), *FAST_ARGS)
+    space.write_text(
+        'batch_size = {min = 64, max = 64}\noptimization_level = [0]\nactivation_dtype = ["bf16"]\n'
+    )
+    r = cli(
+        "study",
+        "--model",
+        "tests.fixtures.faulty_studies:NAN",
+        "--trials",
+        "1",
+        "--study-name",
+        "nan",
+        "--space",
+        str(space),
+        *FAST_ARGS,
+    )
     assert r.returncode == 0, r.stderr
     (t,) = load(tmp_path, "nan").get_trials()
     assert t.state == optuna.trial.TrialState.COMPLETE
@@ -186,11 +221,23 @@ def test_nan_outputs_are_measured_but_infeasible(cli, tmp_path):
 
 
 def test_interrupt_then_resume(tmp_path, fast_space, cache_dir):
-    args = [sys.executable, "-m", "autotune", "study", "--model", "mnist", "--trials", "3",
-            "--space", str(fast_space), *FAST_ARGS]
+    args = [
+        sys.executable,
+        "-m",
+        "autotune",
+        "study",
+        "--model",
+        "mnist",
+        "--trials",
+        "3",
+        "--space",
+        str(fast_space),
+        *FAST_ARGS,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     db = tmp_path / "autotune.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -208,7 +255,9 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err
-    interrupted = [t for t in load(tmp_path).get_trials() if t.user_attrs.get("status") == "interrupted"]
+    interrupted = [
+        t for t in load(tmp_path).get_trials() if t.user_attrs.get("status") == "interrupted"
+    ]
     assert len(interrupted) == 1
 
     rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

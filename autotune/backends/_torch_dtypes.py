@@ -53,14 +53,14 @@ def apply_layer_dtypes(
     return model
 
 
-def _cast_inputs(dtype: torch.dtype):  # noqa: ANN202 - torch hook signature
+def _cast_inputs(dtype: torch.dtype):
     def hook(module: torch.nn.Module, args: tuple) -> tuple:
         return tuple(a.to(dtype) if torch.is_tensor(a) else a for a in args)
 
     return hook
 
 
-def _cast_output(dtype: torch.dtype):  # noqa: ANN202 - torch hook signature
+def _cast_output(dtype: torch.dtype):
     def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         return output.to(dtype)
 

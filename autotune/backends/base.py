@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 # Failures every backend can meet; backends put their own, more specific patterns first.
 GENERIC_FAILURES: tuple[tuple[Status, re.Pattern[str]], ...] = (
-    (Status.OOM, re.compile(r"can't allocate memory|MemoryError|std::bad_alloc|out of memory", re.I)),
+    (
+        Status.OOM,
+        re.compile(r"can't allocate memory|MemoryError|std::bad_alloc|out of memory", re.I),
+    ),
 )
 
 

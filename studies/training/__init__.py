@@ -1,1 +1,1 @@
-"""Scripts that produce the weights and data shipped with the studies (run by hand, not at import)."""
+"""Scripts that produce the weights and data shipped with the studies (run by hand)."""

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from studies.models.mnist_cnn import MNISTCNNDropoutModel
 from studies.mnist import DATA_DIR, normalize
+from studies.models.mnist_cnn import MNISTCNNDropoutModel
 
 TEST_FILE = DATA_DIR / "mnist_test.npz"
 WEIGHTS_FILE = DATA_DIR / "mnist_cnn.pt"
@@ -73,8 +73,10 @@ def main() -> None:
             loss.backward()
             opt.step()
         acc = accuracy(model, test_x, test_y)
-        print(f"epoch {epoch + 1}: loss {loss.item():.4f}, test top-1 {acc:.4%}, "
-              f"{time.perf_counter() - start:.0f} s")
+        print(
+            f"epoch {epoch + 1}: loss {loss.item():.4f}, test top-1 {acc:.4%}, "
+            f"{time.perf_counter() - start:.0f} s"
+        )
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), WEIGHTS_FILE)

@@ -1,0 +1,91 @@
+"""Bad input: one clear line on stderr, exit 2, no traceback, finished trials kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import FAST_ARGS
+
+
+def _one_line_error(r, code: int = 2) -> str:
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("autotune: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "nope"], "unknown model 'nope'; known models: mnist"),
+        (["--model", "mnist", "--backend", "tpu"], "unknown backend 'tpu'"),
+        (["--model", "mnist", "--trials", "0"], "--trials must be at least 1"),
+        (["--model", "mnist", "--storage", "sqlite:////no/such/dir/x.db"], "does not exist"),
+        (["--model", "mnist", "--storage", "nosuchdialect://x"], "cannot open storage"),
+        (["--model", "mnist", "--worker-python", "/no/python"], "does not exist"),
+        (["--model", "mnist", "--max-batch-size", "100"], "power of two"),
+        (["--model", "no.such.module:STUDY"], "cannot load model"),
+    ],
+)
+def test_study_bad_input(cli, args, expected):
+    assert expected in _one_line_error(cli("study", *args, "--no-progress"))
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ('activation_dtype = ["fp8"]', 'activation_dtype has no choice "fp8"'),
+        ("[weight_dtypes]\n'fc1.weight' = ['bfp_bf4']", 'has no choice "bfp_bf4"'),
+        ("[weight_dtypes]\n'attn*' = ['bf16']", "glob 'attn*' matches no tunable weight"),
+        ("warp_size = [32]", "unknown dimension 'warp_size'"),
+        ("trace = [true]", "unknown dimension 'trace'"),  # no trace on CPU
+        ("batch_size = {min = 3000, max = 3500}", "no power-of-two batch size"),
+        ("optimization_level = [", "malformed"),
+    ],
+)
+def test_bad_space_file(cli, tmp_path, space, expected):
+    path = tmp_path / "space.toml"
+    path.write_text(space)
+    r = cli("study", "--model", "mnist", "--space", str(path), "--no-progress")
+    assert expected in _one_line_error(r)
+
+
+def test_space_file_wrong_extension_and_missing(cli, tmp_path):
+    (tmp_path / "space.json").write_text("{}")
+    assert "use a .toml, .yaml" in _one_line_error(
+        cli("study", "--model", "mnist", "--space", "space.json")
+    )
+    assert "cannot read space file" in _one_line_error(
+        cli("study", "--model", "mnist", "--space", "missing.toml")
+    )
+
+
+@pytest.mark.parametrize("command", ["show", "plot", "export"])
+def test_unknown_study(cli, command):
+    r = cli(command, "--study", "ghost", "--storage", "sqlite:///empty.db")
+    assert "no study 'ghost'" in _one_line_error(r)
+
+
+@pytest.mark.slow
+def test_changed_space_is_refused_and_trials_kept(cli, tmp_path, fast_space):
+    r = cli("study", "--model", "mnist", "--trials", "1", "--space", str(fast_space), *FAST_ARGS)
+    assert r.returncode == 0, r.stderr
+    r = cli("study", "--model", "mnist", "--trials", "2", *FAST_ARGS)
+    line = _one_line_error(r)
+    assert "exists with a different space" in line and "--study-name" in line
+    r = cli("show", "--study", "mnist-cpu", "--format", "json")
+    assert r.returncode == 0 and '"status": "ok"' in r.stdout
+
+
+def test_help_is_fast_and_torch_free():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from autotune.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules, 'optuna' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -82,6 +82,7 @@ class WorkerJob:
     mode: str = "trial"  # "trial", or "reference" (fp32 eager outputs for the accuracy baseline)
     measure_seconds: float = 1.0
     warmup_iters: int = 3
+    warmup_seconds: float = 0.5
     min_blocks: int = 5
     reference_path: str | None = None
     reference_accuracy: float | None = None

@@ -215,6 +215,7 @@ class Tuner:
             config,
             measure_seconds=self.opts.measure_seconds,
             warmup_iters=self.opts.warmup_iters,
+            warmup_seconds=self.opts.measure_seconds / 2,
             reference_path=ref_path,
             reference_accuracy=ref_acc,
             eval_limit=self.opts.eval_limit,

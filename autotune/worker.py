@@ -72,7 +72,15 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
         def step() -> torch.Tensor:
             return backend.to_host(run(backend.to_device(x, cfg)))
 
-        warmup = [_timed(step) for _ in range(max(job.warmup_iters, 1))]
+        # At least `warmup_iters` iterations (the 1st compiles, the 2nd captures a trace),
+        # then on until `warmup_seconds` have passed: CPU kernels, allocator caches and clocks
+        # take tens of iterations to settle, and timing them would understate throughput.
+        warmup = [_timed(step)]
+        warm_start = time.perf_counter()
+        while (
+            len(warmup) < job.warmup_iters or time.perf_counter() - warm_start < job.warmup_seconds
+        ):
+            warmup.append(_timed(step))
         backend.synchronize()
         timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
         timings["warmup_s"] = sum(warmup[1:])

@@ -1,0 +1,145 @@
+"""Benchmark: the 50-trial MNIST study on this machine, and the seed's recipe next to it.
+
+    python bench/study_bench.py [--trials 50] [--seed 0] [--backend cpu] [--json OUT]
+
+Reports the study's wall time; where that time goes (measurement vs compile, warmup,
+evaluation, process spawn and imports, tuner bookkeeping); and the best feasible config's
+throughput next to the seed's recipe (batch 64, bf16, highest optimization level, trace on
+where the backend has it), both re-measured in this run, interleaved, so the ratio is fair
+on a noisy machine. Uses a fresh compile cache unless --warm-cache is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from autotune.analysis import best_feasible, trial_rows
+from autotune.backends import get_backend
+from autotune.config import TrialConfig, WorkerJob
+from autotune.runner import RunnerSettings, run_job
+from autotune.tuner import StudyOptions, Tuner, default_cache_dir
+from studies import get_study
+
+
+def seed_recipe(model: str, backend_name: str) -> TrialConfig:
+    backend = get_backend(backend_name)
+    study = get_study(model)
+    lowered = "bf16" if "bf16" in backend.weight_dtypes else backend.weight_dtypes[0]
+    weights = [(w.name, lowered) for w in study.weights if w.kind in backend.weight_kinds]
+    extras = [(k.name, k.choices[0]) for k in backend.knobs]  # knobs off: the seed has none
+    return TrialConfig(
+        model, backend_name, 64, 2, backend.has_trace, "bf16", tuple(weights), tuple(extras)
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mnist")
+    p.add_argument("--backend", default="cpu")
+    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="re-measurements of best and seed")
+    p.add_argument("--warm-cache", action="store_true", help="reuse ~/.cache/autotune")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = default_cache_dir() if args.warm_cache else Path(tmp) / "cache"
+        opts = StudyOptions(
+            model=args.model,
+            backend=args.backend,
+            trials=args.trials,
+            storage=f"sqlite:///{tmp}/bench.db",
+            seed=args.seed,
+            cache_dir=cache,
+            progress=False,
+        )
+        start = time.perf_counter()
+        tuner = Tuner(opts)
+        tuner.run()
+        wall = time.perf_counter() - start
+
+        trials = tuner.study.get_trials()
+        sums: dict[str, float] = {}
+        for t in trials:
+            for k, v in t.user_attrs.get("timings", {}).items():
+                sums[k] = sums.get(k, 0.0) + v
+        spawned = sum(1 for t in trials if "timings" in t.user_attrs)
+        rows = trial_rows(tuner.study)
+        best = best_feasible(rows)
+        statuses: dict[str, int] = {}
+        for r in rows:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+
+        # Re-measure best and seed, interleaved, with the study's own protocol.
+        settings = RunnerSettings(cache_dir=cache, timeout_s=opts.timeout_s)
+        ref_path, ref_acc = tuner._reference()
+        best_cfg = TrialConfig.from_dict(best.config)
+        seed_cfg = seed_recipe(args.model, args.backend)
+        again: dict[str, list[float]] = {"best": [], "seed": []}
+        for _ in range(args.repeats):
+            for name, cfg in (("best", best_cfg), ("seed", seed_cfg)):
+                job = WorkerJob(
+                    cfg,
+                    measure_seconds=opts.measure_seconds,
+                    warmup_seconds=opts.measure_seconds / 2,
+                    reference_path=ref_path,
+                    reference_accuracy=ref_acc,
+                )
+                again[name].append(run_job(job, settings).metrics["throughput_samples_per_s"])
+
+    other = sums.get("process_s", 0) - sums.get("worker_s", 0)
+    worker_rest = sums.get("worker_s", 0) - sum(
+        sums.get(k, 0) for k in ("compile_s", "warmup_s", "measure_s", "eval_s")
+    )
+    breakdown = {
+        "timed measurement": sums.get("measure_s", 0),
+        "compile (incl. model build)": sums.get("compile_s", 0),
+        "warmup": sums.get("warmup_s", 0),
+        "accuracy evaluation": sums.get("eval_s", 0),
+        "process spawn + imports": other + worker_rest,
+        "tuner (reference, sampler, storage)": wall - sums.get("process_s", 0),
+    }
+    best_med, seed_med = statistics.median(again["best"]), statistics.median(again["seed"])
+    figures = {
+        "trials": len(trials),
+        "workers_spawned": spawned,
+        "statuses": statuses,
+        "wall_s": wall,
+        "breakdown_s": breakdown,
+        "share_outside_measurement": 1 - breakdown["timed measurement"] / wall,
+        "best_trial": best.number,
+        "best_config": best.config,
+        "best_throughput_in_study": best.throughput,
+        "best_remeasured": again["best"],
+        "seed_remeasured": again["seed"],
+        "speedup_vs_seed": best_med / seed_med,
+        "seed_config": seed_cfg.to_dict(),
+    }
+    print(
+        f"study: {len(trials)} trials ({spawned} workers spawned) in {wall:.0f} s; "
+        f"statuses {statuses}"
+    )
+    for k, v in breakdown.items():
+        print(f"  {k:38s} {v:7.1f} s  {100 * v / wall:5.1f} %")
+    print(f"share outside timed measurement: {100 * figures['share_outside_measurement']:.0f} %")
+    print(f"best feasible: trial {best.number} {best.config}")
+    print(
+        f"  in study {best.throughput:,.0f}/s; re-measured "
+        + ", ".join(f"{v:,.0f}" for v in again["best"])
+    )
+    print("seed recipe re-measured " + ", ".join(f"{v:,.0f}" for v in again["seed"]))
+    print(
+        f"speedup of best over seed recipe (medians, same run): {figures['speedup_vs_seed']:.2f}x"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

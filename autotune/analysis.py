@@ -47,7 +47,9 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
             TrialRow(
                 number=t.number,
                 state=t.state.name,
-                status=attrs.get("status", t.state.name.lower()),
+                status=attrs.get(
+                    "status", "lost" if t.state.name == "FAIL" else t.state.name.lower()
+                ),
                 message=attrs.get("message", ""),
                 config=attrs.get("config", {}),
                 metrics=attrs.get("metrics", {}),

@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.backends import get_backend
@@ -25,16 +26,23 @@ class RunnerSettings:
     python: str = sys.executable
     timeout_s: float | None = None
     cache_dir: Path | None = None  # persistent compile caches shared across trials
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the device this slot owns
 
 
-def run_job(job: WorkerJob, settings: RunnerSettings) -> TrialResult:
-    """Run `job` in a fresh process group. Ctrl-C kills the group and re-raises."""
+def run_job(
+    job: WorkerJob, settings: RunnerSettings, cancel: threading.Event | None = None
+) -> TrialResult:
+    """Run `job` in a fresh process group and return its result, failures included.
+
+    Setting `cancel` (or Ctrl-C in the calling thread) kills the whole group; the former
+    returns an INTERRUPTED result, the latter re-raises.
+    """
     backend = get_backend(job.config.backend)
     with tempfile.TemporaryDirectory(prefix="autotune-trial-") as tmp:
         tmpdir = Path(tmp)
         job_path, result_path = tmpdir / "job.json", tmpdir / "result.json"
         job_path.write_text(json.dumps(job.to_dict()))
-        env = _worker_env(settings, backend.worker_env(job.config))
+        env = _worker_env(settings, {**backend.worker_env(job.config), **settings.extra_env})
         started = time.perf_counter()
         with open(tmpdir / "stdout", "wb") as out, open(tmpdir / "stderr", "wb") as err:
             proc = subprocess.Popen(
@@ -45,18 +53,24 @@ def run_job(job: WorkerJob, settings: RunnerSettings) -> TrialResult:
                 env=env,
                 start_new_session=True,  # its own process group: kill it and its children
             )
-            timed_out = False
             try:
-                proc.wait(timeout=settings.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc)
+                outcome = _wait(proc, settings.timeout_s, cancel)
             except BaseException:
                 _kill_group(proc)
                 raise
+            if outcome != "exited":
+                _kill_group(proc)
         wall = time.perf_counter() - started
         stderr = (tmpdir / "stderr").read_bytes().decode("utf-8", "replace")
-        result = _collect(proc.returncode, timed_out, settings, result_path, stderr, backend)
+        if outcome == "cancelled":
+            result = TrialResult(
+                Status.INTERRUPTED,
+                "study interrupted; worker killed",
+                stderr_tail=stderr[-STDERR_TAIL_CHARS:],
+            )
+        else:
+            timed_out = outcome == "timeout"
+            result = _collect(proc.returncode, timed_out, settings, result_path, stderr, backend)
     result.timings["process_s"] = wall
     return result
 
@@ -94,6 +108,21 @@ def _collect(
         message = f"worker exited with code {returncode} and wrote no result"
     status = backend.classify(stderr) or Status.CRASH
     return TrialResult(status, message, stderr_tail=tail)
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, cancel: threading.Event | None) -> str:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = 0.2 if deadline is None else min(0.2, max(deadline - time.monotonic(), 0))
+        try:
+            proc.wait(timeout=step)
+            return "exited"
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -15,20 +15,43 @@ DEFAULT_STORAGE = "sqlite:///autotune.db"
 STUDY_ATTR = "autotune"  # our study-level metadata lives under one prefixed user attr
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. With `heartbeat_s`, running trials carry a heartbeat and a
+    trial whose heartbeat stops for 3 intervals is failed and re-queued by any tuner."""
+    import warnings
+
     import optuna
     import sqlalchemy.exc
 
-    engine_kwargs = {}
+    engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
         # Wait for a busy writer instead of failing with "database is locked".
         engine_kwargs["connect_args"] = {"timeout": 60}
         _check_sqlite_path(url)
+    heartbeat = {}
+    if heartbeat_s:
+        heartbeat = {
+            "heartbeat_interval": heartbeat_s,
+            "grace_period": 3 * heartbeat_s,
+            "heartbeat_stale_trial_callback": _retry_lost_trial,
+        }
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        if url.startswith("sqlite:"):
+            # WAL lets readers (show, plot) work while a tuner writes; it persists in the file.
+            with storage.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"cannot open storage {url!r}: {first}") from None
+
+
+def _retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose tuner stopped beating: queue its config again (it did not count)."""
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
 def _check_sqlite_path(url: str) -> None:

@@ -1,16 +1,24 @@
-"""The study loop: ask -> run one trial in a subprocess -> tell.
+"""The study loop: ask -> run one trial in a subprocess -> tell, on one or many hosts.
 
-All storage writes happen here, in the tuner process; workers only return results.
+All storage writes happen in tuner processes; workers only return results. Several tuner
+processes (`autotune study`, `autotune worker` on other hosts) can share one study through an
+RDB storage: the trial budget is stored with the study, a heartbeat marks each running
+trial, and trials of a tuner that died are failed and re-queued by whoever notices first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import socket
 import subprocess
-from dataclasses import dataclass, field
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,40 +27,67 @@ from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
 from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
-from autotune.storage import STUDY_ATTR, open_storage
+from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
 from search_spaces import SearchSpace, default_space
 from studies import get_study
 
 if TYPE_CHECKING:
     import optuna
 
-# Interrupted trials are not part of the budget: they are re-queued and run again.
-_NOT_COUNTED = {Status.INTERRUPTED.value}
+# Trials that do not use up the budget: they are re-queued and run again.
+NOT_COUNTED = {Status.INTERRUPTED.value, "lost", "surplus"}
+# Settings every host must share: they define what a trial measures.
+IDENTITY = ("model", "backend", "max_accuracy_drop", "eval_limit", "measure_seconds")
 
 
 @dataclass(frozen=True)
 class StudyOptions:
+    # Stored with the study (every host running trials uses them).
     model: str
     backend: str = "cpu"
     trials: int = 50
-    storage: str = "sqlite:///autotune.db"
-    study_name: str | None = None
     max_accuracy_drop: float = 0.5
-    space_file: Path | None = None
+    space: dict[str, Any] | None = None  # narrowing spec, as read from a space file
     max_batch_size: int | None = None
     measure_seconds: float = 1.0
     warmup_iters: int = 3
     timeout_s: float | None = 300.0
     memory_limit_bytes: int | None = None
-    worker_python: str | None = None
-    seed: int | None = None
     eval_limit: int | None = None
+    seed: int | None = None
+    # This host only.
+    storage: str = DEFAULT_STORAGE
+    study_name: str | None = None
+    worker_python: str | None = None
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    jobs: int = 1
+    devices: tuple[str, ...] | None = None
+    heartbeat_s: int = 10
     progress: bool = True
 
     @property
     def name(self) -> str:
         return self.study_name or f"{self.model}-{self.backend}"
+
+    def shared(self) -> dict[str, Any]:
+        host = {
+            "storage",
+            "study_name",
+            "worker_python",
+            "cache_dir",
+            "jobs",
+            "devices",
+            "heartbeat_s",
+            "progress",
+        }
+        return {k: v for k, v in asdict(self).items() if k not in host}
+
+    @classmethod
+    def from_study(cls, meta: dict[str, Any], **host: Any) -> StudyOptions:
+        """Options of an existing study (for `autotune worker`), plus this host's settings."""
+        known = {f.name for f in fields(cls)}
+        shared = {k: v for k, v in meta.get("options", {}).items() if k in known}
+        return cls(**shared, **host)
 
 
 def default_cache_dir() -> Path:
@@ -64,11 +99,13 @@ def build_space(opts: StudyOptions) -> SearchSpace:
     space = default_space(
         get_study(opts.model), get_backend(opts.backend), opts.max_batch_size, model=opts.model
     )
-    return space.narrowed_by_file(opts.space_file) if opts.space_file else space
+    return space.narrowed(opts.space) if opts.space else space
 
 
 def check_worker_python(python: str, backend: Backend) -> None:
     """Fail early, in one line, when trials could never start in the worker interpreter."""
+    if not Path(python).exists():
+        raise UsageError(f"worker python {python!r} does not exist")
     probe = (
         "import importlib.util, sys; "
         "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
@@ -92,49 +129,73 @@ def check_worker_python(python: str, backend: Backend) -> None:
         )
 
 
+def counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial used up one unit of the budget."""
+    status = t.user_attrs.get("status")
+    return t.state.is_finished() and status is not None and status not in NOT_COUNTED
+
+
 class Tuner:
-    def __init__(self, opts: StudyOptions) -> None:
+    def __init__(self, opts: StudyOptions, *, join_existing: bool = False) -> None:
         import optuna
 
         if opts.trials < 1:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
+        if opts.jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
         self.opts = opts
+        self.backend = get_backend(opts.backend)
+        if opts.devices and not self.backend.visible_devices_env:
+            raise UsageError(f"backend {opts.backend} has no device selection (--devices)")
         self.space = build_space(opts)
         self.runner = RunnerSettings(
             python=opts.worker_python or RunnerSettings.python,
             timeout_s=opts.timeout_s,
             cache_dir=opts.cache_dir,
         )
-        check_worker_python(self.runner.python, get_backend(opts.backend))
+        check_worker_python(self.runner.python, self.backend)
         optuna.logging.set_verbosity(logging.WARNING)
-        storage = open_storage(opts.storage)
-        self.study = optuna.create_study(
-            study_name=opts.name,
-            storage=storage,
-            directions=["maximize", "minimize"],
-            sampler=optuna.samplers.TPESampler(seed=opts.seed, multivariate=True),
-            load_if_exists=True,
-        )
+        # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        self.storage = open_storage(opts.storage, heartbeat_s=opts.heartbeat_s)
+        if join_existing:
+            self.study = optuna.load_study(study_name=opts.name, storage=self.storage)
+        else:
+            self.study = optuna.create_study(
+                study_name=opts.name,
+                storage=self.storage,
+                directions=["maximize", "minimize"],
+                load_if_exists=True,
+            )
+        # The sampler is per process; its seed only makes a single-process study repeatable.
+        self.study.sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
         self.meta = self._check_metadata()
+        self._lock = threading.Lock()  # one ask/tell bookkeeping step at a time per process
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
 
     # --- study metadata ------------------------------------------------------------------
 
     def _check_metadata(self) -> dict[str, Any]:
         meta = self.study.user_attrs.get(STUDY_ATTR)
-        wanted = {
-            "model": self.opts.model,
-            "backend": self.opts.backend,
-            "space": self.space.signature(),
-            "max_accuracy_drop": self.opts.max_accuracy_drop,
-        }
+        wanted = {**self.opts.shared(), "space_signature": self.space.signature()}
         if meta is None:
-            meta = {**wanted, "trials_budget": self.opts.trials}
+            meta = {
+                "options": wanted,
+                "trials_budget": self.opts.trials,
+                "max_accuracy_drop": self.opts.max_accuracy_drop,
+                "model": self.opts.model,
+                "backend": self.opts.backend,
+            }
             self.study.set_user_attr(STUDY_ATTR, meta)
             return meta
-        for key, value in wanted.items():
-            if meta.get(key) != value:
+        stored = meta.get("options", {})
+        for key in (*IDENTITY, "space_signature"):
+            if stored.get(key) != wanted[key]:
+                what = "space" if key == "space_signature" else key.replace("_", " ")
                 raise UsageError(
-                    f"study {self.opts.name!r} exists with a different {key.replace('_', ' ')}; "
+                    f"study {self.opts.name!r} exists with a different {what}; "
                     f"resume it with its original options or start a new one with --study-name"
                 )
         if meta.get("trials_budget") != self.opts.trials:
@@ -142,17 +203,13 @@ class Tuner:
             self.study.set_user_attr(STUDY_ATTR, meta)
         return meta
 
-    def _reference(self) -> tuple[str, float | None]:
+    def reference(self) -> tuple[str, float | None]:
         """fp32 outputs on the eval set, computed once per study and cached on disk."""
         key = hashlib.sha1(f"{self.opts.storage}|{self.opts.name}".encode()).hexdigest()[:12]
-        path = (
-            self.opts.cache_dir
-            / "reference"
-            / f"{self.opts.name}-{key}-{self.opts.eval_limit or 'all'}.pt"
-        )
-        meta_key = "reference_accuracy"
-        if path.exists() and meta_key in self.meta:
-            return str(path), self.meta[meta_key]
+        limit = self.opts.eval_limit or "all"
+        path = self.opts.cache_dir / "reference" / f"{self.opts.name}-{key}-{limit}.pt"
+        if path.exists() and "reference_accuracy" in self.meta:
+            return str(path), self.meta["reference_accuracy"]
         path.parent.mkdir(parents=True, exist_ok=True)
         config = TrialConfig(model=self.opts.model, backend="cpu", batch_size=1)
         job = WorkerJob(
@@ -165,89 +222,204 @@ class Tuner:
                 f"the fp32 reference run failed ({result.status}): {result.message or last}"
             )
         self.meta = {
-            **self.meta,
-            meta_key: result.metrics.get("accuracy"),
+            **self.study.user_attrs.get(STUDY_ATTR, self.meta),
+            "reference_accuracy": result.metrics.get("accuracy"),
             "reference_environment": result.environment,
         }
         self.study.set_user_attr(STUDY_ATTR, self.meta)
-        return str(path), self.meta[meta_key]
+        return str(path), self.meta["reference_accuracy"]
 
     # --- the loop ------------------------------------------------------------------------
 
+    @property
+    def budget(self) -> int:
+        return int(self.study.user_attrs[STUDY_ATTR]["trials_budget"])
+
     def counted_trials(self) -> int:
-        return sum(
-            1
-            for r in trial_rows(self.study)
-            if r.state in ("COMPLETE", "PRUNED", "FAIL") and r.status not in _NOT_COUNTED
-        )
+        return sum(1 for t in self.study.get_trials(deepcopy=False) if counts(t))
 
     def run(self) -> None:
-        reference_path, reference_accuracy = self._reference()
-        done = self.counted_trials()
-        bar = _progress(self.opts.trials, done, self.opts.progress)
-        try:
-            while done < self.opts.trials:
-                trial = self.study.ask()
-                config = self.space.suggest(trial)
-                self._run_one(trial, config, reference_path, reference_accuracy)
-                done += 1
-                bar.update(1)
-                best = best_feasible(trial_rows(self.study))
-                if best is not None:
-                    bar.set_postfix_str(
-                        f"best feasible {best.throughput:,.0f} samples/s (#{best.number})"
-                    )
-        finally:
-            bar.close()
+        """Run trials until the study's budget of finished trials is reached.
 
-    def _run_one(
-        self, trial: optuna.Trial, config: TrialConfig, ref_path: str, ref_acc: float | None
+        `jobs` trials run at once (one per device with --devices). Ctrl-C kills the running
+        workers, records their trials as interrupted, re-queues them and re-raises.
+        """
+        ref = self.reference()
+        self._bar = _progress(self.budget, self.counted_trials(), self.opts.progress)
+        slots = self.opts.devices or [None] * self.opts.jobs
+        finished = [threading.Event() for _ in slots]
+        for device, done in zip(slots, finished, strict=True):
+            threading.Thread(target=self._slot_loop, args=(device, ref, done), daemon=True).start()
+        # Wait on events, not Thread.join: a join interrupted by Ctrl-C can leave a live thread
+        # looking finished (a CPython quirk), and the slots must get to record their trials.
+        try:
+            while not all(done.wait(0.2) for done in finished):
+                pass
+        except KeyboardInterrupt:
+            self._stop.set()
+            for done in finished:
+                done.wait()
+            raise
+        finally:
+            self._bar.close()
+        if self._errors:
+            raise self._errors[0]
+
+    def _slot_loop(
+        self, device: str | None, ref: tuple[str, float | None], done: threading.Event
     ) -> None:
+        env = {self.backend.visible_devices_env: device} if device is not None else {}
+        runner = RunnerSettings(
+            self.runner.python, self.runner.timeout_s, self.runner.cache_dir, extra_env=env
+        )
+        try:
+            while not self._stop.is_set():
+                trial = self._next_trial()
+                if trial is None:
+                    return
+                self._run_one(trial, runner, ref)
+        except BaseException as exc:  # surface in the main thread; stop the other slots
+            self._errors.append(exc)
+            self._stop.set()
+        finally:
+            done.set()
+
+    def _next_trial(self) -> optuna.Trial | None:
+        """Ask for a trial if the budget is not used up; wait while others finish the last."""
         import optuna
 
+        while not self._stop.is_set():
+            with self._lock:
+                optuna.storages.fail_stale_trials(self.study)  # dead hosts (heartbeat)
+                self._fail_dead_local_trials()  # this host's dead tuners (kill -9), at once
+                trials = self.study.get_trials(deepcopy=False)
+                done = sum(1 for t in trials if counts(t))
+                if done >= self.budget:
+                    return None
+                waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+                running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
+                if waiting or done + running < self.budget:
+                    trial = self.study.ask()
+                    if self._is_surplus(trial):
+                        self._tell(
+                            trial,
+                            TrialResult(Status.SKIPPED, "budget already taken"),
+                            status="surplus",
+                        )
+                        continue
+                    self._claim(trial)
+                    return trial
+            # The last trials run elsewhere; keep watching in case their host dies.
+            time.sleep(min(2.0, self.opts.heartbeat_s / 2))
+        return None
+
+    def _is_surplus(self, trial: optuna.Trial) -> bool:
+        """Two hosts may ask at the same moment for the last unit of budget: the trial with
+        the lower number wins. Re-queued trials always run (they replace a lost one)."""
+        import optuna
+
+        frozen = self.storage.get_trial(trial._trial_id)
+        if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
+            return False
+        before = sum(
+            1
+            for t in self.study.get_trials(deepcopy=False)
+            if t.number < trial.number and (counts(t) or t.state == optuna.trial.TrialState.RUNNING)
+        )
+        return before >= self.budget
+
+    def _claim(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+        self.storage.record_heartbeat(trial._trial_id)
+
+    def _fail_dead_local_trials(self) -> None:
+        """RUNNING trials whose tuner ran on this host and is gone: fail and re-queue now,
+        without waiting for the heartbeat grace period."""
+        import optuna
+
+        host = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            owner = t.user_attrs.get("owner", {})
+            if owner.get("host") != host or _pid_alive(owner.get("pid", -1)):
+                continue
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.storage.set_trial_user_attr(t._trial_id, "status", "lost")
+                self.storage.set_trial_user_attr(
+                    t._trial_id, "message", "its tuner died; re-queued"
+                )
+                if self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                    self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+    def _run_one(
+        self, trial: optuna.Trial, runner: RunnerSettings, ref: tuple[str, float | None]
+    ) -> None:
+        config = self.space.suggest(trial)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("config_key", config.key())
-        earlier = self._earlier_outcome(config)
-        if earlier is not None:
-            self._copy_outcome(trial, earlier)
-            return
+        with self._lock:
+            earlier = self._earlier_outcome(config, trial.number)
+            if earlier is not None:
+                self._copy_outcome(trial, earlier)
+                self._advance()
+                return
+        result = self._measure(trial, config, runner, ref)
+        with self._lock:
+            if result.status is Status.INTERRUPTED:
+                self._tell(trial, result)
+                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                return
+            self._tell(trial, result)
+            self._advance()
+
+    def _measure(
+        self,
+        trial: optuna.Trial,
+        config: TrialConfig,
+        runner: RunnerSettings,
+        ref: tuple[str, float | None],
+    ) -> TrialResult:
         job = WorkerJob(
             config,
             measure_seconds=self.opts.measure_seconds,
             warmup_iters=self.opts.warmup_iters,
             warmup_seconds=self.opts.measure_seconds / 2,
-            reference_path=ref_path,
-            reference_accuracy=ref_acc,
+            reference_path=ref[0],
+            reference_accuracy=ref[1],
             eval_limit=self.opts.eval_limit,
             memory_limit_bytes=self.opts.memory_limit_bytes,
         )
-        try:
-            result = run_job(job, self.runner)
-        except KeyboardInterrupt:
-            self._record(trial, TrialResult(Status.INTERRUPTED, "study interrupted"))
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            raise
-        self._finish(trial, result, ref_acc)
+        with _Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
+            result = run_job(job, runner, cancel=self._stop)
+            retry = self.backend.retry_config(config, result)
+            if retry is not None and not self._stop.is_set():
+                # e.g. a trace region too small: one retry with the adjusted config.
+                trial.set_user_attr("retried_with", retry.to_dict())
+                trial.set_user_attr(
+                    "first_attempt", {"status": str(result.status), "message": result.message}
+                )
+                result = run_job(
+                    WorkerJob(**{**job.__dict__, "config": retry}), runner, cancel=self._stop
+                )
+        return result
 
-    def _earlier_outcome(self, config: TrialConfig) -> optuna.trial.FrozenTrial | None:
-        """A finished trial that makes running `config` pointless: the same config, or the
+    def _advance(self) -> None:
+        self._bar.update(1)
+        best = best_feasible(trial_rows(self.study))
+        if best is not None:
+            self._bar.set_postfix_str(
+                f"best feasible {best.throughput:,.0f} samples/s (#{best.number})"
+            )
+
+    def _earlier_outcome(self, config: TrialConfig, number: int) -> optuna.trial.FrozenTrial | None:
+        """A counted trial that makes running `config` pointless: the same config, or the
         same config at a smaller batch size that ran out of memory."""
-        import optuna
-
-        finished = (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.FAIL,
-        )
         key = config.key()
-        for t in self.study.get_trials(deepcopy=False, states=finished):
-            status = t.user_attrs.get("status")
-            if status in _NOT_COUNTED:
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number == number or not counts(t):
                 continue
             if t.user_attrs.get("config_key") == key:
                 return t
-            if status == Status.OOM and "config" in t.user_attrs:
+            if t.user_attrs.get("status") == Status.OOM and "config" in t.user_attrs:
                 other = TrialConfig.from_dict(t.user_attrs["config"])
                 if (
                     other.batch_size <= config.batch_size
@@ -263,53 +435,97 @@ class Tuner:
             if key in earlier.user_attrs:
                 trial.set_user_attr(key, earlier.user_attrs[key])
         same = earlier.user_attrs.get("config_key") == trial.user_attrs["config_key"]
-        trial.set_user_attr("duplicate_of", origin)
         oom_batch = earlier.user_attrs.get("config", {}).get("batch_size")
-        message = (
+        trial.set_user_attr("duplicate_of", origin)
+        trial.set_user_attr(
+            "message",
             f"same config as trial {origin}; not measured again"
             if same
-            else f"batch {oom_batch} ran out of memory in trial {origin}; not run"
+            else f"batch {oom_batch} ran out of memory in trial {origin}; not run",
         )
-        trial.set_user_attr("message", message)
         for name, value in earlier.constraints.items():
             trial.set_constraint(name, value)
         self.study.tell(trial, earlier.values, state=earlier.state)
 
-    def _finish(self, trial: optuna.Trial, result: TrialResult, ref_acc: float | None) -> None:
+    def _tell(self, trial: optuna.Trial, result: TrialResult, status: str | None = None) -> None:
+        """Store the result on the trial, then finish it: OOM is PRUNED, a measured trial
+        (ok, or NaN outputs) is COMPLETE with its constraint, anything else is FAIL."""
         import optuna
 
-        self._record(trial, result)
+        _record(trial, result, status)
         if result.status is Status.OOM:
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return
-        if result.status not in (Status.OK, Status.NAN):
+        if result.status not in (Status.OK, Status.NAN) or status is not None:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
         metrics = result.metrics
         if result.status is Status.NAN:
             # Garbage outputs: as bad as predicting nothing right. Measured, never feasible.
+            ref_acc = self.meta.get("reference_accuracy")
             metrics["accuracy_drop"] = 100.0 * (ref_acc if ref_acc is not None else 1.0)
-            trial.set_user_attr("metrics", metrics)
+            trial.set_user_attr("metrics", _finite(metrics))
         drop = metrics["accuracy_drop"]
         trial.set_constraint("accuracy_drop", drop - self.opts.max_accuracy_drop)
         self.study.tell(trial, [metrics["throughput_samples_per_s"], drop])
 
-    @staticmethod
-    def _record(trial: optuna.Trial, result: TrialResult) -> None:
-        trial.set_user_attr("status", str(result.status))
-        trial.set_user_attr("message", result.message)
-        trial.set_user_attr("metrics", _finite(result.metrics))
-        trial.set_user_attr("timings", result.timings)
-        if result.block_times:
-            trial.set_user_attr("block_times", result.block_times)
-            trial.set_user_attr("iters_per_block", result.iters_per_block)
-        if result.environment:
-            trial.set_user_attr("environment", result.environment)
-        if result.stderr_tail:
-            trial.set_user_attr("stderr_tail", result.stderr_tail)
+
+def _record(trial: optuna.Trial, result: TrialResult, status: str | None) -> None:
+    trial.set_user_attr("status", status or str(result.status))
+    trial.set_user_attr("message", result.message)
+    trial.set_user_attr("metrics", _finite(result.metrics))
+    trial.set_user_attr("timings", result.timings)
+    if result.block_times:
+        trial.set_user_attr("block_times", result.block_times)
+        trial.set_user_attr("iters_per_block", result.iters_per_block)
+    if result.environment:
+        trial.set_user_attr("environment", result.environment)
+    if result.stderr_tail:
+        trial.set_user_attr("stderr_tail", result.stderr_tail)
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
+class _Heartbeat:
+    """Records the trial's heartbeat while its worker runs, so other hosts can tell a
+    running trial from one whose tuner died."""
+
+    def __init__(self, storage: Any, trial_id: int, interval_s: float) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._interval):
+            with contextlib.suppress(Exception):  # a missed beat is retried next interval
+                self._storage.record_heartbeat(self._trial_id)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no procfs: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    state = next((line for line in status.splitlines() if line.startswith("State:")), "")
+    return " Z " not in f"{state} "
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     # JSON user attrs cannot hold NaN/inf portably; keep the keys, store None.
     return {
         k: (v if isinstance(v, int | float) and math.isfinite(v) else None)

@@ -78,7 +78,7 @@ def main() -> None:
 
         # Re-measure best and seed, interleaved, with the study's own protocol.
         settings = RunnerSettings(cache_dir=cache, timeout_s=opts.timeout_s)
-        ref_path, ref_acc = tuner._reference()
+        ref_path, ref_acc = tuner.reference()
         best_cfg = TrialConfig.from_dict(best.config)
         seed_cfg = seed_recipe(args.model, args.backend)
         again: dict[str, list[float]] = {"best": [], "seed": []}

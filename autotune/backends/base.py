@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status, TrialConfig
+from autotune.config import Status, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +55,8 @@ class Backend(ABC):
     #: modules the worker interpreter must be able to import, and how to get them.
     worker_modules: tuple[str, ...] = ("torch",)
     install_hint: str = "install torch in it: pip install 'torch>=2.4,<2.14'"
+    #: environment variable that restricts a worker to one device (for --devices), if any.
+    visible_devices_env: str | None = None
     #: (status, pattern) checked against the worker's stderr and exception text, first match wins.
     failure_patterns: tuple[tuple[Status, re.Pattern[str]], ...] = ()
 
@@ -65,6 +67,11 @@ class Backend(ABC):
     def worker_env(self, config: TrialConfig) -> dict[str, str]:
         """Environment the worker needs set before it starts (device libraries read it early)."""
         return {}
+
+    def retry_config(self, config: TrialConfig, result: TrialResult) -> TrialConfig | None:
+        """A config to retry once after `result` failed (e.g. with a larger trace region),
+        or None to keep the failure."""
+        return None
 
     def classify(self, text: str) -> Status | None:
         for status, pattern in (*self.failure_patterns, *GENERIC_FAILURES):

@@ -61,3 +61,64 @@ def fast_space(tmp_path: Path) -> Path:
 
 
 FAST_ARGS = ("--measure-seconds", "0.2", "--eval-limit", "1000", "--no-progress", "--seed", "0")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1, started for this test session.
+
+    Uses Debian's `postgresql` package (.ci/run installs it). Outside CI a machine without
+    it skips, visibly; in CI a missing server is a failure.
+    """
+    import glob
+    import shutil
+    import tempfile
+
+    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    bindir = Path(bindirs[-1]) if bindirs else None
+    if bindir is None or not (bindir / "initdb").exists():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: use the package's user
+        shutil.chown(base, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", _free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "autotune")
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(base / "log"),
+        "-w",
+        "-o",
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+        "start",
+    )
+    try:
+        run(
+            str(bindir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "autotune",
+            "autotune",
+        )
+        yield f"postgresql+psycopg2://autotune@127.0.0.1:{port}/autotune"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)

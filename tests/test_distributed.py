@@ -1,0 +1,179 @@
+"""Nothing lost: tuners killed with -9, parallel slots, and two hosts on real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import FAST_ARGS, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def autotune_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autotune", *args]
+
+
+def spawn(cmd: list[str], cwd: Path, cache_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def trials_of(storage: str, name: str = "mnist-cpu") -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    except KeyError:
+        return []
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def running_trial_of(storage: str, pid: int) -> optuna.trial.FrozenTrial | None:
+    for t in trials_of(storage):
+        if (
+            t.state == optuna.trial.TrialState.RUNNING
+            and t.user_attrs.get("owner", {}).get("pid") == pid
+            and "config" in t.user_attrs
+        ):
+            return t
+    return None
+
+
+def assert_nothing_lost(storage: str, budget: int, killed: int) -> None:
+    trials = trials_of(storage)
+    by_number = {t.number: t for t in trials}
+    counted = [t for t in trials if t.user_attrs.get("status") in ("ok", "oom", "nan")]
+    assert len(counted) == budget, [(t.number, t.state, t.user_attrs.get("status")) for t in trials]
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    lost = by_number[killed]
+    assert lost.state == optuna.trial.TrialState.FAIL
+    retries = [t for t in trials if t.user_attrs.get("retry_of") == killed]
+    assert len(retries) == 1, "the killed trial's config must be queued exactly once"
+    assert retries[0].params == lost.params and retries[0].user_attrs["status"] == "ok"
+
+
+def test_kill_9_then_resume_on_the_same_host(tmp_path, fast_space, cache_dir):
+    storage = f"sqlite:///{tmp_path / 'autotune.db'}"
+    cmd = autotune_cmd(
+        "study", "--model", "mnist", "--trials", "3", "--space", str(fast_space), *FAST_ARGS
+    )
+    tuner = spawn(cmd, tmp_path, cache_dir)
+    wait_for(
+        lambda: (
+            any(t.state.is_finished() for t in trials_of(storage))
+            and running_trial_of(storage, tuner.pid) is not None
+        )
+    )
+    killed = running_trial_of(storage, tuner.pid).number
+    tuner.send_signal(signal.SIGKILL)
+    tuner.wait()
+
+    rerun = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)},
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert_nothing_lost(storage, budget=3, killed=killed)
+    shown = subprocess.run(
+        autotune_cmd("show", "--study", "mnist-cpu"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert "lost" in shown.stdout
+
+
+def test_parallel_slots_on_sqlite(cli, tmp_path, fast_space):
+    r = cli(
+        "study",
+        "--model",
+        "mnist",
+        "--trials",
+        "4",
+        "--jobs",
+        "2",
+        "--space",
+        str(fast_space),
+        *FAST_ARGS,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "database is locked" not in r.stderr
+    trials = trials_of(f"sqlite:///{tmp_path / 'autotune.db'}")
+    assert len(trials) == 4 and all(t.user_attrs["status"] == "ok" for t in trials)
+    owners = {t.user_attrs["owner"]["pid"] for t in trials if "owner" in t.user_attrs}
+    assert len(owners) == 1  # one tuner process, two slots
+
+
+def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, postgres_url):
+    """Host A creates the study and is killed mid-trial; host B (its own hostname, via a UTS
+    namespace when we are root) notices A's silent heartbeat, re-runs A's trial, and
+    finishes the budget."""
+    budget = 6
+    a = spawn(
+        autotune_cmd(
+            "study",
+            "--model",
+            "mnist",
+            "--trials",
+            str(budget),
+            "--storage",
+            postgres_url,
+            "--space",
+            str(fast_space),
+            "--heartbeat",
+            "1",
+            *FAST_ARGS,
+        ),
+        tmp_path,
+        cache_dir,
+    )
+    wait_for(lambda: any(t.state.is_finished() for t in trials_of(postgres_url)))
+    worker = autotune_cmd(
+        "worker",
+        "--study",
+        "mnist-cpu",
+        "--storage",
+        postgres_url,
+        "--heartbeat",
+        "1",
+        "--no-progress",
+    )
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        script = 'hostname autotune-host-b && exec "$@"'
+        worker = ["unshare", "--uts", "sh", "-c", script, "sh", *worker]
+    b = spawn(worker, tmp_path, cache_dir)
+    wait_for(lambda: running_trial_of(postgres_url, a.pid) is not None)
+    killed = running_trial_of(postgres_url, a.pid).number
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+
+    out, err = b.communicate(timeout=300)
+    assert b.returncode == 0, err
+    assert "joined study 'mnist-cpu'" in err
+    assert_nothing_lost(postgres_url, budget, killed)
+    hosts = {
+        t.user_attrs["owner"]["host"] for t in trials_of(postgres_url) if "owner" in t.user_attrs
+    }
+    assert len(hosts) == (2 if os.geteuid() == 0 else 1)

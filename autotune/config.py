@@ -79,7 +79,9 @@ class WorkerJob:
     """A config plus the measurement protocol; written as JSON for the worker process."""
 
     config: TrialConfig
-    mode: str = "trial"  # "trial", or "reference" (fp32 eager outputs for the accuracy baseline)
+    # "trial"; "reference": fp32 eager outputs, the accuracy baseline; "sensitivity": accuracy
+    # with one weight at a time lowered to each of the backend's lower dtypes.
+    mode: str = "trial"
     measure_seconds: float = 1.0
     warmup_iters: int = 3
     warmup_seconds: float = 0.5
@@ -116,6 +118,7 @@ class TrialResult:
     iters_per_block: int = 0
     environment: dict[str, Any] = field(default_factory=dict)
     stderr_tail: str = ""
+    table: list[dict[str, Any]] = field(default_factory=list)  # per-item rows (sensitivity)
 
     @property
     def ok(self) -> bool:

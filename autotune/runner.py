@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.backends import get_backend
-from autotune.config import Status, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.errors import AutotuneError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 4000
@@ -139,3 +140,21 @@ def _worker_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[s
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.cache_dir / "inductor"))
     env.update(backend_env)
     return env
+
+
+def fp32_reference(
+    model: str, eval_limit: int | None, path: Path, settings: RunnerSettings
+) -> TrialResult:
+    """Run the fp32 eager reference for `model` into `path` (once; callers cache it).
+
+    Raises AutotuneError with one line when the model cannot even run in fp32."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = TrialConfig(model=model, backend="cpu", batch_size=1)
+    job = WorkerJob(config, mode="reference", reference_path=str(path), eval_limit=eval_limit)
+    result = run_job(job, settings)
+    if not result.ok:
+        last = (result.stderr_tail.strip().splitlines() or [""])[-1]
+        raise AutotuneError(
+            f"the fp32 reference run failed ({result.status}): {result.message or last}"
+        )
+    return result

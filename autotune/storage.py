@@ -23,6 +23,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
     import optuna
     import sqlalchemy.exc
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own messages say what matters
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
         # Wait for a busy writer instead of failing with "database is locked".

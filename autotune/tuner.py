@@ -26,7 +26,7 @@ from autotune.analysis import best_feasible, trial_rows
 from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
-from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
+from autotune.runner import PROJECT_ROOT, RunnerSettings, fp32_reference, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
 from search_spaces import SearchSpace, default_space
 from studies import get_study
@@ -55,6 +55,7 @@ class StudyOptions:
     memory_limit_bytes: int | None = None
     eval_limit: int | None = None
     seed: int | None = None
+    seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps first
     # This host only.
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None
@@ -187,8 +188,11 @@ class Tuner:
                 "max_accuracy_drop": self.opts.max_accuracy_drop,
                 "model": self.opts.model,
                 "backend": self.opts.backend,
+                "weight_groups": self.space.weight_groups(),
             }
             self.study.set_user_attr(STUDY_ATTR, meta)
+            if self.opts.seed_from_sensitivity:
+                self._seed_dtype_maps()
             return meta
         stored = meta.get("options", {})
         for key in (*IDENTITY, "space_signature"):
@@ -203,6 +207,24 @@ class Tuner:
             self.study.set_user_attr(STUDY_ATTR, meta)
         return meta
 
+    def _seed_dtype_maps(self) -> None:
+        """Queue dtype maps ordered by layer sensitivity, so the accurate-and-low-precision
+        frontier is found in the first trials (only where block-float formats are offered)."""
+        from autotune.sensitivity import layer_sensitivity, seeded_dtype_params
+
+        dims = self.space.weight_dimensions
+        if not dims or not any(c.startswith("bfp") for d in dims for c in d.choices):
+            return
+        rows = layer_sensitivity(
+            self.opts.model,
+            self.opts.storage,
+            self.runner,
+            self.opts.cache_dir,
+            self.opts.eval_limit,
+        )
+        for params in seeded_dtype_params(self.space, rows):
+            self.study.enqueue_trial(params, user_attrs={"seeded": "sensitivity"})
+
     def reference(self) -> tuple[str, float | None]:
         """fp32 outputs on the eval set, computed once per study and cached on disk."""
         key = hashlib.sha1(f"{self.opts.storage}|{self.opts.name}".encode()).hexdigest()[:12]
@@ -210,17 +232,7 @@ class Tuner:
         path = self.opts.cache_dir / "reference" / f"{self.opts.name}-{key}-{limit}.pt"
         if path.exists() and "reference_accuracy" in self.meta:
             return str(path), self.meta["reference_accuracy"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        config = TrialConfig(model=self.opts.model, backend="cpu", batch_size=1)
-        job = WorkerJob(
-            config, mode="reference", reference_path=str(path), eval_limit=self.opts.eval_limit
-        )
-        result = run_job(job, self.runner)
-        if not result.ok:
-            last = (result.stderr_tail.strip().splitlines() or [""])[-1]
-            raise UsageError(
-                f"the fp32 reference run failed ({result.status}): {result.message or last}"
-            )
+        result = fp32_reference(self.opts.model, self.opts.eval_limit, path, self.runner)
         self.meta = {
             **self.study.user_attrs.get(STUDY_ATTR, self.meta),
             "reference_accuracy": result.metrics.get("accuracy"),

@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +43,8 @@ def main(argv: list[str]) -> int:
     backend = get_backend(job.config.backend)
     started = time.perf_counter()
     try:
-        if job.mode == "reference":
-            result = run_reference(job, get_study(job.config.model), backend)
-        else:
-            result = run_trial(job, get_study(job.config.model), backend)
+        mode = {"reference": run_reference, "sensitivity": run_sensitivity}.get(job.mode, run_trial)
+        result = mode(job, get_study(job.config.model), backend)
     except Exception as exc:  # failure is a value: classify it and report it
         text = traceback.format_exc()
         print(text, file=sys.stderr, flush=True)
@@ -90,10 +89,7 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
         timings["measure_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        inputs, labels = study.eval_data()
-        if job.eval_limit:
-            inputs = inputs[: job.eval_limit]
-            labels = labels[: job.eval_limit] if labels is not None else None
+        inputs, labels = _eval_set(job, study)
         outputs = _evaluate(run, backend, job, inputs)
         timings["eval_s"] = time.perf_counter() - start
 
@@ -122,10 +118,7 @@ def run_reference(job: WorkerJob, study: Study, backend: Backend) -> TrialResult
     import torch
 
     model = study.build_model()
-    inputs, labels = study.eval_data()
-    if job.eval_limit:
-        inputs = inputs[: job.eval_limit]
-        labels = labels[: job.eval_limit] if labels is not None else None
+    inputs, labels = _eval_set(job, study)
     with torch.no_grad():
         outputs = torch.cat([model(chunk).float() for chunk in inputs.split(REFERENCE_BATCH)])
     assert job.reference_path is not None
@@ -134,6 +127,39 @@ def run_reference(job: WorkerJob, study: Study, backend: Backend) -> TrialResult
     if labels is not None:
         metrics["accuracy"] = (outputs.argmax(1) == labels).double().mean().item()
     return TrialResult(status=Status.OK, metrics=metrics, environment=environment(backend))
+
+
+def run_sensitivity(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
+    """Accuracy with only one weight lowered, for each tunable weight and lower dtype.
+
+    Eager, at the job's batch size: this measures numerics, not speed. The first row is the
+    baseline with nothing lowered (the backend's highest-precision weight dtype)."""
+    import torch
+
+    inputs, labels = _eval_set(job, study)
+    reference = torch.load(job.reference_path, map_location="cpu", weights_only=True)
+    reference = reference[: len(inputs)]
+    names = [w.name for w in study.weights if w.kind in backend.weight_kinds]
+    cases = [(None, backend.weight_dtypes[0])]
+    cases += [(n, d) for n in names for d in backend.weight_dtypes[1:]]
+    rows = []
+    backend.initialize(job.config)
+    with torch.no_grad():
+        for name, dtype in cases:
+            cfg = replace(job.config, weight_dtypes=((name, dtype),) if name else ())
+            run = backend.prepare(study.build_model(), cfg)
+            outputs = _evaluate(run, backend, replace(job, config=cfg), inputs)
+            metrics = accuracy_metrics(outputs, reference, labels, job.reference_accuracy)
+            rows.append({"weight": name, "dtype": dtype, **metrics})
+    return TrialResult(status=Status.OK, table=rows, environment=environment(backend))
+
+
+def _eval_set(job: WorkerJob, study: Study) -> tuple[torch.Tensor, torch.Tensor | None]:
+    inputs, labels = study.eval_data()
+    if job.eval_limit:
+        inputs = inputs[: job.eval_limit]
+        labels = labels[: job.eval_limit] if labels is not None else None
+    return inputs, labels
 
 
 def _timed(step: Any) -> float:

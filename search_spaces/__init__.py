@@ -43,14 +43,16 @@ class SpaceError(UsageError):
 class Dimension:
     """One searched dimension: an Optuna categorical over `choices`.
 
-    `target` names where the value goes in the TrialConfig: a field name, or
-    "dtype:<weight name>" for one layer's weight dtype, or "extra:<knob>" for a backend knob.
+    `target` names where the value goes in the TrialConfig: a field name, "extra:<knob>"
+    for a backend knob, or "dtype:<label>" for a weight dtype; then `members` are the weight
+    names or globs that take the value (one layer, or a group of layers).
     """
 
     name: str
     target: str
     choices: tuple[Any, ...]
     doc: str
+    members: tuple[str, ...] = ()
 
     def suggest(self, trial: optuna.Trial) -> Any:
         return trial.suggest_categorical(self.name, self.choices)
@@ -99,23 +101,36 @@ class SearchSpace:
     dimensions: tuple[Dimension, ...]
 
     def suggest(self, trial: optuna.Trial) -> TrialConfig:
-        return self.config_from({d.target: d.suggest(trial) for d in self.dimensions})
+        return self.config_from({d.name: d.suggest(trial) for d in self.dimensions})
 
     def config_from(self, values: dict[str, Any]) -> TrialConfig:
-        weights = {
-            k[len(WEIGHT_PREFIX) :]: v for k, v in values.items() if k.startswith(WEIGHT_PREFIX)
-        }
-        extras = {
-            k[len(EXTRA_PREFIX) :]: v for k, v in values.items() if k.startswith(EXTRA_PREFIX)
-        }
-        plain = {k: v for k, v in values.items() if ":" not in k}
+        """The config for one value per dimension (keyed by dimension name)."""
+        fields: dict[str, Any] = {}
+        weights: dict[str, str] = {}
+        extras: dict[str, Any] = {}
+        for d in self.dimensions:
+            value = values[d.name]
+            if d.members:
+                weights.update(dict.fromkeys(d.members, value))
+            elif d.target.startswith(EXTRA_PREFIX):
+                extras[d.target[len(EXTRA_PREFIX) :]] = value
+            else:
+                fields[d.target] = value
         return TrialConfig(
             model=self.model,
             backend=self.backend,
             weight_dtypes=tuple(weights.items()),
             extras=tuple(extras.items()),
-            **plain,
+            **fields,
         )
+
+    @property
+    def weight_dimensions(self) -> tuple[Dimension, ...]:
+        return tuple(d for d in self.dimensions if d.members)
+
+    def weight_groups(self) -> dict[str, list[str]]:
+        """Dimension label -> the weight names/globs it sets (recorded in exports)."""
+        return {d.target[len(WEIGHT_PREFIX) :]: list(d.members) for d in self.weight_dimensions}
 
     def signature(self) -> str:
         """Identifies the space: a stored study can only be resumed with the same one."""
@@ -137,11 +152,12 @@ class SearchSpace:
                     f"(dimensions: {', '.join(n for n in by_name if ':' not in n)}, weight_dtypes)"
                 )
         dims = {name: by_name[name].narrow(allowed) for name, allowed in spec.items()}
-        weight_dims = [d for d in self.dimensions if d.target.startswith(WEIGHT_PREFIX)]
         for glob, allowed in weight_spec.items():
-            matched = [d for d in weight_dims if fnmatchcase(d.target[len(WEIGHT_PREFIX) :], glob)]
+            matched = [
+                d for d in self.weight_dimensions if any(fnmatchcase(m, glob) for m in d.members)
+            ]
             if not matched:
-                names = ", ".join(d.target[len(WEIGHT_PREFIX) :] for d in weight_dims)
+                names = ", ".join(m for d in self.weight_dimensions for m in d.members)
                 raise SpaceError(f"space file: glob {glob!r} matches no tunable weight ({names})")
             for d in matched:
                 dims[d.name] = dims.get(d.name, d).narrow(allowed)
@@ -214,17 +230,41 @@ def default_space(
         )
     )
     dims += [Dimension(k.name, EXTRA_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
+    names = [w.name for w in study.weights if w.kind in backend.weight_kinds]
     dims += [
         Dimension(
-            WEIGHT_PREFIX + w.name,
-            WEIGHT_PREFIX + w.name,
+            WEIGHT_PREFIX + label,
+            WEIGHT_PREFIX + label,
             backend.weight_dtypes,
-            f"dtype of {w.name} ({w.kind})",
+            f"dtype of {label}" + (f" ({len(members)} weights)" if len(members) > 1 else ""),
+            members,
         )
-        for w in study.weights
-        if w.kind in backend.weight_kinds
+        for label, members in group_weights(names)
     ]
     return SearchSpace(model or study.name, backend.name, tuple(dims))
+
+
+MAX_WEIGHT_PARAMS = 16
+
+
+def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, members) per weight-dtype dimension, at most MAX_WEIGHT_PARAMS of them.
+
+    Few weights: one dimension each. Many (a deep model): one per role, i.e. the name with
+    block indices replaced by `*` (`blocks.*.attn.q_proj.weight`), a glob tt-xla's
+    overrides accept as is. Still too many: runs of consecutive roles share a dimension.
+    """
+    if len(names) <= MAX_WEIGHT_PARAMS:
+        return [(n, (n,)) for n in names]
+    roles: dict[str, None] = {}
+    for n in names:
+        roles[".".join("*" if part.isdigit() else part for part in n.split("."))] = None
+    globs = list(roles)
+    if len(globs) <= MAX_WEIGHT_PARAMS:
+        return [(g, (g,)) for g in globs]
+    size = math.ceil(len(globs) / MAX_WEIGHT_PARAMS)
+    chunks = [tuple(globs[i : i + size]) for i in range(0, len(globs), size)]
+    return [(f"group{i}", chunk) for i, chunk in enumerate(chunks)]
 
 
 def _show(value: Any) -> str:

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from autotune.errors import UsageError
+
 if TYPE_CHECKING:
     import torch
 
@@ -57,7 +59,7 @@ class Study(ABC):
         return torch.randn((batch_size, *self.sample_shape), generator=gen)
 
 
-class UnknownStudyError(LookupError):
+class UnknownStudyError(UsageError):
     pass
 
 

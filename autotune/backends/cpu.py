@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,3 +85,45 @@ class CPUBackend(Backend):
         if config.extra.get("channels_last") and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+class CPUEmulatedTTBackend(CPUBackend):
+    """Tenstorrent's weight numerics on this CPU: the accuracy pre-screen (`--emulate tt`).
+
+    The dtype map offers what tt-xla offers (bf16, bfp_bf8, bfp_bf4 on matmul/linear
+    weights; the compiler ignores conv overrides) and applies it by rounding each weight
+    exactly as tt-metal's host packer does (`autotune.numerics`, rule "host"); the model
+    then runs in bf16 like on the card. Accuracy is therefore what the card's weight
+    rounding gives; throughput is this CPU's and is labelled with this backend's name.
+    """
+
+    name = "cpu-emulate-tt"
+    weight_dtypes = ("bf16", "bfp_bf8", "bfp_bf4")
+    weight_kinds = frozenset({"linear"})
+    activation_dtypes = ("bf16",)
+    numerics_rule = "host"
+
+    def prepare(
+        self, model: torch.nn.Module, config: TrialConfig
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        round_weights(model, config.weight_dtype_map, self.numerics_rule)
+        return super().prepare(model, replace(config, weight_dtypes=()))
+
+
+def round_weights(model: torch.nn.Module, weight_map: dict[str, str], rule: str) -> None:
+    """Replace mapped weights by the values the card holds for them (in place, fp32)."""
+    import torch
+
+    from autotune.backends._torch_dtypes import resolve_weight_map
+    from autotune.numerics import BFP_FORMATS, round_bfp
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, dtype in resolve_weight_map(list(params), weight_map).items():
+            p = params[name]
+            if dtype in BFP_FORMATS:
+                p.copy_(round_bfp(p.detach().float(), dtype, rule))
+            elif dtype == "bf16":
+                p.copy_(p.detach().to(torch.bfloat16).float())
+            else:
+                raise ValueError(f"{name}: dtype {dtype!r} is not emulated")

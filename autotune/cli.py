@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, UsageError
+from autotune.storage import DEFAULT_STORAGE
 
 EPILOG = """examples:
   autotune study --model mnist --trials 50
@@ -23,7 +25,6 @@ EPILOG = """examples:
   autotune plot --study mnist-cpu -o pareto.png
   autotune export --study mnist-cpu -o best.json
 """
-DEFAULT_STORAGE = "sqlite:///autotune.db"
 
 
 def parse_size(text: str) -> int:
@@ -59,6 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
             help="study name" + ("" if study_required else " (default MODEL-BACKEND)"),
         )
 
+    def host_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--worker-python", help="interpreter that runs trials (default: this one)")
+        p.add_argument(
+            "--jobs", type=int, default=1, help="trials run at once on this host (default 1)"
+        )
+        p.add_argument(
+            "--devices",
+            metavar="IDS",
+            help="comma-separated device ids: one trial per device at once",
+        )
+        p.add_argument(
+            "--heartbeat",
+            type=int,
+            default=10,
+            metavar="SECONDS",
+            help="heartbeat interval; a trial silent for 3 intervals is re-queued",
+        )
+        p.add_argument(
+            "--cache-dir", type=Path, help="compile and reference cache (default ~/.cache/autotune)"
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     s = sub.add_parser(
         "study",
         help="run (or resume) a tuning study",
@@ -66,7 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--model", required=True, help="study to tune (e.g. mnist)")
-    s.add_argument("--backend", default="cpu", help="device family: cpu (default)")
+    s.add_argument("--backend", default="cpu", help="device family: cpu (default), tt")
+    s.add_argument(
+        "--emulate",
+        choices=["tt"],
+        help="run Tenstorrent weight numerics (bf16/bfp_bf8/bfp_bf4) exactly on "
+        "this CPU: accuracy as on the card, throughput of the CPU",
+    )
+    s.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="do not queue sensitivity-ordered dtype maps before sampling",
+    )
     s.add_argument(
         "--trials",
         type=int,
@@ -102,13 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="cap each worker's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)",
     )
-    s.add_argument("--worker-python", help="interpreter that runs trials (default: this one)")
     s.add_argument("--seed", type=int, help="sampler seed, for repeatable searches")
     s.add_argument("--eval-limit", type=int, help="evaluate accuracy on the first N samples only")
-    s.add_argument(
-        "--cache-dir", type=Path, help="compile and reference cache (default ~/.cache/autotune)"
+    host_args(s)
+
+    w = sub.add_parser(
+        "worker",
+        help="join an existing study (e.g. from another host) and run its remaining trials",
+        description="Run trials of a study created by `autotune study`, sharing its storage "
+        "(e.g. PostgreSQL) with other hosts, until the study's trial budget is used.",
     )
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    storage_args(w, study_required=True)
+    host_args(w)
+
+    se = sub.add_parser(
+        "sensitivity",
+        help="per-layer accuracy when one weight is lowered to bfp_bf8 / bfp_bf4",
+        description="Lower one linear weight at a time through tt-metal's exact block-float "
+        "rounding (on this CPU) and compare with fp32. Cached in the storage.",
+    )
+    se.add_argument("--model", required=True)
+    se.add_argument("--storage", default=DEFAULT_STORAGE, help="where the result is cached")
+    se.add_argument("--eval-limit", type=int, help="evaluate on the first N samples only")
+    se.add_argument("--recompute", action="store_true", help="ignore the cached result")
+    se.add_argument("--format", choices=["table", "json"], default="table")
+    se.add_argument("-o", "--output", type=Path, help="also draw a bar chart (.png or .svg)")
+    se.add_argument("--cache-dir", type=Path, help="reference cache (default ~/.cache/autotune)")
 
     sh = sub.add_parser("show", help="list a study's trials")
     storage_args(sh, study_required=True)
@@ -130,9 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="json prints the plotted data instead of drawing",
     )
 
-    e = sub.add_parser("export", help="write the best feasible config as JSON")
+    e = sub.add_parser(
+        "export",
+        help="write the best feasible config (JSON, tt-xla mixed-precision map, or a script)",
+        description="Write the best feasible config of a study.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     storage_args(e, study_required=True)
     e.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    e.add_argument(
+        "--format",
+        choices=["json", "tt-mixed-precision", "script"],
+        default="json",
+        help="json: autotune's config (default); tt-mixed-precision: tt-xla's {weight: dtype} "
+        "map for tt_torch.apply_weight_dtype_overrides; script: a runnable tt-xla script "
+        "(the last two for --backend tt studies)",
+    )
     return parser
 
 
@@ -146,59 +213,148 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `autotune show ... | head`: the reader left, that's fine
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except AutotuneError as exc:
         if args.debug:
             raise
         print(f"autotune: {exc}", file=sys.stderr)
         return exc.exit_code
-    except LookupError as exc:  # unknown model / backend
-        if args.debug:
-            raise
-        print(f"autotune: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    from autotune.analysis import pareto_front, trial_rows
-    from autotune.report import trial_table
-    from autotune.tuner import StudyOptions, Tuner, default_cache_dir
+def _host_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings of this host (not stored with the study)."""
+    from autotune.tuner import default_cache_dir
 
+    devices = tuple(d for d in args.devices.split(",") if d) if args.devices else None
+    return {
+        "storage": args.storage,
+        "study_name": args.study_name,
+        "worker_python": args.worker_python,
+        "cache_dir": args.cache_dir or default_cache_dir(),
+        "jobs": len(devices) if devices else args.jobs,
+        "devices": devices,
+        "heartbeat_s": args.heartbeat,
+        "progress": not args.no_progress,
+    }
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from autotune.tuner import StudyOptions, Tuner
+    from search_spaces import load_space_file
+
+    if args.emulate and args.backend != "cpu":
+        raise UsageError(f"--emulate {args.emulate} runs on the cpu backend, not {args.backend}")
     opts = StudyOptions(
         model=args.model,
-        backend=args.backend,
+        backend=f"{args.backend}-emulate-{args.emulate}" if args.emulate else args.backend,
+        seed_from_sensitivity=not args.no_seed,
         trials=args.trials,
-        storage=args.storage,
-        study_name=args.study_name,
         max_accuracy_drop=args.max_accuracy_drop,
-        space_file=args.space,
+        space=load_space_file(args.space) if args.space else None,
         max_batch_size=args.max_batch_size,
         measure_seconds=args.measure_seconds,
         timeout_s=args.timeout_per_trial,
         memory_limit_bytes=args.memory_limit,
-        worker_python=args.worker_python,
         seed=args.seed,
         eval_limit=args.eval_limit,
-        cache_dir=args.cache_dir or default_cache_dir(),
-        progress=not args.no_progress,
+        **_host_options(args),
     )
-    if opts.worker_python and not Path(opts.worker_python).exists():
-        raise UsageError(f"worker python {opts.worker_python!r} does not exist")
     tuner = Tuner(opts)
     space = tuner.space
     print(
-        f"study {opts.name!r}: {opts.model} on {opts.backend}, {len(space.dimensions)} dimensions, "
-        f"{space.size():,} configs; feasible = top-1 drop <= {opts.max_accuracy_drop:g} points "
-        f"vs fp32; storage {opts.storage}",
+        f"study {opts.name!r}: {opts.model} on {opts.backend}, {len(space.dimensions)} "
+        f"dimensions, {space.size():,} configs; feasible = top-1 drop <= "
+        f"{opts.max_accuracy_drop:g} points vs fp32; storage {opts.storage}",
         file=sys.stderr,
     )
+    return _run_and_summarise(tuner)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from autotune.storage import STUDY_ATTR, load_study
+    from autotune.tuner import StudyOptions, Tuner
+
+    meta = load_study(args.storage, args.study_name).user_attrs.get(STUDY_ATTR)
+    if not meta or "options" not in meta:
+        raise UsageError(f"study {args.study_name!r} was not created by autotune study")
+    tuner = Tuner(StudyOptions.from_study(meta, **_host_options(args)), join_existing=True)
+    print(
+        f"joined study {args.study_name!r}: budget {tuner.budget} trials, "
+        f"{tuner.counted_trials()} done",
+        file=sys.stderr,
+    )
+    return _run_and_summarise(tuner)
+
+
+def _run_and_summarise(tuner: Any) -> int:
+    from autotune.analysis import pareto_front, trial_rows
+    from autotune.report import trial_table
+
     tuner.run()
     rows = trial_rows(tuner.study)
-    print(f"Pareto set of study {opts.name!r} ({len(rows)} trials):")
+    print(f"Pareto set of study {tuner.opts.name!r} ({len(rows)} trials):")
     print(trial_table(pareto_front(rows)))
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from autotune import sensitivity as sens
+    from autotune.report import format_table
+    from autotune.runner import RunnerSettings
+    from autotune.tuner import default_cache_dir
+    from studies import get_study
+
+    get_study(args.model)  # unknown model: one line, exit 2
+    if args.output is not None and args.output.suffix not in (".png", ".svg"):
+        raise UsageError(f"chart output must end in .png or .svg, not {args.output.name!r}")
+    cache_dir = args.cache_dir or default_cache_dir()
+    rows = sens.layer_sensitivity(
+        args.model,
+        args.storage,
+        RunnerSettings(cache_dir=cache_dir),
+        cache_dir,
+        args.eval_limit,
+        recompute=args.recompute,
+    )
+    if args.output is not None:
+        sens.draw(sens.plot_data(args.model, rows), args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "rule": sens.NUMERICS_RULE,
+                    "rows": [r._asdict() for r in rows],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    ordered = [rows[0], *sorted(rows[1:], key=lambda r: (r.dtype, r.score), reverse=True)]
+    print(
+        format_table(
+            ["weight", "dtype", "drop(pt)", "changed(%)", "pcc", "max|err|", "mean|err|"],
+            [
+                [
+                    r.weight or "(none: all bf16)",
+                    r.dtype,
+                    f"{r.accuracy_drop:.3f}",
+                    f"{100 * (1 - r.agreement):.2f}",
+                    f"{r.pcc:.5f}",
+                    f"{r.max_abs_error:.3g}",
+                    f"{r.mean_abs_error:.3g}",
+                ]
+                for r in ordered
+            ],
+        )
+    )
     return 0
 
 
@@ -251,11 +407,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_EPILOG = """examples:
+  autotune export --study mnist-cpu -o best.json
+  autotune export --study mnist-tt --format tt-mixed-precision -o mixed_precision.json
+  autotune export --study mnist-tt --format script -o run_best.py
+"""
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from autotune.export import write_export
+    from autotune.export import check_format, export_dict, notes, render, save
     from autotune.storage import load_study
 
-    text = write_export(load_study(args.storage, args.study_name), args.output)
+    study = load_study(args.storage, args.study_name)
+    check_format(study, args.format)
+    data = export_dict(study)
+    text = render(data, args.format)
+    save(text, args.output, args.format)
+    for note in notes(data, args.format):
+        print(f"autotune: note: {note}", file=sys.stderr)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -263,7 +432,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"study": cmd_study, "show": cmd_show, "plot": cmd_plot, "export": cmd_export}
+COMMANDS = {
+    "study": cmd_study,
+    "worker": cmd_worker,
+    "sensitivity": cmd_sensitivity,
+    "show": cmd_show,
+    "plot": cmd_plot,
+    "export": cmd_export,
+}
 
 
 def run() -> None:

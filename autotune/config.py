@@ -19,7 +19,7 @@ class Status(StrEnum):
     OK = "ok"
     OOM = "oom"
     COMPILE_ERROR = "compile_error"
-    TRACE_ERROR = "trace_error"
+    TRACE_ERROR = "trace_region"  # the trace did not fit its reserved region
     TIMEOUT = "timeout"
     CRASH = "crash"
     NAN = "nan"

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +112,8 @@ def check_worker_python(python: str, backend: Backend) -> None:
         "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
     )
     modules = ["autotune", *backend.worker_modules]
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     try:
         out = subprocess.run(
             [python, "-c", probe, *modules],
@@ -404,14 +405,14 @@ class Tuner:
             result = run_job(job, runner, cancel=self._stop)
             retry = self.backend.retry_config(config, result)
             if retry is not None and not self._stop.is_set():
-                # e.g. a trace region too small: one retry with the adjusted config.
-                trial.set_user_attr("retried_with", retry.to_dict())
+                # e.g. a trace region too small: one retry with the adjusted config. The config
+                # that ran is what the trial stores (and exports); config_key stays the sampled
+                # one, so the same suggestion is not run again.
                 trial.set_user_attr(
                     "first_attempt", {"status": str(result.status), "message": result.message}
                 )
-                result = run_job(
-                    WorkerJob(**{**job.__dict__, "config": retry}), runner, cancel=self._stop
-                )
+                trial.set_user_attr("config", retry.to_dict())
+                result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
 
     def _advance(self) -> None:

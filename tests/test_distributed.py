@@ -169,7 +169,7 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
     a.send_signal(signal.SIGKILL)
     a.wait()
 
-    out, err = b.communicate(timeout=300)
+    _, err = b.communicate(timeout=300)
     assert b.returncode == 0, err
     assert "joined study 'mnist-cpu'" in err
     assert_nothing_lost(postgres_url, budget, killed)

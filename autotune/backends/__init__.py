@@ -5,15 +5,19 @@ from __future__ import annotations
 import importlib
 
 from autotune.backends.base import Backend, Knob
+from autotune.errors import UsageError
 
 __all__ = ["Backend", "Knob", "UnknownBackendError", "backend_names", "get_backend"]
 
 _BACKENDS = {
     "cpu": "autotune.backends.cpu:CPUBackend",
+    # --emulate tt: Tenstorrent weight numerics, exactly, on the CPU (accuracy pre-screen).
+    "cpu-emulate-tt": "autotune.backends.cpu:CPUEmulatedTTBackend",
+    "tt": "autotune.backends.tt:TTBackend",
 }
 
 
-class UnknownBackendError(LookupError):
+class UnknownBackendError(UsageError):
     pass
 
 

@@ -1,0 +1,246 @@
+"""Tenstorrent backend: PyTorch -> Tenstorrent's torch-xla -> PJRT plugin ``pjrt-plugin-tt``.
+
+Written against tt-xla's public API. One trial follows tt-xla's
+``examples/pytorch/mnist_performant.py`` step by step:
+
+1. tuner: ``worker_env`` puts ``TT_RUNTIME_TRACE_REGION_SIZE`` into the worker's environment
+   at spawn (the runtime reads it once, when torch_xla is imported; too late afterwards);
+2. worker, ``initialize``: ``torch_xla.runtime.set_device_type("TT")``;
+3. ``prepare``: ``model.eval()``, ``model.to(torch.bfloat16)``,
+   ``tt_torch.apply_weight_dtype_overrides(model, {name: dtype})`` (before compile, only for
+   a non-empty map), ``torch_xla.set_custom_compile_options(compile_options(config))``,
+   ``model.compile(backend="tt")``, ``device = xm.xla_device()``, ``model.to(device)``;
+4. each timed iteration: ``x.to(torch.bfloat16).to(device)``, the model, ``y.to("cpu")``;
+   ``xm.wait_device_ops()`` at block ends.
+
+Compile options: every value is a string. tt-xla's plugin receives a ``map<string, string>``
+(torch_xla stringifies what it is given) and parses ``optimization_level`` with ``std::stoi``
+(pjrt_implementation/src/api/compile_options.cc), so ``2`` and ``"2"`` arrive identically;
+booleans must be ``"true"``/``"false"``. Sending strings makes ``compile_options`` the exact
+map the compiler sees, as in mnist_performant.py (``"optimization_level": "2"``).
+
+Not searched here: conv weights. tt-xla's compiler ignores weight-dtype overrides on
+convolutions, so only linear (matmul) weights get a dtype dimension. Activations are bf16
+only (the card's native activation format; the seed recipe casts the whole model to bf16).
+
+Device runtimes report failures to Python as a generic ``RuntimeError: Error code: 13``; the
+reason is printed to stderr, which ``failure_patterns`` classifies (tt-metal's and tt-xla's
+own messages). A trace-region failure can be retried once with a larger region, see
+``with_larger_trace_region``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from autotune.backends.base import Backend, Knob
+from autotune.config import Status, TrialConfig, TrialResult
+
+if TYPE_CHECKING:
+    import torch
+
+TRACE_REGION_ENV = "TT_RUNTIME_TRACE_REGION_SIZE"
+#: Bytes reserved for trace buffers when trace is on (tt-xla's mnist_performant.py value).
+DEFAULT_TRACE_REGION_SIZE = 10_000_000
+#: Config extra overriding the trace region size, in bytes (set by the trace-region retry).
+TRACE_REGION_EXTRA = "trace_region_size"
+#: How much a retry enlarges the region at least (more when the runtime said it needs more).
+TRACE_RETRY_FACTOR = 4
+_MIB = 1 << 20
+
+# What tt-metal prints when the trace does not fit: the size it needed, and what it had.
+_TRACE_NEEDED = re.compile(
+    r"Creating trace buffers of size (\d+)B on (?:MeshDevice|device) \d+, "
+    r"but only (\d+)B is allocated for trace region"
+)
+
+
+class TTBackend(Backend):
+    name = "tt"
+    weight_dtypes = ("bf16", "bfp_bf8", "bfp_bf4")
+    # Linear (matmul) weights only: tt-xla's compiler ignores conv weight overrides.
+    weight_kinds = frozenset({"linear"})
+    activation_dtypes = ("bf16",)
+    has_trace = True
+    knobs = (
+        Knob(
+            "experimental_weight_dtype",
+            ("none", "bfp_bf8", "bfp_bf4"),
+            "tt-xla's compiler-wide weight dtype (compile option experimental_weight_dtype, "
+            "sent only when not 'none'); the per-layer map is applied as well",
+        ),
+    )
+    # tt-umd's device mask: a chip is opened by one process, so --devices gives each worker
+    # its own (a device index or PCI address); the worker then sees that chip only.
+    # tt-metal's runtime only opens the PCIe devices listed here (one chip per worker).
+    visible_devices_env = "TT_METAL_VISIBLE_DEVICES"
+    worker_modules = ("torch", "torch_xla", "tt_torch")
+    install_hint = (
+        "install pjrt-plugin-tt from Tenstorrent's wheel index (see tt-xla's getting-started "
+        "docs) in a Python 3.12 environment, and pass that interpreter as --worker-python"
+    )
+    failure_patterns = (
+        # tt-metal's allocator (bank_manager.cpp); the regex is tt-xla's own classifier's.
+        (
+            Status.OOM,
+            re.compile(
+                r"Out of Memory: Not enough space to allocate .* B (?:L1|L1_SMALL|DRAM) "
+                r"buffer across .* banks"
+            ),
+        ),
+        # tt-metal's program.cpp: the circular buffers of a kernel do not fit in L1, or run
+        # into L1 buffers already allocated; both grow with the batch, like an OOM.
+        (Status.OOM, re.compile(r"Statically allocated circular buffers .* beyond max L1 size")),
+        (Status.OOM, re.compile(r"Statically allocated circular buffers .* clash with L1 buffers")),
+        (Status.TRACE_ERROR, _TRACE_NEEDED),
+        # tt-xla's module_builder.cc and MLIR diagnostics ("loc(...): error: ...").
+        (Status.COMPILE_ERROR, re.compile(r"Failed to run TTIRToTTNN\w* pipeline")),
+        (Status.COMPILE_ERROR, re.compile(r"Failed to convert from SHLO to TTIR module")),
+        (Status.COMPILE_ERROR, re.compile(r"Failed to generate flatbuffer binary")),
+        (
+            Status.COMPILE_ERROR,
+            re.compile(r"(?m)^\s*(?:loc\(.*\)|<unknown>(?::\d+)?|[^\s:]+:\d+(?::\d+)?): error: "),
+        ),
+    )
+
+    def __init__(self) -> None:
+        self._device: Any = None
+
+    # --- tuner side (no torch, no torch_xla) ------------------------------------------------
+
+    def compile_options(self, config: TrialConfig) -> dict[str, Any]:
+        """The exact map given to ``torch_xla.set_custom_compile_options`` (all strings)."""
+        options = {
+            "optimization_level": str(config.optimization_level),
+            "enable_trace": "true" if config.trace else "false",
+        }
+        weight_dtype = config.extra.get("experimental_weight_dtype", "none")
+        if weight_dtype != "none":
+            options["experimental_weight_dtype"] = str(weight_dtype)
+        return options
+
+    def worker_env(self, config: TrialConfig) -> dict[str, str]:
+        """``TT_RUNTIME_TRACE_REGION_SIZE`` when trace is on (read when torch_xla loads)."""
+        if not config.trace:
+            return {}
+        return {TRACE_REGION_ENV: str(self.trace_region_size(config))}
+
+    @staticmethod
+    def trace_region_size(config: TrialConfig) -> int:
+        size = config.extra.get(TRACE_REGION_EXTRA, DEFAULT_TRACE_REGION_SIZE)
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"{TRACE_REGION_EXTRA} must be a positive integer, not {size!r}")
+        return size
+
+    def with_larger_trace_region(self, config: TrialConfig, stderr: str = "") -> TrialConfig | None:
+        """The config to retry a TRACE_ERROR trial with once, or None.
+
+        The retry carries the config extra ``trace_region_size``: the current size times
+        ``TRACE_RETRY_FACTOR``, or, when `stderr` holds tt-metal's message with the size the
+        trace needed, that size plus a quarter rounded up to a MiB if larger. None when trace
+        is off or the config already names a size (it was retried, or the size was chosen
+        explicitly): the tuner then fails the trial with reason ``trace_region``.
+        """
+        if not config.trace or TRACE_REGION_EXTRA in config.extra:
+            return None
+        size = TRACE_RETRY_FACTOR * self.trace_region_size(config)
+        needed = [int(m.group(1)) for m in _TRACE_NEEDED.finditer(stderr)]
+        if needed:
+            size = max(size, math.ceil(max(needed) * 1.25 / _MIB) * _MIB)
+        extras = {**config.extra, TRACE_REGION_EXTRA: size}
+        return replace(config, extras=tuple(extras.items()))
+
+    def retry_config(self, config: TrialConfig, result: TrialResult) -> TrialConfig | None:
+        if result.status is Status.TRACE_ERROR:
+            return self.with_larger_trace_region(config, result.stderr_tail)
+        return None
+
+    # --- worker side --------------------------------------------------------------------------
+
+    def initialize(self, config: TrialConfig) -> None:
+        if config.trace and TRACE_REGION_ENV not in os.environ:
+            warnings.warn(
+                f"trace is on but {TRACE_REGION_ENV} was not set before torch_xla was imported; "
+                "the runtime reserves no trace region and the trace capture will fail",
+                stacklevel=2,
+            )
+        import torch_xla.runtime as xr
+
+        xr.set_device_type("TT")
+
+    def prepare(
+        self, model: torch.nn.Module, config: TrialConfig
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        import torch
+        import torch_xla
+        import torch_xla.core.xla_model as xm
+        import tt_torch  # also registers the "tt" torch.compile backend
+
+        if config.activation_dtype not in self.activation_dtypes:
+            raise ValueError(f"tt backend runs bf16 activations, not {config.activation_dtype}")
+        model = model.eval()
+        model = model.to(torch.bfloat16)
+        overrides = config.weight_dtype_map
+        if overrides:  # before compile: the overrides must be in the traced graph
+            tt_torch.apply_weight_dtype_overrides(model, overrides)
+        torch_xla.set_custom_compile_options(self.compile_options(config))
+        model.compile(backend="tt")
+        self._device = xm.xla_device()
+        return model.to(self._device)
+
+    def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+        import torch
+
+        return x.to(torch.bfloat16).to(self._device)
+
+    def to_host(self, y: torch.Tensor) -> torch.Tensor:
+        return y.to("cpu")
+
+    def synchronize(self) -> None:
+        import torch_xla.core.xla_model as xm
+
+        xm.wait_device_ops()
+
+    def device_name(self) -> str:
+        """``xm.xla_device_hw`` (e.g. "TT") and the runtime's ``device_arch`` attribute."""
+        parts = []
+        if self._device is not None:  # never open the device just to name it
+            try:
+                import torch_xla.core.xla_model as xm
+
+                parts.append(str(xm.xla_device_hw(self._device)))
+            except Exception:  # naming must never fail a trial
+                pass
+            try:
+                import torch_xla.runtime as xr
+
+                attrs = xr.global_runtime_device_attributes()
+                if attrs and attrs[0].get("device_arch"):
+                    parts.append(str(attrs[0]["device_arch"]))
+            except Exception:
+                pass
+        return " ".join(parts) or "Tenstorrent device (name unavailable)"
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata
+
+        import torch
+
+        found = {"torch": torch.__version__}
+        try:
+            import torch_xla
+
+            found["torch_xla"] = str(getattr(torch_xla, "__version__", "unknown"))
+        except ImportError:
+            pass
+        for dist in ("pjrt-plugin-tt",):
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                found[dist] = importlib.metadata.version(dist)
+        return found

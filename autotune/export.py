@@ -72,6 +72,12 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "compile_options": backend.compile_options(config),
         "env": backend.worker_env(config),
         "metrics": {k: row.metrics[k] for k in EXPORTED_METRICS if row.metrics.get(k) is not None},
+        # How dtype dimensions map to weights, when layers were grouped (deep models).
+        "weight_groups": {
+            label: members
+            for label, members in meta.get("weight_groups", {}).items()
+            if members != [label]
+        },
         "constraint": {
             "max_accuracy_drop": meta.get("max_accuracy_drop"),
             "unit": "top-1 points vs fp32",
@@ -137,8 +143,14 @@ def render(data: dict[str, Any], fmt: str) -> str:
     raise UsageError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
 
 
+# The weight map of a study that emulated TT numerics on the CPU is a valid tt-xla map; its
+# compile options are not (they are the CPU's), so only the map can be exported for TT.
+_TT_MAP_BACKENDS = ("tt", "cpu-emulate-tt")
+
+
 def _require_tt(backend: str | None, fmt: str, study: str | None = None) -> None:
-    if backend is not None and backend != "tt":
+    allowed = _TT_MAP_BACKENDS if fmt == "tt-mixed-precision" else ("tt",)
+    if backend is not None and backend not in allowed:
         which = f"study {study!r}" if study else "this export"
         raise UsageError(
             f"--format {fmt} is for Tenstorrent studies; {which} ran on backend {backend!r} "

@@ -189,7 +189,7 @@ class Tuner:
                 "max_accuracy_drop": self.opts.max_accuracy_drop,
                 "model": self.opts.model,
                 "backend": self.opts.backend,
-                "weight_groups": self.space.weight_groups(),
+                "weight_groups": self._weight_groups(),
             }
             self.study.set_user_attr(STUDY_ATTR, meta)
             if self.opts.seed_from_sensitivity:
@@ -207,6 +207,16 @@ class Tuner:
             meta = {**meta, "trials_budget": self.opts.trials}
             self.study.set_user_attr(STUDY_ATTR, meta)
         return meta
+
+    def _weight_groups(self) -> dict[str, list[str]]:
+        """Each weight-dtype dimension's label -> the weight names it sets."""
+        from fnmatch import fnmatchcase
+
+        names = [w.name for w in get_study(self.opts.model).weights]
+        return {
+            label: [n for n in names if any(fnmatchcase(n, m) for m in members)]
+            for label, members in self.space.weight_groups().items()
+        }
 
     def _seed_dtype_maps(self) -> None:
         """Queue dtype maps ordered by layer sensitivity, so the accurate-and-low-precision
@@ -309,9 +319,8 @@ class Tuner:
                 done = sum(1 for t in trials if counts(t))
                 if done >= self.budget:
                     return None
-                waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
                 running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
-                if waiting or done + running < self.budget:
+                if done + running < self.budget:  # queued trials (retries, seeds) come first
                     trial = self.study.ask()
                     if self._is_surplus(trial):
                         self._tell(

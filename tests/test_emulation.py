@@ -15,7 +15,6 @@ from autotune.numerics import round_bfp
 from autotune.sensitivity import Sensitivity, seeded_dtype_params
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
 from studies import get_study
-from tests.conftest import FAST_ARGS
 
 
 def test_group_weights():

@@ -8,6 +8,7 @@ optuna), so it runs in any interpreter with torch and the backend's device libra
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import platform
@@ -34,6 +35,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m autotune.worker JOB.json RESULT.json", file=sys.stderr)
         return 2
+    # A native crash (segfault in a kernel or runtime) then leaves the Python stack on stderr,
+    # which the tuner keeps on the trial.
+    faulthandler.enable()
     job = WorkerJob.from_dict(json.loads(Path(argv[0]).read_text()))
     if job.memory_limit_bytes:
         import resource

@@ -23,10 +23,23 @@ def autotune_cmd(*args: str) -> list[str]:
 
 
 def spawn(cmd: list[str], cwd: Path, cache_dir: Path) -> subprocess.Popen:
+    """Start a tuner; its output goes to files (a pipe nobody reads could block it)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
-    return subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    n = len(list(cwd.glob("spawn-*.out")))
+    out = open(cwd / f"spawn-{n}.out", "w+")  # noqa: SIM115 - lives as long as the process
+    err = open(cwd / f"spawn-{n}.err", "w+")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+    proc.output_files = (out, err)  # type: ignore[attr-defined]
+    return proc
+
+
+def output_of(proc: subprocess.Popen) -> str:
+    texts = []
+    for f in proc.output_files:  # type: ignore[attr-defined]
+        f.flush()
+        f.seek(0)
+        texts.append(f.read())
+    return "\n".join(texts)
 
 
 def trials_of(storage: str, name: str = "mnist-cpu") -> list[optuna.trial.FrozenTrial]:
@@ -36,13 +49,15 @@ def trials_of(storage: str, name: str = "mnist-cpu") -> list[optuna.trial.Frozen
         return []
 
 
-def wait_for(predicate, timeout: float = 120.0) -> None:
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         if predicate():
             return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"condition not reached (exit {proc.returncode}):\n{output_of(proc)}")
 
 
 def running_trial_of(storage: str, pid: int) -> optuna.trial.FrozenTrial | None:
@@ -79,7 +94,8 @@ def test_kill_9_then_resume_on_the_same_host(tmp_path, fast_space, cache_dir):
         lambda: (
             any(t.state.is_finished() for t in trials_of(storage))
             and running_trial_of(storage, tuner.pid) is not None
-        )
+        ),
+        tuner,
     )
     killed = running_trial_of(storage, tuner.pid).number
     tuner.send_signal(signal.SIGKILL)
@@ -149,7 +165,7 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
         tmp_path,
         cache_dir,
     )
-    wait_for(lambda: any(t.state.is_finished() for t in trials_of(postgres_url)))
+    wait_for(lambda: any(t.state.is_finished() for t in trials_of(postgres_url)), a)
     worker = autotune_cmd(
         "worker",
         "--study",
@@ -164,12 +180,13 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
         script = 'hostname autotune-host-b && exec "$@"'
         worker = ["unshare", "--uts", "sh", "-c", script, "sh", *worker]
     b = spawn(worker, tmp_path, cache_dir)
-    wait_for(lambda: running_trial_of(postgres_url, a.pid) is not None)
+    wait_for(lambda: running_trial_of(postgres_url, a.pid) is not None, a)
     killed = running_trial_of(postgres_url, a.pid).number
     a.send_signal(signal.SIGKILL)
     a.wait()
 
-    _, err = b.communicate(timeout=300)
+    b.wait(timeout=300)
+    err = output_of(b)
     assert b.returncode == 0, err
     assert "joined study 'mnist-cpu'" in err
     assert_nothing_lost(postgres_url, budget, killed)

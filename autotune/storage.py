@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +38,20 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
             "heartbeat_stale_trial_callback": _retry_lost_trial,
         }
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, **heartbeat
+                    )
+                break
+            except sqlalchemy.exc.IntegrityError:
+                # Two processes created the schema of a new database at once (hosts starting
+                # together); the loser finds it made by the winner on the next try.
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
         if url.startswith("sqlite:"):
             # WAL lets readers (show, plot) work while a tuner writes; it persists in the file.
             with storage.engine.connect() as conn:

@@ -97,3 +97,19 @@ def test_help_is_fast_and_torch_free():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_worker_module_needs_no_tuner_dependencies():
+    """The worker runs in device environments that may lack optuna, sqlalchemy, matplotlib."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('optuna', 'sqlalchemy', 'matplotlib', 'tqdm', 'yaml'):\n"
+        "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        "import autotune.worker, autotune.backends.cpu, autotune.backends.tt, studies.mnist\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

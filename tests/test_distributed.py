@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 
 from tests.conftest import FAST_ARGS, ROOT
 
@@ -45,7 +46,7 @@ def output_of(proc: subprocess.Popen) -> str:
 def trials_of(storage: str, name: str = "mnist-cpu") -> list[optuna.trial.FrozenTrial]:
     try:
         return optuna.load_study(study_name=name, storage=storage).get_trials()
-    except KeyError:
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
         return []
 
 

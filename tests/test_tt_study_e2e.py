@@ -47,6 +47,8 @@ def test_tt_study_and_all_exports(cli, tmp_path, tt_python):
         str(tt_python),
         "--trials",
         "3",
+        "--devices",
+        "0,1",
         "--space",
         str(space),
         "--measure-seconds",
@@ -67,6 +69,9 @@ def test_tt_study_and_all_exports(cli, tmp_path, tt_python):
     assert len(trials) == 3
     assert all(t.user_attrs["status"] == "ok" for t in trials), [t.user_attrs for t in trials]
     assert trials[0].user_attrs["environment"]["device"].startswith("TT stand-in")
+    # --devices 0,1: two trials at once, each worker restricted to its own chip.
+    seen = {t.user_attrs["environment"]["env"].get("TT_METAL_VISIBLE_DEVICES") for t in trials}
+    assert seen == {"0", "1"}
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert sum(c["call"] == "xr.set_device_type" for c in calls) >= 3  # one per trial process
 

@@ -77,9 +77,8 @@ class TTBackend(Backend):
             "sent only when not 'none'); the per-layer map is applied as well",
         ),
     )
-    # tt-umd's device mask: a chip is opened by one process, so --devices gives each worker
-    # its own (a device index or PCI address); the worker then sees that chip only.
-    # tt-metal's runtime only opens the PCIe devices listed here (one chip per worker).
+    # tt-metal's runtime opens only the PCIe devices listed here: with --devices each worker
+    # gets its own chip (a chip is opened by one process at a time).
     visible_devices_env = "TT_METAL_VISIBLE_DEVICES"
     worker_modules = ("torch", "torch_xla", "tt_torch")
     install_hint = (

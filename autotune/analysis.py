@@ -6,9 +6,12 @@ summary agree by construction.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from autotune.storage import STUDY_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -24,10 +27,20 @@ class TrialRow:
     metrics: dict[str, float]
     feasible: bool
     duplicate_of: int | None = None
+    confirmations: tuple[float, ...] = ()  # re-measurements after the study (top candidates)
 
     @property
     def throughput(self) -> float | None:
+        """The trial's own measurement (what the sampler saw; plotted)."""
         return self.metrics.get("throughput_samples_per_s")
+
+    @property
+    def confirmed_throughput(self) -> float | None:
+        """Median over the trial's measurement and its re-measurements: the first measurement
+        of the best of many noisy trials is biased upward, so the pick uses this."""
+        if self.throughput is None:
+            return None
+        return statistics.median([self.throughput, *self.confirmations])
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -39,6 +52,7 @@ class TrialRow:
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    confirmed = study.user_attrs.get(STUDY_ATTR, {}).get("confirmed", {})
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -57,6 +71,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
                 and bool(constraints)
                 and all(c <= 0 for c in constraints),
                 duplicate_of=attrs.get("duplicate_of"),
+                confirmations=tuple(confirmed.get(str(t.number), ())),
             )
         )
     return rows
@@ -81,12 +96,18 @@ def _dominates(a: TrialRow, b: TrialRow) -> bool:
 
 
 def best_feasible(rows: list[TrialRow]) -> TrialRow | None:
-    """Highest throughput that meets the constraint; ties go to the smaller accuracy drop,
-    then to the earlier trial."""
+    """Highest (confirmed) throughput that meets the constraint; ties go to the smaller
+    accuracy drop, then to the earlier trial."""
     feasible = [r for r in rows if r.feasible and r.measured and r.duplicate_of is None]
     if not feasible:
         return None
-    return min(feasible, key=lambda r: (-r.throughput, r.accuracy_drop, r.number))
+    return min(feasible, key=lambda r: (-r.confirmed_throughput, r.accuracy_drop, r.number))
+
+
+def confirmation_candidates(rows: list[TrialRow], k: int) -> list[TrialRow]:
+    """The k feasible trials with the highest first measurement."""
+    feasible = [r for r in rows if r.feasible and r.measured and r.duplicate_of is None]
+    return sorted(feasible, key=lambda r: (-r.throughput, r.accuracy_drop))[:k]
 
 
 def failure_counts(rows: list[TrialRow]) -> dict[str, int]:

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         "this CPU: accuracy as on the card, throughput of the CPU",
     )
     s.add_argument(
+        "--confirm",
+        type=int,
+        default=3,
+        metavar="K",
+        help="re-measure the K best feasible trials before picking the winner (default 3)",
+    )
+    s.add_argument(
         "--no-seed",
         action="store_true",
         help="do not queue sensitivity-ordered dtype maps before sampling",
@@ -254,6 +261,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         model=args.model,
         backend=f"{args.backend}-emulate-{args.emulate}" if args.emulate else args.backend,
         seed_from_sensitivity=not args.no_seed,
+        confirm=args.confirm,
         trials=args.trials,
         max_accuracy_drop=args.max_accuracy_drop,
         space=load_space_file(args.space) if args.space else None,

@@ -71,7 +71,12 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "backend_options": config.extra,
         "compile_options": backend.compile_options(config),
         "env": backend.worker_env(config),
-        "metrics": {k: row.metrics[k] for k in EXPORTED_METRICS if row.metrics.get(k) is not None},
+        "metrics": {
+            **{k: row.metrics[k] for k in EXPORTED_METRICS if row.metrics.get(k) is not None},
+            # The trial's measurement and its re-measurements; the figure above is their median.
+            "throughput_samples_per_s": row.confirmed_throughput,
+            "throughput_measurements": [row.throughput, *row.confirmations],
+        },
         # How dtype dimensions map to weights, when layers were grouped (deep models).
         "weight_groups": {
             label: members

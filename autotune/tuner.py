@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import best_feasible, trial_rows
+from autotune.analysis import best_feasible, confirmation_candidates, trial_rows
 from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
@@ -56,6 +56,7 @@ class StudyOptions:
     eval_limit: int | None = None
     seed: int | None = None
     seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps first
+    confirm: int = 3  # re-measure this many top feasible trials before declaring a winner
     # This host only.
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None
@@ -172,6 +173,7 @@ class Tuner:
             )
         # The sampler is per process; its seed only makes a single-process study repeatable.
         self.study.sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
+        self._joined = join_existing
         self.meta = self._check_metadata()
         self._lock = threading.Lock()  # one ask/tell bookkeeping step at a time per process
         self._stop = threading.Event()
@@ -287,6 +289,23 @@ class Tuner:
             self._bar.close()
         if self._errors:
             raise self._errors[0]
+        if not self._joined:
+            self._confirm(ref)
+
+    def _confirm(self, ref: tuple[str, float | None]) -> None:
+        """Re-measure the top feasible candidates once each (the pick uses the median of
+        their measurements). Done by the process that created the study, after the budget."""
+        meta = dict(self.study.user_attrs[STUDY_ATTR])
+        confirmed = dict(meta.get("confirmed", {}))
+        for row in confirmation_candidates(trial_rows(self.study), self.opts.confirm):
+            if str(row.number) in confirmed or self._stop.is_set():
+                continue
+            job = self._job(TrialConfig.from_dict(row.config), ref)
+            result = run_job(job, self.runner, cancel=self._stop)
+            if result.ok:
+                confirmed[str(row.number)] = [result.metrics["throughput_samples_per_s"]]
+        if confirmed != meta.get("confirmed", {}):
+            self.study.set_user_attr(STUDY_ATTR, {**meta, "confirmed": confirmed})
 
     def _slot_loop(
         self, device: str | None, ref: tuple[str, float | None], done: threading.Event
@@ -400,16 +419,7 @@ class Tuner:
         runner: RunnerSettings,
         ref: tuple[str, float | None],
     ) -> TrialResult:
-        job = WorkerJob(
-            config,
-            measure_seconds=self.opts.measure_seconds,
-            warmup_iters=self.opts.warmup_iters,
-            warmup_seconds=self.opts.measure_seconds / 2,
-            reference_path=ref[0],
-            reference_accuracy=ref[1],
-            eval_limit=self.opts.eval_limit,
-            memory_limit_bytes=self.opts.memory_limit_bytes,
-        )
+        job = self._job(config, ref)
         with _Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
             result = run_job(job, runner, cancel=self._stop)
             retry = self.backend.retry_config(config, result)
@@ -423,6 +433,18 @@ class Tuner:
                 trial.set_user_attr("config", retry.to_dict())
                 result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
+
+    def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
+        return WorkerJob(
+            config,
+            measure_seconds=self.opts.measure_seconds,
+            warmup_iters=self.opts.warmup_iters,
+            warmup_seconds=self.opts.measure_seconds / 2,
+            reference_path=ref[0],
+            reference_accuracy=ref[1],
+            eval_limit=self.opts.eval_limit,
+            memory_limit_bytes=self.opts.memory_limit_bytes,
+        )
 
     def _advance(self) -> None:
         self._bar.update(1)

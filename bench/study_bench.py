@@ -46,15 +46,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="re-measurements of best and seed")
     p.add_argument("--warm-cache", action="store_true", help="reuse ~/.cache/autotune")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    p.add_argument("--keep", type=Path, help="keep the study's SQLite file in this folder")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        db_dir = args.keep or Path(tmp)
+        db_dir.mkdir(parents=True, exist_ok=True)
         cache = default_cache_dir() if args.warm_cache else Path(tmp) / "cache"
         opts = StudyOptions(
             model=args.model,
             backend=args.backend,
             trials=args.trials,
-            storage=f"sqlite:///{tmp}/bench.db",
+            storage=f"sqlite:///{db_dir}/bench.db",
             seed=args.seed,
             cache_dir=cache,
             progress=False,

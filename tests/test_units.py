@@ -201,6 +201,21 @@ def test_pareto_front_and_pick(tmp_path):
     assert [r.feasible for r in rows[:6]] == [True, True, True, True, False, True]
 
 
+def test_pick_uses_confirmed_throughput(tmp_path):
+    study = make_study(tmp_path, POINTS)
+    meta = study.user_attrs["autotune"]
+    # Trial 2's 300/s did not hold up (re-measured 100/s): median 200 < trial 1's 300/s.
+    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [100.0]}})
+    rows = trial_rows(study)
+    assert rows[2].confirmed_throughput == 200.0 and rows[1].confirmed_throughput == 300.0
+    assert best_feasible(rows).number == 1
+    d = export_dict(study)
+    assert d["provenance"]["trial"] == 1
+    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [100.0], "1": [100.0, 120.0]}})
+    assert best_feasible(trial_rows(study)).number == 3  # 250/s, unconfirmed
+    assert export_dict(study)["metrics"]["throughput_measurements"] == [250.0]
+
+
 def test_export_schema(tmp_path):
     d = export_dict(make_study(tmp_path, POINTS))
     assert d["schema"] == 1 and d["model"] == "mnist" and d["backend"] == "cpu"

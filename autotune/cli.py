@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-seed",
         action="store_true",
-        help="do not queue sensitivity-ordered dtype maps before sampling",
+        help="do not queue starting points (uniform-precision configs, sensitivity-ordered "
+        "dtype maps) before sampling",
     )
     s.add_argument(
         "--trials",
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         metavar="POINTS",
         help="feasible = top-1 within this many points of fp32 (default 0.5)",
+    )
+    s.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="PERCENT",
+        help="also require this share of top-1 predictions equal to fp32's (e.g. 99.9)",
     )
     s.add_argument("--space", type=Path, metavar="FILE", help="TOML/YAML file narrowing the space")
     s.add_argument("--max-batch-size", type=int, help="largest batch size searched (power of 2)")
@@ -261,9 +268,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         model=args.model,
         backend=f"{args.backend}-emulate-{args.emulate}" if args.emulate else args.backend,
         seed_from_sensitivity=not args.no_seed,
+        seed_baselines=not args.no_seed,
         confirm=args.confirm,
         trials=args.trials,
         max_accuracy_drop=args.max_accuracy_drop,
+        min_agreement=args.min_agreement,
         space=load_space_file(args.space) if args.space else None,
         max_batch_size=args.max_batch_size,
         measure_seconds=args.measure_seconds,
@@ -278,7 +287,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(
         f"study {opts.name!r}: {opts.model} on {opts.backend}, {len(space.dimensions)} "
         f"dimensions, {space.size():,} configs; feasible = top-1 drop <= "
-        f"{opts.max_accuracy_drop:g} points vs fp32; storage {opts.storage}",
+        f"{opts.max_accuracy_drop:g} points vs fp32"
+        + (f", agreement >= {opts.min_agreement:g}%" if opts.min_agreement is not None else "")
+        + f"; storage {opts.storage}",
         file=sys.stderr,
     )
     return _run_and_summarise(tuner)

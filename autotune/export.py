@@ -47,7 +47,9 @@ def pick(study: optuna.Study) -> TrialRow:
         meta = study.user_attrs.get(STUDY_ATTR, {})
         raise NothingFoundError(
             f"study {study.study_name!r} has no feasible trial "
-            f"(none measured within {meta.get('max_accuracy_drop', '?')} points of fp32)"
+            f"(none measured within {meta.get('max_accuracy_drop', '?')} points of fp32"
+            + (f" and {meta['min_agreement']:g}% agreement" if meta.get("min_agreement") else "")
+            + ")"
         )
     return row
 
@@ -85,6 +87,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         },
         "constraint": {
             "max_accuracy_drop": meta.get("max_accuracy_drop"),
+            "min_agreement_percent": meta.get("min_agreement"),
             "unit": "top-1 points vs fp32",
         },
         "provenance": {

@@ -28,7 +28,7 @@ from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
 from autotune.runner import PROJECT_ROOT, RunnerSettings, fp32_reference, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
-from search_spaces import SearchSpace, default_space
+from search_spaces import SearchSpace, baseline_params, default_space
 from studies import get_study
 
 if TYPE_CHECKING:
@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 # Trials that do not use up the budget: they are re-queued and run again.
 NOT_COUNTED = {Status.INTERRUPTED.value, "lost", "surplus"}
 # Settings every host must share: they define what a trial measures.
-IDENTITY = ("model", "backend", "max_accuracy_drop", "eval_limit", "measure_seconds")
+IDENTITY = (
+    "model",
+    "backend",
+    "max_accuracy_drop",
+    "min_agreement",
+    "eval_limit",
+    "measure_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class StudyOptions:
     backend: str = "cpu"
     trials: int = 50
     max_accuracy_drop: float = 0.5
+    min_agreement: float | None = None  # percent of top-1 predictions equal to fp32's
     space: dict[str, Any] | None = None  # narrowing spec, as read from a space file
     max_batch_size: int | None = None
     measure_seconds: float = 1.0
@@ -56,6 +64,7 @@ class StudyOptions:
     eval_limit: int | None = None
     seed: int | None = None
     seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps first
+    seed_baselines: bool = True  # queue uniform-precision configs first
     confirm: int = 3  # re-measure this many top feasible trials before declaring a winner
     # This host only.
     storage: str = DEFAULT_STORAGE
@@ -189,6 +198,7 @@ class Tuner:
                 "options": wanted,
                 "trials_budget": self.opts.trials,
                 "max_accuracy_drop": self.opts.max_accuracy_drop,
+                "min_agreement": self.opts.min_agreement,
                 "model": self.opts.model,
                 "backend": self.opts.backend,
                 "weight_groups": self._weight_groups(),
@@ -196,6 +206,9 @@ class Tuner:
             self.study.set_user_attr(STUDY_ATTR, meta)
             if self.opts.seed_from_sensitivity:
                 self._seed_dtype_maps()
+            if self.opts.seed_baselines:
+                for params in baseline_params(self.space):
+                    self.study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
             return meta
         stored = meta.get("options", {})
         for key in (*IDENTITY, "space_signature"):
@@ -511,6 +524,10 @@ class Tuner:
             trial.set_user_attr("metrics", _finite(metrics))
         drop = metrics["accuracy_drop"]
         trial.set_constraint("accuracy_drop", drop - self.opts.max_accuracy_drop)
+        if self.opts.min_agreement is not None:
+            # Top-1 accuracy can hide flipped predictions that cancel out; agreement cannot.
+            agreement = 100.0 * (metrics.get("agreement") or 0.0)
+            trial.set_constraint("agreement", self.opts.min_agreement - agreement)
         self.study.tell(trial, [metrics["throughput_samples_per_s"], drop])
 
 

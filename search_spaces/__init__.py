@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     from autotune.backends import Backend
     from studies import Study
 
-__all__ = ["BatchSize", "Dimension", "SearchSpace", "SpaceError", "default_space"]
+__all__ = [
+    "BatchSize",
+    "Dimension",
+    "SearchSpace",
+    "SpaceError",
+    "baseline_params",
+    "default_space",
+    "load_space_file",
+]
 
 WEIGHT_PREFIX = "dtype:"
 EXTRA_PREFIX = "extra:"
@@ -245,6 +253,29 @@ def default_space(
 
 
 MAX_WEIGHT_PARAMS = 16
+BASELINE_BATCH_SIZES = (64, 256)
+
+
+def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """Uniform-precision starting points, queued before sampling.
+
+    For each activation dtype (lowest precision first), every weight in that dtype, at the
+    highest optimization level offered, at a small and a large batch size. Uniform maps
+    avoid casts between layers, so they are where throughput usually peaks; mixed maps and
+    the other knobs are left to the sampler. 16-40 dimensions make a random start slow to
+    find this region on its own (seen on the CPU: see docs/benchmarks.md).
+    """
+    dims = {d.name: d for d in space.dimensions}
+    batch, level, act = dims["batch_size"], dims["optimization_level"], dims["activation_dtype"]
+    sizes = [b for b in BASELINE_BATCH_SIZES if b in batch.choices]
+    sizes = sizes or [batch.choices[len(batch.choices) // 2]]
+    seeds = []
+    for dtype in reversed(act.choices):  # backends list the highest precision first
+        common = {"activation_dtype": dtype, "optimization_level": level.choices[-1]}
+        for d in space.weight_dimensions:
+            common[d.name] = dtype if dtype in d.choices else d.choices[0]
+        seeds += [{**common, "log2_batch_size": int(math.log2(b))} for b in sizes]
+    return seeds
 
 
 def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:

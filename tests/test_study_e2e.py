@@ -138,7 +138,8 @@ def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
     assert "timings" not in second.user_attrs
 
 
-def test_interrupt_then_resume(tmp_path, fast_space, cache_dir):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
     args = [
         sys.executable,
         "-m",
@@ -169,7 +170,7 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir):
             ):
                 break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err

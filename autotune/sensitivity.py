@@ -100,8 +100,12 @@ def ranked(rows: list[Sensitivity], dtype: str) -> list[Sensitivity]:
 
 
 def seeded_dtype_params(space: SearchSpace, rows: list[Sensitivity]) -> list[dict[str, Any]]:
-    """Optuna params for the weight-dtype dimensions: for each lower dtype, lower the k least
-    sensitive dimensions (k = 0..all), keeping the rest at the highest precision.
+    """Optuna params for the weight-dtype dimensions, a ladder of increasing compression.
+
+    Start with every dimension at the highest precision; then, for each lower dtype in turn,
+    lower the k least sensitive dimensions (k = 1..all) to it, the others staying at the
+    previous rung (bfp_bf4 steps start from all-bfp_bf8, not from bf16). The first maps that
+    break the accuracy constraint mark the frontier within len(dims) * formats trials.
 
     A dimension covering several weights (a group) is as sensitive as the sum of its
     members; members are matched to rows by fnmatch, so role globs work."""
@@ -110,8 +114,8 @@ def seeded_dtype_params(space: SearchSpace, rows: list[Sensitivity]) -> list[dic
     dims = space.weight_dimensions
     if not dims:
         return []
-    top = dims[0].choices[0]
-    seeds: list[dict[str, Any]] = []
+    rung = {d.name: d.choices[0] for d in dims}
+    seeds: list[dict[str, Any]] = [dict(rung)]
     for dtype in dims[0].choices[1:]:
         by_weight = {r.weight: r.score for r in rows if r.weight and r.dtype == dtype}
 
@@ -120,11 +124,10 @@ def seeded_dtype_params(space: SearchSpace, rows: list[Sensitivity]) -> list[dic
             return (sum(h[0] for h in hits), sum(h[1] for h in hits))
 
         order = sorted((d for d in dims if dtype in d.choices), key=dim_score)
-        for k in range(len(order) + 1):
-            lowered = {d.name for d in order[:k]}
-            params = {d.name: dtype if d.name in lowered else top for d in dims}
-            if params not in seeds:
-                seeds.append(params)
+        for d in order:
+            rung = {**rung, d.name: dtype}
+            if rung not in seeds:
+                seeds.append(dict(rung))
     return seeds
 
 

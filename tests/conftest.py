@@ -61,6 +61,8 @@ def fast_space(tmp_path: Path) -> Path:
 
 
 FAST_ARGS = ("--measure-seconds", "0.2", "--eval-limit", "1000", "--no-progress", "--seed", "0")
+# Without queued starting points: for tests of re-queued trials, which run after the queue.
+UNSEEDED_ARGS = (*FAST_ARGS, "--no-seed")
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from tests.conftest import FAST_ARGS, ROOT
+from tests.conftest import ROOT, UNSEEDED_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def assert_nothing_lost(storage: str, budget: int, killed: int) -> None:
 def test_kill_9_then_resume_on_the_same_host(tmp_path, fast_space, cache_dir):
     storage = f"sqlite:///{tmp_path / 'autotune.db'}"
     cmd = autotune_cmd(
-        "study", "--model", "mnist", "--trials", "3", "--space", str(fast_space), *FAST_ARGS
+        "study", "--model", "mnist", "--trials", "3", "--space", str(fast_space), *UNSEEDED_ARGS
     )
     tuner = spawn(cmd, tmp_path, cache_dir)
     wait_for(
@@ -133,7 +133,7 @@ def test_parallel_slots_on_sqlite(cli, tmp_path, fast_space):
         "2",
         "--space",
         str(fast_space),
-        *FAST_ARGS,
+        *UNSEEDED_ARGS,
     )
     assert r.returncode == 0, r.stderr
     assert "database is locked" not in r.stderr
@@ -161,7 +161,7 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
             str(fast_space),
             "--heartbeat",
             "1",
-            *FAST_ARGS,
+            *UNSEEDED_ARGS,
         ),
         tmp_path,
         cache_dir,

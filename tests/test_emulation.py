@@ -86,11 +86,12 @@ def test_seeded_maps_lower_least_sensitive_first():
     )
     seeds = seeded_dtype_params(space, rows)
     maps = [(s["dtype:fc1.weight"], s["dtype:fc2.weight"]) for s in seeds]
+    # A ladder: all bf16, the least sensitive (fc1) lowered first, bfp_bf4 from all-bfp_bf8.
     assert maps == [
         ("bf16", "bf16"),
         ("bfp_bf8", "bf16"),
         ("bfp_bf8", "bfp_bf8"),
-        ("bfp_bf4", "bf16"),
+        ("bfp_bf4", "bfp_bf8"),
         ("bfp_bf4", "bfp_bf4"),
     ]
 

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import torch
 
-from tests.conftest import FAST_ARGS, ROOT
+from tests.conftest import FAST_ARGS, ROOT, UNSEEDED_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,9 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
     assert r.returncode == 0, r.stderr
     assert "Pareto set" in r.stdout
     study = load(tmp_path)
-    trials = study.get_trials()
+    # The budget counts finished trials; starting points beyond it stay queued (WAITING).
+    trials = [t for t in study.get_trials() if t.state.is_finished()]
+    assert {t.user_attrs.get("seeded") for t in trials} == {"baseline"}
     assert len(trials) == 3
     measured = [t for t in trials if t.user_attrs.get("duplicate_of") is None]
     for t in measured:
@@ -72,7 +74,7 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
     r = cli("show", "--study", "mnist-cpu", "--format", "json")
     assert r.returncode == 0
     shown = json.loads(r.stdout)
-    assert [t["number"] for t in shown["trials"]] == [0, 1, 2]
+    assert [t["number"] for t in shown["trials"] if t["state"] != "WAITING"] == [0, 1, 2]
     r = cli("show", "--study", "mnist-cpu")
     assert r.returncode == 0 and "samples/s" in r.stdout
 
@@ -151,7 +153,7 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
         "3",
         "--space",
         str(fast_space),
-        *FAST_ARGS,
+        *UNSEEDED_ARGS,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
     proc = subprocess.Popen(

@@ -20,6 +20,7 @@ class ParetoPlotData(NamedTuple):
     infeasible: list[Point]
     front: list[Point]  # sorted by accuracy drop, the line drawn
     pick: Point | None  # what `autotune export` writes
+    pick_throughput: float | None  # its median over re-measurements (what export reports)
     max_accuracy_drop: float
     unmeasured: int  # pruned / failed trials, counted in the legend
 
@@ -38,6 +39,7 @@ def pareto_plot_data(
         infeasible=[point(r) for r in measured if not r.feasible],
         front=sorted((point(r) for r in pareto_front(rows)), key=lambda p: p.accuracy_drop),
         pick=point(best) if best else None,
+        pick_throughput=best.confirmed_throughput if best else None,
         max_accuracy_drop=max_accuracy_drop,
         unmeasured=sum(1 for r in rows if r.state in ("PRUNED", "FAIL")),
     )
@@ -63,7 +65,16 @@ def draw(data: ParetoPlotData, out: Path) -> None:
             label=f"infeasible ({len(data.infeasible)})",
         )
     if data.front:
-        ax.step(*_xy(data.front), where="post", c="tab:orange", lw=1.5, label="Pareto front")
+        ax.step(
+            *_xy(data.front),
+            where="post",
+            c="tab:orange",
+            lw=1.5,
+            marker="o",
+            ms=9,
+            mfc="none",
+            label=f"Pareto front ({len(data.front)})",
+        )
     if data.pick:
         ax.scatter(
             [data.pick.accuracy_drop],
@@ -73,7 +84,8 @@ def draw(data: ParetoPlotData, out: Path) -> None:
             c="gold",
             edgecolors="black",
             zorder=5,
-            label=f"exported: trial {data.pick.trial}, {data.pick.throughput:,.0f}/s",
+            label=f"exported: trial {data.pick.trial}, {data.pick_throughput:,.0f}/s "
+            "(median of its measurements)",
         )
     ax.axvline(
         data.max_accuracy_drop,

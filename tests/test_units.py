@@ -260,7 +260,7 @@ def test_plot_data(tmp_path):
         (0.1, 300.0),
         (2.0, 900.0),
     ]
-    assert data.pick.trial == 2
+    assert data.pick.trial == 2 and data.pick_throughput == 300.0
     assert data.unmeasured == 1
 
 

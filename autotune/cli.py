@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="json",
         help="json: autotune's config (default); tt-mixed-precision: tt-xla's {weight: dtype} "
         "map for tt_torch.apply_weight_dtype_overrides; script: a runnable tt-xla script "
-        "(the last two for --backend tt studies)",
+        "(the map also for --emulate tt studies; the script for --backend tt studies)",
     )
     return parser
 

@@ -10,23 +10,19 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 
 def resolve_weight_map(names: list[str], weight_map: dict[str, str]) -> dict[str, str]:
-    """Expand a {glob: dtype} map to {weight name: dtype}, tt-xla's rules.
+    """Expand a {glob: dtype} map to {weight name: dtype}, with tt-xla's rules.
 
-    Globs use fnmatch (`*` crosses dots); key "default" covers every `*.weight`; an explicit
-    glob beats "default", and among globs the first listed wins (as in tt_torch, where the
-    first override applied to a weight sticks).
+    Globs use fnmatch (`*` crosses dots); key "default" covers every `*.weight`; explicit
+    globs beat "default", and where explicit globs overlap the later key wins, as within one
+    `tt_torch.apply_weight_dtype_overrides` call. (TrialConfig keeps keys sorted, so spaces
+    use non-overlapping globs.)
     """
     resolved: dict[str, str] = {}
-    for glob, dtype in weight_map.items():
-        if glob == "default":
-            continue
-        for name in names:
-            if fnmatchcase(name, glob):
-                resolved.setdefault(name, dtype)
     if "default" in weight_map:
-        for name in names:
-            if name.endswith(".weight"):
-                resolved.setdefault(name, weight_map["default"])
+        resolved = {n: weight_map["default"] for n in names if n.endswith(".weight")}
+    for glob, dtype in weight_map.items():
+        if glob != "default":
+            resolved.update({n: dtype for n in names if fnmatchcase(n, glob)})
     return resolved
 
 

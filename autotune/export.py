@@ -105,14 +105,6 @@ TT_FORMATS = ("tt-mixed-precision", "script")
 TT_WEIGHT_DTYPES = ("bf16", "bfp_bf8", "bfp_bf4")  # what apply_weight_dtype_overrides accepts
 
 
-def write_export(study: optuna.Study, out: Path | None, fmt: str = "json") -> str:
-    """Render the study's best feasible config as `fmt`; write it to `out` when given."""
-    check_format(study, fmt)
-    text = render(export_dict(study), fmt)
-    save(text, out, fmt)
-    return text
-
-
 def check_format(study: optuna.Study, fmt: str) -> None:
     """Refuse a tt format for a study of another backend (before looking for a trial)."""
     if fmt not in FORMATS:

@@ -1,0 +1,146 @@
+"""The default search strategy on synthetic landscapes whose optima lie in different places
+(the real-workload figures come from bench/search_quality.py, not from tests)."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from autotune.backends import get_backend
+from autotune.sampler import BATCH, AutotuneSampler, Observed, make_sampler, plan_next
+from search_spaces import SearchSpace, default_space
+from studies import get_study
+
+
+def cpu_space() -> SearchSpace:
+    return default_space(get_study("mnist"), get_backend("cpu"))
+
+
+def landscape(peak_exp: int, act: str, level: int, channels_last: bool, oom_exp: int = 99):
+    """Throughput: a batch curve peaking at 2**peak_exp, times factors for the categorical
+    dims; uniform precision beats mixed maps (casts at layer boundaries)."""
+
+    def f(params: dict) -> float | None:
+        e = params[BATCH]
+        if e >= oom_exp:
+            return None
+        value = 1000.0 * math.exp(-0.15 * (e - peak_exp) ** 2)
+        value *= 3.0 if params["activation_dtype"] == act else 1.0
+        value *= {level: 2.0}.get(params["optimization_level"], 1.0)
+        value *= 1.3 if params["channels_last"] == channels_last else 1.0
+        weights = {v for k, v in params.items() if k.startswith("dtype:")}
+        return value * (1.0 if weights == {params["activation_dtype"]} else 0.7)
+
+    return f
+
+
+def run_plan(space: SearchSpace, f, budget: int) -> list[Observed]:
+    history: list[Observed] = []
+    for _ in range(budget):
+        params = plan_next(space, history)
+        if params is None:
+            break
+        value = f(params)
+        history.append(Observed(params, value, oom=value is None))
+    return history
+
+
+LANDSCAPES = {
+    "large batch, fp32, level 2": landscape(11, "fp32", 2, False),
+    "small batch, bf16, level 1": landscape(2, "bf16", 1, True),
+    "middle batch, bf16, eager, OOM above 512": landscape(12, "bf16", 0, True, oom_exp=10),
+}
+
+
+@pytest.mark.parametrize("name", LANDSCAPES)
+def test_pattern_search_finds_the_optimum_within_15_trials(name):
+    space = cpu_space()
+    f = LANDSCAPES[name]
+    history = run_plan(space, f, 15)
+    best = max(h.score for h in history if h.score is not None)
+    exps = [int(math.log2(b)) for b in space.dimensions[0].choices]
+    grid = [
+        f(
+            {
+                BATCH: e,
+                "activation_dtype": a,
+                "optimization_level": lv,
+                "channels_last": cl,
+                **{d.name: a for d in space.weight_dimensions},
+            }
+        )
+        for e in exps
+        for a in ("fp32", "bf16")
+        for lv in (0, 1, 2)
+        for cl in (False, True)
+    ]
+    assert best == pytest.approx(max(v for v in grid if v is not None))
+
+
+def test_start_is_neutral_and_uniform():
+    space = cpu_space()
+    start = plan_next(space, [])
+    assert start[BATCH] == 6  # middle of 1..4096
+    assert start["optimization_level"] == 2 and start["activation_dtype"] == "fp32"
+    assert {start[d.name] for d in space.weight_dimensions} == {"fp32"}
+
+
+def test_running_trials_count_as_tried_so_parallel_slots_differ():
+    space = cpu_space()
+    first = plan_next(space, [])
+    running = [Observed(first, finished=False)]
+    second = plan_next(space, running)
+    assert second != first
+    running.append(Observed(second, finished=False))
+    assert plan_next(space, running) not in (first, second)
+
+
+def test_no_batch_at_or_above_one_that_ran_out_of_memory():
+    space = cpu_space()
+    f = landscape(12, "fp32", 2, False, oom_exp=8)
+    history = run_plan(space, f, 40)
+    ooms = [h.params for h in history if h.oom]
+    assert ooms, "the landscape runs out of memory above 128"
+    for o in ooms:
+        same = [
+            h
+            for h in history
+            if {k: v for k, v in h.params.items() if k != BATCH}
+            == {k: v for k, v in o.items() if k != BATCH}
+        ]
+        assert [h.params[BATCH] for h in same if h.params[BATCH] > o[BATCH]] == []
+
+
+def test_converges_then_returns_none():
+    space = default_space(get_study("mnist"), get_backend("cpu")).narrowed(
+        {"batch_size": {"min": 16, "max": 64}, "weight_dtypes": {"*": ["fp32"]}}
+    )
+    history = run_plan(space, landscape(5, "fp32", 2, False), 200)
+    assert plan_next(space, history) is None
+    assert len(history) < space.size()  # a local optimum is reached without the full grid
+
+
+def test_sampler_in_a_real_optuna_study_follows_the_plan_then_tpe():
+    space = default_space(get_study("mnist"), get_backend("cpu")).narrowed(
+        {"batch_size": {"min": 16, "max": 64}, "weight_dtypes": {"*": ["fp32"]}}
+    )
+    f = landscape(5, "fp32", 2, False)
+    study = optuna.create_study(directions=["maximize"], sampler=make_sampler("autotune", space, 0))
+    assert isinstance(study.sampler, AutotuneSampler)
+    seen = []
+    for _ in range(space.size() + 3):
+        trial = study.ask()
+        space.suggest(trial)
+        seen.append(dict(trial.params))
+        trial.set_constraint("accuracy_drop", -1.0)  # feasible
+        study.tell(trial, [f(trial.params)])
+    assert seen[0] == plan_next(space, [])
+    planned = run_plan(space, f, 200)
+    assert seen[: len(planned)] == [h.params for h in planned]  # then TPE takes over
+
+
+def test_unknown_sampler_name():
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("grid", cpu_space(), 0)

@@ -15,6 +15,32 @@ if TYPE_CHECKING:
 DEFAULT_STORAGE = "sqlite:///autotune.db"
 STUDY_ATTR = "autotune"  # our study-level metadata lives under one prefixed user attr
 
+_BACKEND_NAMES = {
+    "postgresql": "PostgreSQL",
+    "mysql": "MySQL",
+    "mariadb": "MariaDB",
+    "mssql": "SQL Server",
+    "oracle": "Oracle",
+}
+# The module and install command of each synchronous driver SQLAlchemy 2.1 knows, by
+# (backend, driver). A plain URL gets SQLAlchemy's default driver: postgresql -> psycopg (3),
+# mysql and mariadb -> mysqldb (module MySQLdb), mssql -> pyodbc, oracle -> oracledb.
+_DRIVERS = {
+    ("postgresql", "psycopg"): ("psycopg", "pip install 'autotune[postgres]'"),
+    ("postgresql", "psycopg2"): ("psycopg2", "pip install psycopg2-binary"),
+    ("postgresql", "pg8000"): ("pg8000", "pip install pg8000"),
+    ("postgresql", "psycopg2cffi"): ("psycopg2cffi", "pip install psycopg2cffi"),
+    ("mysql", "mysqldb"): ("MySQLdb", "pip install mysqlclient"),
+    ("mysql", "pymysql"): ("pymysql", "pip install pymysql"),
+    ("mysql", "mysqlconnector"): ("mysql.connector", "pip install mysql-connector-python"),
+    ("mysql", "mariadbconnector"): ("mariadb", "pip install mariadb"),
+    ("mysql", "cymysql"): ("cymysql", "pip install cymysql"),
+    ("mssql", "pyodbc"): ("pyodbc", "pip install pyodbc"),
+    ("mssql", "pymssql"): ("pymssql", "pip install pymssql"),
+    ("oracle", "oracledb"): ("oracledb", "pip install oracledb"),
+    ("oracle", "cx_oracle"): ("cx_Oracle", "pip install cx_Oracle"),
+}
+
 
 def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage. With `heartbeat_s`, running trials carry a heartbeat and a
@@ -25,6 +51,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
     import sqlalchemy.exc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own messages say what matters
+    _check_driver(url)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
         # Wait for a busy writer instead of failing with "database is locked".
@@ -65,6 +92,36 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
 def _retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A trial whose tuner stopped beating: queue its config again (it did not count)."""
     study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def _check_driver(url: str) -> None:
+    """Name the missing DB-API module and what installs it; Optuna only says that one failed
+    to import. Unknown dialects and malformed URLs are left to RDBStorage's own error."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()  # resolves a plain URL to SQLAlchemy's default driver
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError):
+        return
+    try:
+        dialect.import_dbapi()  # the import SQLAlchemy itself does when it creates the engine
+    except ModuleNotFoundError as exc:
+        backend = parsed.get_backend_name()
+        # mariadb:// uses the mysql dialect's drivers.
+        module, install = _DRIVERS.get(
+            ("mysql" if backend == "mariadb" else backend, dialect.driver), (None, None)
+        )
+        missing = exc.name or dialect.driver
+        name = _BACKEND_NAMES.get(backend, backend)
+        if module is None or missing.split(".")[0] != module.split(".")[0]:
+            # A driver we have no entry for, or one of its own dependencies is missing: name
+            # the module, without guessing which package provides it.
+            raise UsageError(
+                f"{name} driver {dialect.driver!r} needs module {missing!r}, which is not installed"
+            ) from None
+        raise UsageError(f"{name} driver {module!r} is not installed: {install}") from None
 
 
 def _check_sqlite_path(url: str) -> None:

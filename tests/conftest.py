@@ -120,7 +120,7 @@ def postgres_url():
             "autotune",
             "autotune",
         )
-        yield f"postgresql+psycopg2://autotune@127.0.0.1:{port}/autotune"
+        yield f"postgresql://autotune@127.0.0.1:{port}/autotune"
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(base, ignore_errors=True)

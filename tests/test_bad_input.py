@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FAST_ARGS
+from tests.conftest import FAST_ARGS, UNSEEDED_ARGS
 
 
 def _one_line_error(r, code: int = 2) -> str:
@@ -26,7 +26,7 @@ def _one_line_error(r, code: int = 2) -> str:
         (["--model", "mnist", "--jobs", "0"], "--jobs must be at least 1"),
         (["--model", "mnist", "--devices", "0,1"], "has no device selection"),
         (
-            ["--model", "mnist", "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none"],
+            ["--model", "mnist", "--storage", "postgresql://nobody@127.0.0.1:1/none"],
             "cannot open storage",
         ),
         (["--model", "mnist", "--backend", "tt", "--emulate", "tt"], "runs on the cpu backend"),
@@ -39,6 +39,18 @@ def _one_line_error(r, code: int = 2) -> str:
 )
 def test_study_bad_input(cli, args, expected):
     assert expected in _one_line_error(cli("study", *args, "--no-progress"))
+
+
+@pytest.mark.parametrize("seconds", ["0", "-2"])
+def test_heartbeat_must_be_positive(cli, tmp_path, fast_space, seconds):
+    """0 would busy-loop the wait for other hosts' last trials; a negative interval raised
+    from time.sleep. Refused before anything runs (a 1-trial study would otherwise finish)."""
+    args = ("--trials", "1", "--space", str(fast_space), *UNSEEDED_ARGS)
+    r = cli("study", "--model", "mnist", "--heartbeat", seconds, *args, timeout=300)
+    assert f"--heartbeat must be at least 1 second, not {seconds}" in _one_line_error(r)
+    assert not (tmp_path / "autotune.db").exists()
+    r = cli("worker", "--study", "mnist-cpu", "--heartbeat", seconds)
+    assert f"--heartbeat must be at least 1 second, not {seconds}" in _one_line_error(r)
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,10 @@ def expected_calls(config: TrialConfig, trace_region: str | None) -> list[dict[s
         {"call": "model.compile", "args": [], "kwargs": {"backend": "tt"}},
         {"call": "xm.xla_device", "n": None, "device_type": "TT"},
         {"call": "model.to(device)"},
+        # The bf16 input is made once, before the timed loop (mnist_performant.py builds it
+        # once); each iteration then moves it to the device and the output back.
+        CAST_INPUT,
+        TO_DEVICE,
         {
             "call": "tt backend compile",
             "compile_options": options,
@@ -142,9 +146,17 @@ def expected_calls(config: TrialConfig, trace_region: str | None) -> list[dict[s
             "kwargs": {},
         },
         {"call": "tt execute", "execution": 1, "input_dtypes": ["torch.bfloat16"]},
+        TO_HOST,
+        TO_DEVICE,
         {"call": "tt execute", "execution": 2, "input_dtypes": ["torch.bfloat16"]},
+        TO_HOST,
     ]
     return calls
+
+
+CAST_INPUT = {"call": "tensor.to", "to": "torch.bfloat16", "dtype": "torch.float32"}
+TO_DEVICE = {"call": "tensor.to", "to": "device", "dtype": "torch.bfloat16"}
+TO_HOST = {"call": "tensor.to", "to": "cpu", "dtype": "torch.bfloat16"}
 
 
 # --- the recipe, end to end through the real worker -----------------------------------------
@@ -193,11 +205,16 @@ def test_trial_makes_tt_xla_calls_in_order(name, recipe_runs):
     assert result.status is Status.OK, result.stderr_tail
     expected = expected_calls(config, trace_region)
     assert calls[: len(expected)] == expected
-    # Then only the timed loop's block-end waits, and the device name for the record.
-    rest = [c["call"] for c in calls[len(expected) :]]
-    waits = rest.count("xm.wait_device_ops")
-    assert waits >= 3  # after warmup, and at the end of each of >= 2 timed blocks
-    assert rest == ["xm.wait_device_ops"] * waits + [
+    # Then the rest of warmup and the timed blocks: input to device, output to host, waits
+    # at block ends; no cast. Then the eval set's batches, and the device name.
+    rest = calls[len(expected) :]
+    last_wait = max(i for i, c in enumerate(rest) if c["call"] == "xm.wait_device_ops")
+    timed, after = rest[: last_wait + 1], rest[last_wait + 1 :]
+    waits = [c for c in timed if c["call"] == "xm.wait_device_ops"]
+    assert len(waits) >= 3  # after warmup, and at the end of each of >= 2 timed blocks
+    moves = [c for c in timed if c["call"] != "xm.wait_device_ops"]
+    assert moves == [TO_DEVICE, TO_HOST] * (len(moves) // 2)
+    assert [c["call"] for c in after if c["call"] != "tensor.to"] == [
         "xm.xla_device_hw",
         "xr.global_runtime_device_attributes",
     ]

@@ -35,11 +35,12 @@ class Backend(ABC):
     """A device family: which knobs it offers, and how a config becomes a runnable model.
 
     Contract. The class attributes and `compile_options`/`worker_env`/`classify` are used by
-    the tuner and must not import torch or device libraries. `initialize`, `prepare`, `device_name`,
-    `to_device`, `to_host` and `synchronize` run only inside the worker process, once per
-    process (device runtimes keep global state). `prepare` returns a callable that maps a
-    device batch to a device output; the worker times `to_host(run(to_device(x)))` per
-    iteration, the loop users run, and calls `synchronize()` at each block end.
+    the tuner and must not import torch or device libraries. `initialize`, `prepare`,
+    `device_name`, `host_input`, `to_device`, `to_host` and `synchronize` run only inside the
+    worker process, once per process (device runtimes keep global state). `prepare` returns
+    a callable that maps a device batch to a device output; the worker makes the host batch
+    once with `host_input`, then times `to_host(run(to_device(x)))` per iteration, the loop
+    users run, and calls `synchronize()` at each block end.
     """
 
     name: str
@@ -93,8 +94,18 @@ class Backend(ABC):
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Apply `config` to the fp32 eval-mode `model` and compile it."""
 
+    def host_input(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+        """The batch as the user's program holds it on the host before each inference,
+        made once, outside the timed loop. The default keeps the study's input as it is
+        (e.g. fp32 from the data pipeline), so converting it is part of each timed
+        iteration; a backend whose reference recipe prepares the input once (tt) converts
+        it here instead."""
+        return x
+
     @abstractmethod
-    def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor: ...
+    def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+        """Move a host batch to the device (timed, every iteration). It must also accept a
+        batch that did not go through `host_input` (e.g. the eval set's batches)."""
 
     def to_host(self, y: torch.Tensor) -> torch.Tensor:
         return y.to("cpu")

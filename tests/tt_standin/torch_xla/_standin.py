@@ -62,8 +62,22 @@ def record(call: str, **fields: Any) -> None:
 
 
 # --- torch calls that matter to the recipe ------------------------------------------------
-# ``model.compile(backend=...)`` and ``model.to(<device>)`` are torch's own methods, not
-# tt-xla's; the stand-in wraps them (once, at import) only to record when they are called.
+# ``model.compile(backend=...)``, ``model.to(<device>)`` and the tensor moves and casts are
+# torch's own methods, not tt-xla's; the stand-in wraps them (once, at import) only to record
+# when they are called. Tensor ``.to`` calls are recorded when autotune's code makes them (the
+# backend and the worker; not the numerics emulation), so the log shows what the timed loop
+# does to the input and output: ``tensor.to`` with ``to`` = "device", "cpu" or the dtype.
+
+
+def _tensor_to_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    for a in (*args, *kwargs.values()):
+        if a is DEVICE:
+            return "device"
+        if isinstance(a, torch.dtype):
+            return str(a)
+        if isinstance(a, str | torch.device):
+            return str(a)
+    return "other"
 
 
 def install_recorders() -> None:
@@ -71,6 +85,15 @@ def install_recorders() -> None:
     if getattr(module.compile, "_tt_standin", False):
         return
     compile_, to = module.compile, module.to
+    tensor_to = torch.Tensor.to
+
+    def recorded_tensor_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("autotune.") and caller != "autotune.numerics":
+            record("tensor.to", to=_tensor_to_target(args, kwargs), dtype=str(self.dtype))
+        return tensor_to(self, *args, **kwargs)
+
+    torch.Tensor.to = recorded_tensor_to  # type: ignore[method-assign]
 
     def recorded_compile(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
         record("model.compile", args=list(args), kwargs=kwargs)

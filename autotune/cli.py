@@ -243,8 +243,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def _host_options(args: argparse.Namespace) -> dict[str, Any]:
     """Settings of this host (not stored with the study)."""
-    from autotune.tuner import default_cache_dir
+    from autotune.tuner import check_heartbeat, default_cache_dir
 
+    check_heartbeat(args.heartbeat)  # before the study is opened or created
     devices = tuple(d for d in args.devices.split(",") if d) if args.devices else None
     return {
         "storage": args.storage,
@@ -299,10 +300,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from autotune.storage import STUDY_ATTR, load_study
     from autotune.tuner import StudyOptions, Tuner
 
+    host = _host_options(args)
     meta = load_study(args.storage, args.study_name).user_attrs.get(STUDY_ATTR)
     if not meta or "options" not in meta:
         raise UsageError(f"study {args.study_name!r} was not created by autotune study")
-    tuner = Tuner(StudyOptions.from_study(meta, **_host_options(args)), join_existing=True)
+    tuner = Tuner(StudyOptions.from_study(meta, **host), join_existing=True)
     print(
         f"joined study {args.study_name!r}: budget {tuner.budget} trials, "
         f"{tuner.counted_trials()} done",

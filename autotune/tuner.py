@@ -141,6 +141,13 @@ def check_worker_python(python: str, backend: Backend) -> None:
         )
 
 
+def check_heartbeat(seconds: int) -> None:
+    # 0 would make the wait for other hosts' last trials a busy loop (and switch heartbeats
+    # off); a negative interval raised from time.sleep.
+    if seconds < 1:
+        raise UsageError(f"--heartbeat must be at least 1 second, not {seconds}")
+
+
 def counts(t: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial used up one unit of the budget."""
     status = t.user_attrs.get("status")
@@ -155,6 +162,7 @@ class Tuner:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
+        check_heartbeat(opts.heartbeat_s)
         self.opts = opts
         self.backend = get_backend(opts.backend)
         if opts.devices and not self.backend.visible_devices_env:

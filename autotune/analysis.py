@@ -112,3 +112,21 @@ def confirmation_candidates(rows: list[TrialRow], k: int) -> list[TrialRow]:
 
 def failure_counts(rows: list[TrialRow]) -> dict[str, int]:
     return dict(Counter(r.status for r in rows if r.state in ("PRUNED", "FAIL")))
+
+
+def seed_recipe_row(study: optuna.Study, rows: list[TrialRow]) -> TrialRow | None:
+    """The measured trial of the backend's seed recipe (the reference the study must beat,
+    see `Backend.seed_recipe`), or None where the study has none or it was not measured."""
+    recipe = study.user_attrs.get(STUDY_ATTR, {}).get("seed_recipe")
+    if not recipe:
+        return None
+    key = _config_key(recipe)
+    found = [r for r in rows if r.measured and r.config and _config_key(r.config) == key]
+    # The trial that measured it, not a later duplicate that copied its figures.
+    return min(found, key=lambda r: (r.duplicate_of is not None, r.number), default=None)
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    from autotune.config import TrialConfig
+
+    return TrialConfig.from_dict(config).key()

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--model", required=True, help="study to tune (e.g. mnist)")
-    s.add_argument("--backend", default="cpu", help="device family: cpu (default), tt")
+    s.add_argument("--backend", default="cpu", help="device family: cpu (default), cuda, tt")
     s.add_argument(
         "--emulate",
         choices=["tt"],
@@ -314,13 +314,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _run_and_summarise(tuner: Any) -> int:
-    from autotune.analysis import pareto_front, trial_rows
-    from autotune.report import trial_table
+    from autotune.analysis import best_feasible, pareto_front, seed_recipe_row, trial_rows
+    from autotune.report import reference_line, trial_table
 
     tuner.run()
     rows = trial_rows(tuner.study)
     print(f"Pareto set of study {tuner.opts.name!r} ({len(rows)} trials):")
     print(trial_table(pareto_front(rows)))
+    reference = seed_recipe_row(tuner.study, rows)
+    if reference is not None:
+        print(reference_line(reference, best_feasible(rows)))
     return 0
 
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import TrialRow, best_feasible, trial_rows
+from autotune.analysis import TrialRow, best_feasible, seed_recipe_row, trial_rows
 from autotune.backends import get_backend
 from autotune.config import TrialConfig
 from autotune.errors import NothingFoundError, UsageError
@@ -90,6 +90,8 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "min_agreement_percent": meta.get("min_agreement"),
             "unit": "top-1 points vs fp32",
         },
+        # The backend's seed recipe measured in the same study (None where it has none).
+        "reference": _reference(study, row),
         "provenance": {
             "study": study.study_name,
             "trial": row.number,
@@ -97,6 +99,19 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "device": env_info.get("device"),
             "threads": env_info.get("threads"),
         },
+    }
+
+
+def _reference(study: optuna.Study, pick_row: TrialRow) -> dict[str, Any] | None:
+    ref = seed_recipe_row(study, trial_rows(study))
+    if ref is None or not ref.confirmed_throughput:
+        return None
+    return {
+        "what": "the seed's recipe on this backend",
+        "trial": ref.number,
+        "config": ref.config,
+        "throughput_samples_per_s": ref.confirmed_throughput,
+        "speedup": pick_row.confirmed_throughput / ref.confirmed_throughput,
     }
 
 

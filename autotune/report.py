@@ -18,7 +18,10 @@ def config_label(config: dict[str, Any]) -> str:
     parts += [k for k, v in config.get("extras", {}).items() if v is True]
     parts += [f"{k}={v}" for k, v in config.get("extras", {}).items() if not isinstance(v, bool)]
     act = config.get("activation_dtype")
-    lowered = {g: d for g, d in config.get("weight_dtypes", {}).items() if d != act}
+    # "activation": the cuda backend's name for "the activation dtype" (nothing lowered).
+    lowered = {
+        g: d for g, d in config.get("weight_dtypes", {}).items() if d not in (act, "activation")
+    }
     parts += [f"{g.removesuffix('.weight')}={d}" for g, d in lowered.items()]
     return " ".join(parts)
 
@@ -54,3 +57,18 @@ def trial_table(rows: list[TrialRow]) -> str:
 
 def _num(value: float | None, fmt: str = ",.0f") -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
+    """The seed recipe's throughput, and the pick's as a multiple of it (the study's goal)."""
+    ref = reference.confirmed_throughput
+    text = (
+        f"reference, the seed's recipe (trial {reference.number}, "
+        f"{config_label(reference.config)}): {_num(ref)} samples/s"
+    )
+    if best is not None and best.confirmed_throughput is not None and ref:
+        text += (
+            f"; best feasible (trial {best.number}): {_num(best.confirmed_throughput)} "
+            f"samples/s = {best.confirmed_throughput / ref:.2f}x the reference"
+        )
+    return text

@@ -28,7 +28,7 @@ from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
 from autotune.runner import PROJECT_ROOT, RunnerSettings, fp32_reference, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
-from search_spaces import SearchSpace, baseline_params, default_space
+from search_spaces import SearchSpace, baseline_params, default_space, recipe_params
 from studies import get_study
 
 if TYPE_CHECKING:
@@ -174,6 +174,7 @@ class Tuner:
             cache_dir=opts.cache_dir,
         )
         check_worker_python(self.runner.python, self.backend)
+        self.backend.check_devices(self.runner.python, opts.devices)  # e.g. no GPU: exit 2
         optuna.logging.set_verbosity(logging.WARNING)
         # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -211,7 +212,14 @@ class Tuner:
                 "backend": self.opts.backend,
                 "weight_groups": self._weight_groups(),
             }
+            # The backend's translation of the seed's recipe: measured first, it is the
+            # reference the study must beat (`autotune.analysis.seed_recipe_row`).
+            recipe = recipe_params(self.space, self.backend.seed_recipe)
+            if recipe is not None:
+                meta["seed_recipe"] = recipe[1].to_dict()
             self.study.set_user_attr(STUDY_ATTR, meta)
+            if recipe is not None:
+                self.study.enqueue_trial(recipe[0], user_attrs={"seeded": "seed_recipe"})
             if self.opts.seed_from_sensitivity:
                 self._seed_dtype_maps()
             if self.opts.seed_baselines:

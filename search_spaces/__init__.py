@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "baseline_params",
     "default_space",
     "load_space_file",
+    "recipe_params",
 ]
 
 WEIGHT_PREFIX = "dtype:"
@@ -307,3 +309,29 @@ def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
 
 def _show(value: Any) -> str:
     return json.dumps(value)
+
+
+def recipe_params(
+    space: SearchSpace, recipe: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], TrialConfig] | None:
+    """A backend's seed recipe (`Backend.seed_recipe`) in `space`: its trial params, as the
+    samplers name them, and its config; None without a recipe, or when the space (narrowed
+    by a space file) cannot express it. Every weight dimension takes ``recipe["weights"]``;
+    a dimension the recipe does not name takes its first choice (switches off)."""
+    if recipe is None:
+        return None
+    params: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for d in space.dimensions:
+        if d.members:
+            value = recipe.get("weights", d.choices[0])
+        else:
+            value = recipe.get(d.target.removeprefix(EXTRA_PREFIX), d.choices[0])
+        if value not in d.choices:
+            return None
+        values[d.name] = value
+        if isinstance(d, BatchSize):
+            params["log2_batch_size"] = int(math.log2(value))
+        else:
+            params[d.name] = value
+    return params, space.config_from(values)

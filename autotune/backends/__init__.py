@@ -14,6 +14,7 @@ _BACKENDS = {
     # --emulate tt: Tenstorrent weight numerics, exactly, on the CPU (accuracy pre-screen).
     "cpu-emulate-tt": "autotune.backends.cpu:CPUEmulatedTTBackend",
     "tt": "autotune.backends.tt:TTBackend",
+    "cuda": "autotune.backends.cuda:CUDABackend",
 }
 
 

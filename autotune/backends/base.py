@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +34,14 @@ class Knob:
 class Backend(ABC):
     """A device family: which knobs it offers, and how a config becomes a runnable model.
 
-    Contract. The class attributes and `compile_options`/`worker_env`/`classify` are used by
-    the tuner and must not import torch or device libraries. `initialize`, `prepare`,
-    `device_name`, `host_input`, `to_device`, `to_host` and `synchronize` run only inside the
-    worker process, once per process (device runtimes keep global state). `prepare` returns
-    a callable that maps a device batch to a device output; the worker makes the host batch
-    once with `host_input`, then times `to_host(run(to_device(x)))` per iteration, the loop
-    users run, and calls `synchronize()` at each block end.
+    Contract. The class attributes and `compile_options`/`worker_env`/`classify`/
+    `check_devices` are used by the tuner and must not import torch or device libraries.
+    `initialize`, `prepare`, `device_name`, `host_input`, `to_device`, `to_host` and
+    `synchronize` run only inside the worker process, once per process (device runtimes
+    keep global state). `prepare` returns a callable that maps a device batch to a device
+    output; the worker makes the host batch once with `host_input`, then times
+    `to_host(run(to_device(x)))` per iteration, the loop users run, and calls
+    `synchronize()` at each block end.
     """
 
     name: str
@@ -60,6 +61,10 @@ class Backend(ABC):
     visible_devices_env: str | None = None
     #: (status, pattern) checked against the worker's stderr and exception text, first match wins.
     failure_patterns: tuple[tuple[Status, re.Pattern[str]], ...] = ()
+    #: The seed's recipe on this backend, queued first and reported as the reference the
+    #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's
+    #: dtype) and knob values; knobs not named take their first choice. None: no reference.
+    seed_recipe: Mapping[str, Any] | None = None
 
     @abstractmethod
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:
@@ -68,6 +73,11 @@ class Backend(ABC):
     def worker_env(self, config: TrialConfig) -> dict[str, str]:
         """Environment the worker needs set before it starts (device libraries read it early)."""
         return {}
+
+    def check_devices(self, python: str, devices: Sequence[str] | None) -> None:  # noqa: B027
+        """Raise UsageError (one line) when trials could not reach their device from the
+        worker interpreter `python` (each of `devices`, as `visible_devices_env` restricts
+        it). Tuner side: probe in a child process, never import device libraries here."""
 
     def retry_config(self, config: TrialConfig, result: TrialResult) -> TrialConfig | None:
         """A config to retry once after `result` failed (e.g. with a larger trace region),

@@ -317,7 +317,14 @@ def _run_and_summarise(tuner: Any) -> int:
     from autotune.analysis import best_feasible, pareto_front, seed_recipe_row, trial_rows
     from autotune.report import reference_line, trial_table
 
+    # One line each: trials sharing this host's cores, CPU trials on different machines.
+    said = [m for m in (tuner.jobs_note(), tuner.machine_warning()) if m is not None]
+    for line in said:
+        print(f"autotune: {line}", file=sys.stderr)
     tuner.run()
+    late = tuner.machine_warning()  # another host may have joined meanwhile
+    if late is not None and late not in said:
+        print(f"autotune: {late}", file=sys.stderr)
     rows = trial_rows(tuner.study)
     print(f"Pareto set of study {tuner.opts.name!r} ({len(rows)} trials):")
     print(trial_table(pareto_front(rows)))

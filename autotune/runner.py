@@ -28,6 +28,8 @@ class RunnerSettings:
     timeout_s: float | None = None
     cache_dir: Path | None = None  # persistent compile caches shared across trials
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the device this slot owns
+    # CPU threads per worker when trials share this host's cores (--jobs > 1); None: all.
+    threads: int | None = None
 
 
 def run_job(
@@ -138,6 +140,10 @@ def _worker_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[s
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if settings.cache_dir is not None:
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.cache_dir / "inductor"))
+    if settings.threads is not None:
+        # torch sizes its intra-op pool from these when it starts (inductor's C++ kernels
+        # then specialise on that count); read before any torch import in the worker.
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings.threads)
     env.update(backend_env)
     return env
 

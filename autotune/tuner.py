@@ -13,7 +13,6 @@ import hashlib
 import logging
 import math
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -26,16 +25,20 @@ from autotune.analysis import best_feasible, confirmation_candidates, trial_rows
 from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
+from autotune.host import machine, owner_alive, process_identity, usable_cores
 from autotune.runner import PROJECT_ROOT, RunnerSettings, fp32_reference, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
 from search_spaces import SearchSpace, baseline_params, default_space, recipe_params
 from studies import get_study
 
 if TYPE_CHECKING:
+    from collections.abc import Container
+
     import optuna
 
 # Trials that do not use up the budget: they are re-queued and run again.
 NOT_COUNTED = {Status.INTERRUPTED.value, "lost", "surplus"}
+MEASURED = {Status.OK.value, Status.NAN.value, Status.OOM.value}
 # Settings every host must share: they define what a trial measures.
 IDENTITY = (
     "model",
@@ -148,10 +151,24 @@ def check_heartbeat(seconds: int) -> None:
         raise UsageError(f"--heartbeat must be at least 1 second, not {seconds}")
 
 
-def counts(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial used up one unit of the budget."""
+def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
+    """Whether a trial used up one unit of the budget.
+
+    A trial another tuner failed under its owner (stale heartbeat) never does, whatever its
+    owner wrote on it first: its config was queued again (its number is in `retried`, see
+    `retried_numbers`), and a measured status (ok, nan, oom) on a FAIL trial can only be
+    such an owner's (its own tell finishes those COMPLETE or PRUNED)."""
     status = t.user_attrs.get("status")
-    return t.state.is_finished() and status is not None and status not in NOT_COUNTED
+    if not t.state.is_finished() or status is None or status in NOT_COUNTED:
+        return False
+    if t.number in retried:
+        return False
+    return not (t.state.name == "FAIL" and status in MEASURED)
+
+
+def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials whose config was queued again (lost or interrupted)."""
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
 
 
 class Tuner:
@@ -168,10 +185,18 @@ class Tuner:
         if opts.devices and not self.backend.visible_devices_env:
             raise UsageError(f"backend {opts.backend} has no device selection (--devices)")
         self.space = build_space(opts)
+        # Trials at once on this host's CPU would share its cores: each gets its share of
+        # threads (also for re-measurements, so the figures stay comparable).
+        self.slot_threads = (
+            max(1, usable_cores() // opts.jobs)
+            if self.backend.computes_on_host_cpu and opts.jobs > 1
+            else None
+        )
         self.runner = RunnerSettings(
             python=opts.worker_python or RunnerSettings.python,
             timeout_s=opts.timeout_s,
             cache_dir=opts.cache_dir,
+            threads=self.slot_threads,
         )
         check_worker_python(self.runner.python, self.backend)
         self.backend.check_devices(self.runner.python, opts.devices)  # e.g. no GPU: exit 2
@@ -290,7 +315,40 @@ class Tuner:
         return int(self.study.user_attrs[STUDY_ATTR]["trials_budget"])
 
     def counted_trials(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False) if counts(t))
+        return len(self._counted(self.study.get_trials(deepcopy=False)))
+
+    @staticmethod
+    def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+        retried = retried_numbers(trials)
+        return [t for t in trials if counts(t, retried)]
+
+    def jobs_note(self) -> str | None:
+        """One line at study start when this host's trials share its CPU cores."""
+        if self.slot_threads is None:
+            return None
+        return (
+            f"note: {self.opts.jobs} trials at once share this host's {usable_cores()} cores "
+            f"({self.slot_threads} thread(s) each); CPU throughput measured under --jobs > 1 "
+            "is not comparable with a lone run"
+        )
+
+    def machine_warning(self) -> str | None:
+        """One line when this study's CPU trials ran (or are about to run) on more than one
+        machine: their throughputs are then not comparable."""
+        if not self.backend.computes_on_host_cpu:
+            return None
+        seen: dict[tuple, dict[str, Any]] = {}
+        records = [t.user_attrs.get("machine") for t in self.study.get_trials(deepcopy=False)]
+        for m in [machine(), *records]:
+            if isinstance(m, dict):
+                seen.setdefault((m.get("cpu"), m.get("host"), m.get("id")), m)
+        if len(seen) < 2:
+            return None
+        names = "; ".join(f"{m.get('cpu')} on {m.get('host')}" for m in seen.values())
+        return (
+            f"warning: this study's CPU trials run on {len(seen)} machines ({names}); "
+            "their throughputs are not comparable"
+        )
 
     def run(self) -> None:
         """Run trials until the study's budget of finished trials is reached.
@@ -339,16 +397,23 @@ class Tuner:
     def _slot_loop(
         self, device: str | None, ref: tuple[str, float | None], done: threading.Event
     ) -> None:
+        import optuna
+
         env = {self.backend.visible_devices_env: device} if device is not None else {}
-        runner = RunnerSettings(
-            self.runner.python, self.runner.timeout_s, self.runner.cache_dir, extra_env=env
-        )
+        runner = replace(self.runner, extra_env=env)
         try:
             while not self._stop.is_set():
                 trial = self._next_trial()
                 if trial is None:
                     return
-                self._run_one(trial, runner, ref)
+                # Beat from claim to tell: a trial is never silent while this tuner owns it.
+                with _Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
+                    try:
+                        self._run_one(trial, runner, ref)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        # Another tuner took it over (stale heartbeat) and re-queued it.
+                        if not self._finished_elsewhere(trial):
+                            raise
         except BaseException as exc:  # surface in the main thread; stop the other slots
             self._errors.append(exc)
             self._stop.set()
@@ -364,7 +429,7 @@ class Tuner:
                 optuna.storages.fail_stale_trials(self.study)  # dead hosts (heartbeat)
                 self._fail_dead_local_trials()  # this host's dead tuners (kill -9), at once
                 trials = self.study.get_trials(deepcopy=False)
-                done = sum(1 for t in trials if counts(t))
+                done = len(self._counted(trials))
                 if done >= self.budget:
                     return None
                 running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
@@ -385,37 +450,46 @@ class Tuner:
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
         """Two hosts may ask at the same moment for the last unit of budget: the trial with
-        the lower number wins. Re-queued trials always run (they replace a lost one)."""
+        the lower number wins, queued starting points included. Only a retry of a lost or
+        interrupted trial always runs (it replaces a trial that did not count)."""
         import optuna
 
-        frozen = self.storage.get_trial(trial._trial_id)
-        if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
+        if "retry_of" in self.storage.get_trial(trial._trial_id).user_attrs:
             return False
+        trials = self.study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
         before = sum(
             1
-            for t in self.study.get_trials(deepcopy=False)
-            if t.number < trial.number and (counts(t) or t.state == optuna.trial.TrialState.RUNNING)
+            for t in trials
+            if t.number < trial.number
+            and (counts(t, retried) or t.state == optuna.trial.TrialState.RUNNING)
         )
         return before >= self.budget
 
     def _claim(self, trial: optuna.Trial) -> None:
-        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+        # Who runs it (liveness, see autotune.host) and on what (throughput depends on it).
+        trial.set_user_attr("owner", process_identity())
+        trial.set_user_attr(
+            "machine", {**machine(), "threads": self.slot_threads, "jobs": self.opts.jobs}
+        )
         self.storage.record_heartbeat(trial._trial_id)
 
     def _fail_dead_local_trials(self) -> None:
-        """RUNNING trials whose tuner ran on this host and is gone: fail and re-queue now,
-        without waiting for the heartbeat grace period."""
+        """RUNNING trials whose tuner ran under this kernel and PID namespace and is gone:
+        fail and re-queue now, without waiting for the heartbeat grace period. Trials of
+        other machines or containers (even with this hostname) are left to the heartbeat."""
         import optuna
 
-        host = socket.gethostname()
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             owner = t.user_attrs.get("owner", {})
-            if owner.get("host") != host or _pid_alive(owner.get("pid", -1)):
+            if owner_alive(owner) is not False:
                 continue
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 self.storage.set_trial_user_attr(t._trial_id, "status", "lost")
                 self.storage.set_trial_user_attr(
-                    t._trial_id, "message", "its tuner died; re-queued"
+                    t._trial_id,
+                    "message",
+                    f"its tuner (pid {owner.get('pid')} on {owner.get('host')}) died; re-queued",
                 )
                 if self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
                     self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
@@ -429,17 +503,18 @@ class Tuner:
         with self._lock:
             earlier = self._earlier_outcome(config, trial.number)
             if earlier is not None:
-                self._copy_outcome(trial, earlier)
-                self._advance()
+                if self._told(trial, self._copy_outcome, trial, earlier):
+                    self._advance()
                 return
         result = self._measure(trial, config, runner, ref)
         with self._lock:
             if result.status is Status.INTERRUPTED:
-                self._tell(trial, result)
-                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                # Re-queued by us, unless another tuner failed it first (it re-queued it).
+                if self._tell(trial, result):
+                    self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
                 return
-            self._tell(trial, result)
-            self._advance()
+            if self._tell(trial, result):
+                self._advance()
 
     def _measure(
         self,
@@ -449,18 +524,17 @@ class Tuner:
         ref: tuple[str, float | None],
     ) -> TrialResult:
         job = self._job(config, ref)
-        with _Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
-            result = run_job(job, runner, cancel=self._stop)
-            retry = self.backend.retry_config(config, result)
-            if retry is not None and not self._stop.is_set():
-                # e.g. a trace region too small: one retry with the adjusted config. The config
-                # that ran is what the trial stores (and exports); config_key stays the sampled
-                # one, so the same suggestion is not run again.
-                trial.set_user_attr(
-                    "first_attempt", {"status": str(result.status), "message": result.message}
-                )
-                trial.set_user_attr("config", retry.to_dict())
-                result = run_job(replace(job, config=retry), runner, cancel=self._stop)
+        result = run_job(job, runner, cancel=self._stop)
+        retry = self.backend.retry_config(config, result)
+        if retry is not None and not self._stop.is_set():
+            # e.g. a trace region too small: one retry with the adjusted config. The config
+            # that ran is what the trial stores (and exports); config_key stays the sampled
+            # one, so the same suggestion is not run again.
+            trial.set_user_attr(
+                "first_attempt", {"status": str(result.status), "message": result.message}
+            )
+            trial.set_user_attr("config", retry.to_dict())
+            result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
 
     def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
@@ -520,7 +594,34 @@ class Tuner:
             trial.set_constraint(name, value)
         self.study.tell(trial, earlier.values, state=earlier.state)
 
-    def _tell(self, trial: optuna.Trial, result: TrialResult, status: str | None = None) -> None:
+    def _tell(self, trial: optuna.Trial, result: TrialResult, status: str | None = None) -> bool:
+        """Store the result and finish the trial (see `_store_result`). False, and nothing
+        counted, when another tuner failed the trial first (its heartbeat went stale):
+        that tuner marked it lost and queued its config again."""
+        return self._told(trial, self._store_result, trial, result, status)
+
+    def _told(self, trial: optuna.Trial, finish: Any, *args: Any) -> bool:
+        """Run `finish(*args)`, which finishes `trial`; False when someone else did first."""
+        import optuna
+
+        try:
+            finish(*args)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # Optuna raises ValueError("Cannot tell a FAIL trial") when the state it read was
+            # already finished, UpdateFinishedTrialError when it changed under the write.
+            if not self._finished_elsewhere(trial):
+                raise
+            return False
+        return True
+
+    def _finished_elsewhere(self, trial: optuna.Trial) -> bool:
+        """Called when a write to `trial` was refused: whether the trial is finished (by
+        another tuner; our own finishing write is the last one we make)."""
+        return self.storage.get_trial(trial._trial_id).state.is_finished()
+
+    def _store_result(
+        self, trial: optuna.Trial, result: TrialResult, status: str | None = None
+    ) -> None:
         """Store the result on the trial, then finish it: OOM is PRUNED, a measured trial
         (ok, or NaN outputs) is COMPLETE with its constraint, anything else is FAIL."""
         import optuna
@@ -582,24 +683,6 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
-
-
-def _pid_alive(pid: int) -> bool:
-    """Running (a zombie nobody reaped yet counts as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no procfs: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    state = next((line for line in status.splitlines() if line.startswith("State:")), "")
-    return " Z " not in f"{state} "
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:

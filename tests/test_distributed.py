@@ -141,12 +141,20 @@ def test_parallel_slots_on_sqlite(cli, tmp_path, fast_space):
     assert len(trials) == 4 and all(t.user_attrs["status"] == "ok" for t in trials)
     owners = {t.user_attrs["owner"]["pid"] for t in trials if "owner" in t.user_attrs}
     assert len(owners) == 1  # one tuner process, two slots
+    # Each slot gets its share of this host's cores, and the trial records it.
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for t in trials:
+        assert t.user_attrs["environment"]["threads"] == share
+        assert t.user_attrs["machine"]["threads"] == share
+    notes = [line for line in r.stderr.splitlines() if "--jobs > 1" in line]
+    assert len(notes) == 1 and "not comparable with a lone run" in notes[0]
 
 
 def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, postgres_url):
-    """Host A creates the study and is killed mid-trial; host B (its own hostname, via a UTS
-    namespace when we are root) notices A's silent heartbeat, re-runs A's trial, and
-    finishes the budget."""
+    """Host A creates the study and is killed mid-trial; host B notices A's silent heartbeat,
+    re-runs A's trial, and finishes the budget. As root, B runs as a container would: its own
+    hostname and PID namespace, where A's pid means nothing (A's death shows only in its
+    heartbeat). Otherwise B shares A's kernel and sees at once that A's pid is gone."""
     budget = 6
     a = spawn(
         autotune_cmd(
@@ -177,9 +185,11 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
         "1",
         "--no-progress",
     )
-    if os.geteuid() == 0 and shutil.which("unshare"):
+    contained = os.geteuid() == 0 and shutil.which("unshare") is not None
+    if contained:
         script = 'hostname autotune-host-b && exec "$@"'
-        worker = ["unshare", "--uts", "sh", "-c", script, "sh", *worker]
+        container = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]
+        worker = [*container, "sh", "-c", script, "sh", *worker]
     b = spawn(worker, tmp_path, cache_dir)
     wait_for(lambda: running_trial_of(postgres_url, a.pid) is not None, a)
     killed = running_trial_of(postgres_url, a.pid).number
@@ -191,7 +201,14 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
     assert b.returncode == 0, err
     assert "joined study 'mnist-cpu'" in err
     assert_nothing_lost(postgres_url, budget, killed)
+    lost = trials_of(postgres_url)[killed]
+    assert lost.user_attrs["status"] == "lost"
+    how = "no heartbeat" if contained else "died"
+    assert how in lost.user_attrs["message"], lost.user_attrs["message"]
     hosts = {
         t.user_attrs["owner"]["host"] for t in trials_of(postgres_url) if "owner" in t.user_attrs
     }
-    assert len(hosts) == (2 if os.geteuid() == 0 else 1)
+    assert len(hosts) == (2 if contained else 1)
+    # Host B says once that the study's CPU trials ran on two machines (its own hostname).
+    warned = [line for line in err.splitlines() if "machines" in line]
+    assert len(warned) == (1 if contained else 0), err

@@ -61,6 +61,9 @@ class Backend(ABC):
     visible_devices_env: str | None = None
     #: (status, pattern) checked against the worker's stderr and exception text, first match wins.
     failure_patterns: tuple[tuple[Status, re.Pattern[str]], ...] = ()
+    #: whether trials compute on this host's CPU cores: concurrent slots then split them,
+    #: and trials from different machines are not comparable.
+    computes_on_host_cpu: bool = False
     #: The seed's recipe on this backend, queued first and reported as the reference the
     #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's
     #: dtype) and knob values; knobs not named take their first choice. None: no reference.

@@ -34,6 +34,7 @@ class CPUBackend(Backend):
             "without layout conversions",
         ),
     )
+    computes_on_host_cpu = True
     failure_patterns = (
         (Status.OOM, re.compile(r"DefaultCPUAllocator: can't allocate memory")),
         (Status.COMPILE_ERROR, re.compile(r"BackendCompilerFailed|InductorError|CppCompileError")),

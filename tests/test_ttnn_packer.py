@@ -168,9 +168,16 @@ def _inputs() -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return out, broken
 
 
+class Packed(tuple):
+    """(inputs, ttnn outputs, broken studies), with a short repr for failure reports."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self[0])} inputs packed by ttnn>"
+
+
 @pytest.fixture(scope="module")
-def packed(ttnn_python: Path, tmp_path_factory: pytest.TempPathFactory):
-    """(inputs, ttnn outputs, broken studies): one run of tests/ttnn_check/pack.py."""
+def packed(ttnn_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Packed:
+    """One run of tests/ttnn_check/pack.py over every input."""
     inputs, broken = _inputs()
     work = tmp_path_factory.mktemp("ttnn")
     np.savez(work / "in.npz", **inputs)
@@ -182,7 +189,7 @@ def packed(ttnn_python: Path, tmp_path_factory: pytest.TempPathFactory):
     )
     assert proc.returncode == 0, f"pack.py failed:\n{proc.stderr[-3000:]}"
     with np.load(work / "out.npz") as out:
-        return inputs, {k: out[k] for k in out.files}, broken
+        return Packed((inputs, {k: out[k] for k in out.files}, broken))
 
 
 # ---- comparisons ----------------------------------------------------------------------------
@@ -205,7 +212,7 @@ def _mismatches(what: str, inp: np.ndarray, ours: np.ndarray, ttnn: np.ndarray) 
     return lines
 
 
-def _tensors(packed, precision: str, case: str) -> list[str]:
+def _tensors(packed: Packed, precision: str, case: str) -> list[str]:
     inputs, _, broken = packed
     if case in broken:
         pytest.fail(f"study {case}: build_model() failed: {broken[case]}")

@@ -6,11 +6,11 @@ summary agree by construction.
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autotune.measure import Measurement
 from autotune.storage import STUDY_ATTR
 
 if TYPE_CHECKING:
@@ -27,7 +27,9 @@ class TrialRow:
     metrics: dict[str, float]
     feasible: bool
     duplicate_of: int | None = None
-    confirmations: tuple[float, ...] = ()  # re-measurements after the study (top candidates)
+    first: Measurement | None = None  # the trial's own timed blocks, where stored
+    remeasurements: tuple[Measurement, ...] = ()  # after the study (winner selection)
+    remeasure_attempts: int = 0  # failed re-measurements included
 
     @property
     def throughput(self) -> float | None:
@@ -35,12 +37,26 @@ class TrialRow:
         return self.metrics.get("throughput_samples_per_s")
 
     @property
+    def confirmed(self) -> bool:
+        """Re-measured at least once after the study."""
+        return bool(self.remeasurements)
+
+    @property
+    def confirmations(self) -> tuple[float, ...]:
+        """Each re-measurement's own median throughput."""
+        return tuple(m.throughput for m in self.remeasurements)
+
+    @property
     def confirmed_throughput(self) -> float | None:
-        """Median over the trial's measurement and its re-measurements: the first measurement
-        of the best of many noisy trials is biased upward, so the pick uses this."""
-        if self.throughput is None:
-            return None
-        return statistics.median([self.throughput, *self.confirmations])
+        """Median block throughput over the pooled blocks of all measurements of the trial's
+        config (its own and the re-measurements): the first measurement of the best of many
+        noisy trials is biased upward, so the pick uses this."""
+        if self.throughput is None or not self.remeasurements:
+            return self.throughput
+        batch = self.remeasurements[0].batch_size
+        # Trials stored without their blocks count as one block at their median.
+        first = self.first or Measurement((batch / self.throughput,), 1, batch)
+        return Measurement.merge([first, *self.remeasurements]).throughput
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -51,12 +67,35 @@ class TrialRow:
         return self.state == "COMPLETE" and self.throughput is not None
 
 
+def remeasurement_entry(block_times: list[float], iters_per_block: int) -> dict[str, Any]:
+    """One re-measurement as stored in the study metadata (`confirmed`): its raw block
+    times at 6 significant digits (1e-6 relative, far below timing noise)."""
+    return {
+        "iters_per_block": iters_per_block,
+        "block_times": [float(f"{t:.6g}") for t in block_times],
+    }
+
+
+def _remeasurements(entries: list[Any], batch_size: int) -> tuple[Measurement, ...]:
+    out = []
+    for e in entries:
+        if isinstance(e, int | float):  # studies from before block times were kept
+            out.append(Measurement((batch_size / e,), 1, batch_size))
+        elif e.get("block_times"):  # failed attempts have none
+            out.append(Measurement(tuple(e["block_times"]), e["iters_per_block"], batch_size))
+    return tuple(out)
+
+
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
     confirmed = study.user_attrs.get(STUDY_ATTR, {}).get("confirmed", {})
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         constraints = list(t.constraints.values())
+        batch = attrs.get("config", {}).get("batch_size", 1)
+        entries = confirmed.get(str(t.number), [])
+        blocks = attrs.get("block_times")
+        first = Measurement(tuple(blocks), attrs["iters_per_block"], batch) if blocks else None
         rows.append(
             TrialRow(
                 number=t.number,
@@ -71,7 +110,9 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
                 and bool(constraints)
                 and all(c <= 0 for c in constraints),
                 duplicate_of=attrs.get("duplicate_of"),
-                confirmations=tuple(confirmed.get(str(t.number), ())),
+                first=first,
+                remeasurements=_remeasurements(entries, batch),
+                remeasure_attempts=len(entries),
             )
         )
     return rows
@@ -95,19 +136,44 @@ def _dominates(a: TrialRow, b: TrialRow) -> bool:
     )
 
 
+def _feasible(rows: list[TrialRow]) -> list[TrialRow]:
+    return [r for r in rows if r.feasible and r.measured and r.duplicate_of is None]
+
+
+def _rank(r: TrialRow) -> tuple[float, float, int]:
+    return (-r.confirmed_throughput, r.accuracy_drop, r.number)
+
+
 def best_feasible(rows: list[TrialRow]) -> TrialRow | None:
-    """Highest (confirmed) throughput that meets the constraint; ties go to the smaller
-    accuracy drop, then to the earlier trial."""
-    feasible = [r for r in rows if r.feasible and r.measured and r.duplicate_of is None]
-    if not feasible:
-        return None
-    return min(feasible, key=lambda r: (-r.confirmed_throughput, r.accuracy_drop, r.number))
+    """Highest confirmed throughput that meets the constraint; ties go to the smaller
+    accuracy drop, then to the earlier trial.
+
+    Once any feasible trial was re-measured, only re-measured trials compete: the pick is
+    never a single, upward-biased first measurement (the tuner re-measures until the top
+    is confirmed, see `confirmation_candidates`).
+    """
+    feasible = _feasible(rows)
+    pool = [r for r in feasible if r.confirmed] or feasible
+    return min(pool, key=_rank) if pool else None
 
 
 def confirmation_candidates(rows: list[TrialRow], k: int) -> list[TrialRow]:
-    """The k feasible trials with the highest first measurement."""
-    feasible = [r for r in rows if r.feasible and r.measured and r.duplicate_of is None]
-    return sorted(feasible, key=lambda r: (-r.throughput, r.accuracy_drop))[:k]
+    """Feasible trials still to re-measure, next first; empty when the pick is settled.
+
+    First the k highest first measurements; then, while the top by confirmed throughput
+    (unconfirmed trials count with their one measurement) is not re-measured, that one.
+    A trial whose re-measurement failed is not tried again and loses to re-measured ones.
+    """
+    if k < 1:
+        return []
+    feasible = _feasible(rows)
+    by_first = sorted(feasible, key=lambda r: (-r.throughput, r.accuracy_drop, r.number))
+    todo = [r for r in by_first[:k] if not r.remeasure_attempts]
+    if todo:
+        return todo
+    contenders = [r for r in feasible if r.confirmed or not r.remeasure_attempts]
+    top = min(contenders, key=_rank) if contenders else None
+    return [top] if top is not None and not top.remeasure_attempts else []
 
 
 def failure_counts(rows: list[TrialRow]) -> dict[str, int]:

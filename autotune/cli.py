@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         metavar="K",
-        help="re-measure the K best feasible trials before picking the winner (default 3)",
+        help="re-measure the K best feasible trials, then the top one while it is not "
+        "re-measured (at most 2K in all); the pick pools all measurements (default 3; "
+        "0: no re-measurement)",
     )
     s.add_argument(
         "--no-seed",

@@ -75,7 +75,8 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "env": backend.worker_env(config),
         "metrics": {
             **{k: row.metrics[k] for k in EXPORTED_METRICS if row.metrics.get(k) is not None},
-            # The trial's measurement and its re-measurements; the figure above is their median.
+            # Each measurement's median (the first is the trial's own); the figure above is
+            # the median over all their blocks pooled.
             "throughput_samples_per_s": row.confirmed_throughput,
             "throughput_measurements": [row.throughput, *row.confirmations],
         },

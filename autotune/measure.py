@@ -47,6 +47,23 @@ class Measurement:
         times = sorted(self.iteration_times or [t / self.iters_per_block for t in self.block_times])
         return 1e3 * _quantile(times, q)
 
+    @classmethod
+    def merge(cls, measurements: list[Measurement]) -> Measurement:
+        """Pool replicate measurements of one config (torch.utils.benchmark's merge):
+        block times are extrapolated to one iteration each, so replicates timed with
+        different block lengths pool; statistics then run over all blocks at once."""
+        if not measurements:
+            raise ValueError("nothing to merge")
+        batch_sizes = {m.batch_size for m in measurements}
+        if len(batch_sizes) != 1:
+            raise ValueError(f"cannot merge measurements of batch sizes {sorted(batch_sizes)}")
+        return cls(
+            tuple(t / m.iters_per_block for m in measurements for t in m.block_times),
+            1,
+            batch_sizes.pop(),
+            tuple(t for m in measurements for t in m.iteration_times),
+        )
+
     def summary(self) -> dict[str, float]:
         return {
             "throughput_samples_per_s": self.throughput,

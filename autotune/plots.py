@@ -20,7 +20,7 @@ class ParetoPlotData(NamedTuple):
     infeasible: list[Point]
     front: list[Point]  # sorted by accuracy drop, the line drawn
     pick: Point | None  # what `autotune export` writes
-    pick_throughput: float | None  # its median over re-measurements (what export reports)
+    pick_throughput: float | None  # median over its pooled measurements (what export reports)
     max_accuracy_drop: float
     unmeasured: int  # pruned / failed trials, counted in the legend
 
@@ -85,7 +85,7 @@ def draw(data: ParetoPlotData, out: Path) -> None:
             edgecolors="black",
             zorder=5,
             label=f"exported: trial {data.pick.trial}, {data.pick_throughput:,.0f}/s "
-            "(median of its measurements)",
+            "(median of its pooled measurements)",
         )
     ax.axvline(
         data.max_accuracy_drop,

@@ -21,7 +21,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import best_feasible, confirmation_candidates, trial_rows
+from autotune.analysis import (
+    best_feasible,
+    confirmation_candidates,
+    remeasurement_entry,
+    trial_rows,
+)
 from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 # Trials that do not use up the budget: they are re-queued and run again.
 NOT_COUNTED = {Status.INTERRUPTED.value, "lost", "surplus"}
 MEASURED = {Status.OK.value, Status.NAN.value, Status.OOM.value}
+# Winner selection re-measures at most this many times --confirm trials in all.
+CONFIRM_CAP_FACTOR = 2
 # Settings every host must share: they define what a trial measures.
 IDENTITY = (
     "model",
@@ -68,7 +75,7 @@ class StudyOptions:
     seed: int | None = None
     seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps first
     seed_baselines: bool = True  # queue uniform-precision configs first
-    confirm: int = 3  # re-measure this many top feasible trials before declaring a winner
+    confirm: int = 3  # re-measure this many top trials, then the top until it is re-measured
     # This host only.
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None
@@ -380,18 +387,28 @@ class Tuner:
             self._confirm(ref)
 
     def _confirm(self, ref: tuple[str, float | None]) -> None:
-        """Re-measure the top feasible candidates once each (the pick uses the median of
-        their measurements). Done by the process that created the study, after the budget."""
-        meta = dict(self.study.user_attrs[STUDY_ATTR])
-        confirmed = dict(meta.get("confirmed", {}))
-        for row in confirmation_candidates(trial_rows(self.study), self.opts.confirm):
-            if str(row.number) in confirmed or self._stop.is_set():
-                continue
+        """Re-measure until the pick is a re-measured trial: first the `confirm` best first
+        measurements, then the top by pooled figure while it is unconfirmed (see
+        `confirmation_candidates`), at most CONFIRM_CAP_FACTOR * `confirm` re-measurements.
+        At the cap the pick is the best re-measured trial. Each re-measurement's raw block
+        times go to the study metadata at once (the pick pools them; Ctrl-C keeps them).
+        Done by the process that created the study, after the budget."""
+        for _ in range(CONFIRM_CAP_FACTOR * self.opts.confirm):
+            todo = confirmation_candidates(trial_rows(self.study), self.opts.confirm)
+            if not todo or self._stop.is_set():
+                return
+            row = todo[0]
             job = self._job(TrialConfig.from_dict(row.config), ref)
             result = run_job(job, self.runner, cancel=self._stop)
-            if result.ok:
-                confirmed[str(row.number)] = [result.metrics["throughput_samples_per_s"]]
-        if confirmed != meta.get("confirmed", {}):
+            if result.status is Status.INTERRUPTED:
+                return
+            if result.ok and result.block_times:
+                entry = remeasurement_entry(result.block_times, result.iters_per_block)
+            else:  # recorded, so it is not tried again
+                entry = {"status": str(result.status), "message": result.message[:200]}
+            meta = dict(self.study.user_attrs[STUDY_ATTR])
+            confirmed = dict(meta.get("confirmed", {}))
+            confirmed[str(row.number)] = [*confirmed.get(str(row.number), []), entry]
             self.study.set_user_attr(STUDY_ATTR, {**meta, "confirmed": confirmed})
 
     def _slot_loop(

@@ -8,7 +8,13 @@ import statistics
 import optuna
 import pytest
 
-from autotune.analysis import best_feasible, pareto_front, trial_rows
+from autotune.analysis import (
+    best_feasible,
+    confirmation_candidates,
+    pareto_front,
+    remeasurement_entry,
+    trial_rows,
+)
 from autotune.backends import get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import NothingFoundError
@@ -145,6 +151,17 @@ def test_measurement_statistics():
     assert m.latency_ms(0.95) == pytest.approx(95.05)
 
 
+def test_measurement_merge_pools_blocks():
+    a = Measurement((0.10, 0.10, 0.10), iters_per_block=10, batch_size=32)  # 3200/s
+    b = Measurement((0.04, 0.05), iters_per_block=2, batch_size=32)  # 1600/s, 1280/s
+    merged = Measurement.merge([a, b])
+    assert merged.iters_per_block == 1 and merged.batch_size == 32
+    assert sorted(merged.block_throughputs) == pytest.approx([1280, 1600, 3200, 3200, 3200])
+    assert merged.throughput == pytest.approx(3200)  # pooled; the median of medians is 2240
+    with pytest.raises(ValueError, match="batch sizes"):
+        Measurement.merge([a, Measurement((0.1,), 1, 64)])
+
+
 # --- Pareto front, export pick, plot data ----------------------------------------------
 
 
@@ -201,19 +218,81 @@ def test_pareto_front_and_pick(tmp_path):
     assert [r.feasible for r in rows[:6]] == [True, True, True, True, False, True]
 
 
-def test_pick_uses_confirmed_throughput(tmp_path):
-    study = make_study(tmp_path, POINTS)
+def approx(expected):
+    """Stored block times keep 6 significant digits."""
+    return pytest.approx(expected, rel=1e-5)
+
+
+def remeasured(throughput: float, batch_size: int, blocks: int = 5) -> dict:
+    """A stored re-measurement: `blocks` blocks of 2 iterations, all at `throughput`."""
+    return remeasurement_entry([2 * batch_size / throughput] * blocks, 2)
+
+
+def test_pick_is_always_a_remeasured_trial(tmp_path):
+    study = make_study(tmp_path, POINTS)  # trial i runs batch 2**i; no blocks stored
     meta = study.user_attrs["autotune"]
-    # Trial 2's 300/s did not hold up (re-measured 100/s): median 200 < trial 1's 300/s.
-    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [100.0]}})
+
+    def confirm(entries: dict[int, list]) -> list:
+        confirmed = {str(k): v for k, v in entries.items()}
+        study.set_user_attr("autotune", {**meta, "confirmed": confirmed})
+        return trial_rows(study)
+
     rows = trial_rows(study)
-    assert rows[2].confirmed_throughput == 200.0 and rows[1].confirmed_throughput == 300.0
-    assert best_feasible(rows).number == 1
+    assert [r.number for r in confirmation_candidates(rows, 3)] == [2, 1, 3]  # top 3 first
+    assert best_feasible(rows).number == 2 and not best_feasible(rows).confirmed
+    assert confirmation_candidates(rows, 0) == []  # --confirm 0: no re-measurement
+
+    # All three re-measure below trial 0's single 100/s. Blocks pool: trial 2's one 300/s
+    # figure and five blocks at 20/s have median 20 (a median of medians would say 160).
+    entries = {2: [remeasured(20, 4)], 1: [remeasured(30, 2)], 3: [remeasured(40, 8)]}
+    rows = confirm(entries)
+    assert rows[2].confirmed_throughput == approx(20.0)
+    assert rows[2].confirmations == approx((20.0,))
+    # The pick stays a re-measured trial (trial 3, 40/s), and trial 0 is re-measured next.
+    assert best_feasible(rows).number == 3
+    assert [r.number for r in confirmation_candidates(rows, 3)] == [0]
+
+    # Trial 0's re-measurement fails: it is not tried again and cannot win; next is 5 (50/s).
+    rows = confirm({**entries, 0: [{"status": "timeout", "message": "slow"}]})
+    assert [r.number for r in confirmation_candidates(rows, 3)] == [5]
+    assert best_feasible(rows).number == 3
+
+    # Trial 0 re-measures at 90/s: 100 and 5 x 90 pool to 90 > 40. It is the pick, confirmed,
+    # and nothing is left to re-measure (trial 5's 50/s is below 90).
+    rows = confirm({**entries, 0: [remeasured(90, 1)]})
+    best = best_feasible(rows)
+    assert best.number == 0 and best.confirmed
+    assert best.confirmed_throughput == approx(90.0)
+    assert confirmation_candidates(rows, 3) == []
     d = export_dict(study)
-    assert d["provenance"]["trial"] == 1
-    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [100.0], "1": [100.0, 120.0]}})
-    assert best_feasible(trial_rows(study)).number == 3  # 250/s, unconfirmed
-    assert export_dict(study)["metrics"]["throughput_measurements"] == [250.0]
+    assert d["provenance"]["trial"] == 0
+    assert d["metrics"]["throughput_samples_per_s"] == approx(90.0)
+    assert d["metrics"]["throughput_measurements"] == approx([100.0, 90.0])
+    plot = pareto_plot_data(rows, model="mnist", backend="cpu", device="x", max_accuracy_drop=0.5)
+    assert plot.pick.trial == 0 and plot.pick_throughput == approx(90.0)
+
+
+def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
+    study = make_study(tmp_path, POINTS[:1])
+    trial = study.trials[0]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=trial.values,
+            constraints=trial.constraints,
+            user_attrs={**trial.user_attrs, "block_times": [0.02] * 3, "iters_per_block": 2},
+        )
+    )  # trial 2 (after make_study's pruned trial 1): batch 1, three blocks at 100/s
+    meta = study.user_attrs["autotune"]
+    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [remeasured(80, 1, blocks=2)]}})
+    row = trial_rows(study)[2]
+    assert row.first.throughput == approx(100.0) and row.confirmed
+    # 3 blocks at 100/s and 2 at 80/s: pooled median 100 (the median of medians is 90).
+    assert row.confirmed_throughput == approx(100.0)
+    stored = study.user_attrs["autotune"]["confirmed"]["2"][0]
+    assert stored == {"iters_per_block": 2, "block_times": [0.025, 0.025]}
+    # Legacy studies stored each re-measurement's median only: one block each.
+    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [80.0]}})
+    assert trial_rows(study)[2].confirmed_throughput == approx(100.0)
 
 
 def test_export_schema(tmp_path):

@@ -1,0 +1,76 @@
+"""Winner selection end to end: real re-measurements (worker subprocesses) after a study.
+
+The study's first measurements are written by the test, far above anything this CPU does,
+so that every re-measurement falls below them whatever the machine's speed: which trials get
+re-measured is then decided, not left to timing noise.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.analysis import best_feasible, trial_rows
+from autotune.config import TrialConfig
+from autotune.measure import Measurement
+from autotune.tuner import StudyOptions, Tuner
+
+pytestmark = pytest.mark.slow
+
+# Claimed first measurements (samples/s, one block each) of four trials, batch 8, 16, 32, 64.
+# Trial 2's 1e6/s is above every real re-measurement (thousands/s), trial 3's 1/s below all.
+CLAIMED = (1e9, 1e8, 1e6, 1.0)
+
+
+def test_unconfirmed_trial_above_all_confirmed_is_remeasured(tmp_path, cache_dir):
+    import optuna
+
+    opts = StudyOptions(
+        model="mnist",
+        trials=len(CLAIMED),
+        storage=f"sqlite:///{tmp_path / 'a.db'}",
+        measure_seconds=0.2,
+        eval_limit=200,
+        seed_from_sensitivity=False,
+        confirm=2,
+        cache_dir=cache_dir,
+        progress=False,
+    )
+    tuner = Tuner(opts)
+    numbers = []  # queued starting points, if any, come first (WAITING, never run)
+    for i, throughput in enumerate(CLAIMED):
+        numbers.append(len(tuner.study.trials))
+        config = TrialConfig(model="mnist", backend="cpu", batch_size=8 * 2**i)
+        tuner.study.add_trial(
+            optuna.trial.create_trial(
+                values=[throughput, 0.0],
+                constraints={"accuracy_drop": -opts.max_accuracy_drop},
+                user_attrs={
+                    "status": "ok",
+                    "config": config.to_dict(),
+                    "metrics": {"throughput_samples_per_s": throughput, "accuracy_drop": 0.0},
+                },
+            )
+        )
+    tuner.run()  # the budget is used up: no new trial, straight to winner selection
+
+    confirmed = tuner.study.user_attrs["autotune"]["confirmed"]
+    # The top 2 first, both far below trial 2's single 1e6/s; so trial 2 was re-measured
+    # too, and then the top was a re-measured trial: trial 3 (1/s) was left alone.
+    assert sorted(confirmed, key=int) == [str(n) for n in numbers[:3]]
+    for entries in confirmed.values():
+        (entry,) = entries
+        assert entry["iters_per_block"] >= 1 and len(entry["block_times"]) >= 5
+    rows = [trial_rows(tuner.study)[n] for n in numbers]
+    best = best_feasible(rows)
+    assert best.number in numbers[:3] and best.confirmed
+    for row in rows[:3]:
+        # One claimed block plus >= 5 real ones: the pooled median is a real figure.
+        assert 10 < row.confirmed_throughput < 1e6
+        batch = row.config["batch_size"]
+        claimed = Measurement((batch / row.throughput,), 1, batch)
+        pooled = Measurement.merge([claimed, *row.remeasurements])
+        assert row.confirmed_throughput == pytest.approx(pooled.throughput)
+    assert best.confirmed_throughput == max(r.confirmed_throughput for r in rows[:3])
+
+    tuner.run()  # resuming a settled study re-measures nothing
+    assert tuner.study.user_attrs["autotune"]["confirmed"] == confirmed

@@ -368,10 +368,19 @@ class CUDAGraphRunner:
         """The static input for inputs of this shape and dtype (allocated on first use)."""
         import torch
 
-        key = (tuple(shape), dtype, str(device))
+        key = self._key(shape, dtype, device)
         if key not in self._inputs:
-            self._inputs[key] = torch.empty(tuple(shape), dtype=dtype, device=device)
+            self._inputs[key] = torch.empty(tuple(shape), dtype=dtype, device=key[2])
         return self._inputs[key]
+
+    @staticmethod
+    def _key(shape: Sequence[int], dtype: Any, device: Any) -> tuple:
+        import torch
+
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one
+            device = torch.device("cuda", torch.cuda.current_device())
+        return (tuple(shape), dtype, device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
@@ -379,7 +388,7 @@ class CUDAGraphRunner:
         static = self.input_buffer(x.shape, x.dtype, x.device)
         if x is not static:
             static.copy_(x)
-        key = (tuple(x.shape), x.dtype, str(x.device))
+        key = self._key(x.shape, x.dtype, x.device)
         if key not in self._graphs:
             with torch.no_grad():
                 self._graphs[key] = self._capture(static)

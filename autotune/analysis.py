@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autotune.measure import Measurement
+from autotune.records import block_times, named_constraints
 from autotune.storage import STUDY_ATTR
 
 if TYPE_CHECKING:
@@ -91,10 +92,10 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
-        constraints = list(t.constraints.values())
+        constraints = list(named_constraints(t).values())
         batch = attrs.get("config", {}).get("batch_size", 1)
         entries = confirmed.get(str(t.number), [])
-        blocks = attrs.get("block_times")
+        blocks = block_times(t)
         first = Measurement(tuple(blocks), attrs["iters_per_block"], batch) if blocks else None
         rows.append(
             TrialRow(

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import AutotuneError, UsageError
+from autotune.errors import AutotuneError, NothingFoundError, UsageError
 from autotune.storage import DEFAULT_STORAGE
 
 EPILOG = """examples:
@@ -24,6 +24,8 @@ EPILOG = """examples:
   autotune show --study mnist-cpu
   autotune plot --study mnist-cpu -o pareto.png
   autotune export --study mnist-cpu -o best.json
+  autotune verify best.json --rounds 3
+  autotune report --study mnist-cpu -o report.html
 """
 
 
@@ -216,6 +218,44 @@ def build_parser() -> argparse.ArgumentParser:
         "map for tt_torch.apply_weight_dtype_overrides; script: a runnable tt-xla script "
         "(the map also for --emulate tt studies; the script for --backend tt studies)",
     )
+    v = sub.add_parser(
+        "verify",
+        help="replay an exported config here and compare with the export",
+        description="Run an exported config (autotune export --format json) in fresh trial "
+        "processes with the study's measurement protocol, and compare throughput, top-1, "
+        "agreement and PCC with the export, and this machine's environment with the "
+        "export's. Exit 0: it holds here; 1: it does not (the reason on stderr); 2: bad input.",
+    )
+    v.add_argument("export", type=Path, metavar="EXPORT.json", help="written by autotune export")
+    v.add_argument("--rounds", type=int, default=3, help="fresh processes to run (default 3)")
+    v.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=0.10,
+        metavar="FRACTION",
+        help="fail when the median throughput is more than this below the export's "
+        "(default 0.10)",
+    )
+    v.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="top-1 drop vs fp32 (here) allowed; default: the study's constraint",
+    )
+    v.add_argument("--format", choices=["table", "json"], default="table")
+    v.add_argument("--worker-python", help="interpreter that runs the rounds (default: this one)")
+    v.add_argument("--cache-dir", type=Path, help="compile cache (default ~/.cache/autotune)")
+
+    r = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page about a study, to share",
+        description="The Pareto plot, the pick with its re-measurements and the export "
+        "command, every trial with its status and reason, failures grouped by reason, the "
+        "layer sensitivity chart (when the storage has one), the study's options and "
+        "environment. Images are inline: the file is all there is to send.",
+    )
+    storage_args(r, study_required=True)
+    r.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file")
     return parser
 
 
@@ -433,8 +473,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         return 0
     if args.output.suffix not in (".png", ".svg"):
         raise UsageError(f"plot output must end in .png or .svg, not {args.output.name!r}")
-    if not data.feasible and not data.infeasible:
-        raise UsageError(f"study {args.study_name!r} has no measured trial to plot")
+    if data.message is not None:
+        raise NothingFoundError(f"study {args.study_name!r}: {data.message}")
     draw(data, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
@@ -465,6 +505,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from autotune.verify import render_text, verify
+
+    report = verify(
+        args.export,
+        rounds=args.rounds,
+        max_slowdown=args.max_slowdown,
+        max_accuracy_drop=args.max_accuracy_drop,
+        worker_python=args.worker_python,
+        cache_dir=args.cache_dir,
+    )
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(render_text(report))
+    reason = report.failure()
+    if reason is not None:
+        print(f"autotune: verify failed: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autotune.html_report import write_report
+
+    if args.output.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"report output must end in .html, not {args.output.name!r}")
+    write_report(args.storage, args.study_name, args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "study": cmd_study,
     "worker": cmd_worker,
@@ -472,6 +544,8 @@ COMMANDS = {
     "show": cmd_show,
     "plot": cmd_plot,
     "export": cmd_export,
+    "verify": cmd_verify,
+    "report": cmd_report,
 }
 
 

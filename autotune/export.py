@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-EXPORT_SCHEMA = 1
+# 2 added "protocol" (how the trial was measured, for `autotune verify`), the fp32 top-1,
+# and the host to the provenance. Readers accept every version listed here.
+EXPORT_SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
+# The measurement settings a replay must repeat (StudyOptions fields).
+PROTOCOL_KEYS = ("measure_seconds", "warmup_iters", "eval_limit", "memory_limit_bytes", "timeout_s")
 EXPORTED_METRICS = (
     "throughput_samples_per_s",
     "throughput_iqr",
@@ -79,6 +84,8 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             # the median over all their blocks pooled.
             "throughput_samples_per_s": row.confirmed_throughput,
             "throughput_measurements": [row.throughput, *row.confirmations],
+            # fp32's top-1 on the same eval set: accuracy_drop is relative to it.
+            "reference_accuracy": meta.get("reference_accuracy"),
         },
         # How dtype dimensions map to weights, when layers were grouped (deep models).
         "weight_groups": {
@@ -86,6 +93,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             for label, members in meta.get("weight_groups", {}).items()
             if members != [label]
         },
+        "protocol": {k: meta.get("options", {}).get(k) for k in PROTOCOL_KEYS},
         "constraint": {
             "max_accuracy_drop": meta.get("max_accuracy_drop"),
             "min_agreement_percent": meta.get("min_agreement"),
@@ -99,6 +107,8 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "versions": env_info.get("versions", {}),
             "device": env_info.get("device"),
             "threads": env_info.get("threads"),
+            "host": env_info.get("hostname"),
+            "cpu_count": env_info.get("cpu_count"),
         },
     }
 
@@ -319,8 +329,7 @@ def tt_script(data: dict[str, Any], default_loops: int = 128) -> str:
 def load_config(source: str | Path | dict[str, Any]) -> TrialConfig:
     """A TrialConfig from an exported JSON file (path) or its parsed dict."""
     data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
-    if data.get("schema") != EXPORT_SCHEMA:
-        raise UsageError(f"not an autotune export (schema {data.get('schema')!r})")
+    check_schema(data)
     return TrialConfig(
         model=data["model"],
         backend=data["backend"],
@@ -331,6 +340,16 @@ def load_config(source: str | Path | dict[str, Any]) -> TrialConfig:
         weight_dtypes=tuple(data["weight_dtype_overrides"].items()),
         extras=tuple(data.get("backend_options", {}).items()),
     )
+
+
+def check_schema(data: Any) -> None:
+    if not isinstance(data, dict) or "schema" not in data:
+        raise UsageError("not an autotune export (no schema version)")
+    if data["schema"] not in READABLE_SCHEMAS:
+        raise UsageError(
+            f"unknown export schema version {data['schema']!r} (this autotune reads "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}; a newer autotune wrote it?)"
+        )
 
 
 def apply_config(

@@ -31,6 +31,7 @@ from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
 from autotune.host import machine, owner_alive, process_identity, usable_cores
+from autotune.records import METRIC_NAMES, named_constraints, set_block_times, set_constraints
 from autotune.runner import PROJECT_ROOT, RunnerSettings, fp32_reference, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
 from search_spaces import SearchSpace, baseline_params, default_space, recipe_params
@@ -221,6 +222,7 @@ class Tuner:
                 directions=["maximize", "minimize"],
                 load_if_exists=True,
             )
+            self.study.set_metric_names(METRIC_NAMES)  # shown by optuna-dashboard and plots
         # The sampler is per process; its seed only makes a single-process study repeatable.
         self.study.sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
         self._joined = join_existing
@@ -555,16 +557,7 @@ class Tuner:
         return result
 
     def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
-        return WorkerJob(
-            config,
-            measure_seconds=self.opts.measure_seconds,
-            warmup_iters=self.opts.warmup_iters,
-            warmup_seconds=self.opts.measure_seconds / 2,
-            reference_path=ref[0],
-            reference_accuracy=ref[1],
-            eval_limit=self.opts.eval_limit,
-            memory_limit_bytes=self.opts.memory_limit_bytes,
-        )
+        return trial_job(self.opts, config, ref)
 
     def _advance(self) -> None:
         self._bar.update(1)
@@ -607,8 +600,8 @@ class Tuner:
             if same
             else f"batch {oom_batch} ran out of memory in trial {origin}; not run",
         )
-        for name, value in earlier.constraints.items():
-            trial.set_constraint(name, value)
+        if earlier.state.name == "COMPLETE":
+            set_constraints(trial, named_constraints(earlier))
         self.study.tell(trial, earlier.values, state=earlier.state)
 
     def _tell(self, trial: optuna.Trial, result: TrialResult, status: str | None = None) -> bool:
@@ -657,12 +650,27 @@ class Tuner:
             metrics["accuracy_drop"] = 100.0 * (ref_acc if ref_acc is not None else 1.0)
             trial.set_user_attr("metrics", _finite(metrics))
         drop = metrics["accuracy_drop"]
-        trial.set_constraint("accuracy_drop", drop - self.opts.max_accuracy_drop)
+        constraints = {"accuracy_drop": drop - self.opts.max_accuracy_drop}
         if self.opts.min_agreement is not None:
             # Top-1 accuracy can hide flipped predictions that cancel out; agreement cannot.
             agreement = 100.0 * (metrics.get("agreement") or 0.0)
-            trial.set_constraint("agreement", self.opts.min_agreement - agreement)
+            constraints["agreement"] = self.opts.min_agreement - agreement
+        set_constraints(trial, constraints)
         self.study.tell(trial, [metrics["throughput_samples_per_s"], drop])
+
+
+def trial_job(opts: StudyOptions, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
+    """The measurement protocol of a trial (also what `autotune verify` replays)."""
+    return WorkerJob(
+        config,
+        measure_seconds=opts.measure_seconds,
+        warmup_iters=opts.warmup_iters,
+        warmup_seconds=opts.measure_seconds / 2,
+        reference_path=ref[0],
+        reference_accuracy=ref[1],
+        eval_limit=opts.eval_limit,
+        memory_limit_bytes=opts.memory_limit_bytes,
+    )
 
 
 def _record(trial: optuna.Trial, result: TrialResult, status: str | None) -> None:
@@ -670,9 +678,8 @@ def _record(trial: optuna.Trial, result: TrialResult, status: str | None) -> Non
     trial.set_user_attr("message", result.message)
     trial.set_user_attr("metrics", _finite(result.metrics))
     trial.set_user_attr("timings", result.timings)
-    if result.block_times:
-        trial.set_user_attr("block_times", result.block_times)
-        trial.set_user_attr("iters_per_block", result.iters_per_block)
+    if result.block_times:  # raw samples out of the user attrs (see autotune.records)
+        set_block_times(trial, result.block_times, result.iters_per_block)
     if result.environment:
         trial.set_user_attr("environment", result.environment)
     if result.stderr_tail:

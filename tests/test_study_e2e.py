@@ -15,6 +15,8 @@ import optuna
 import pytest
 import torch
 
+from autotune.records import block_times as raw_blocks
+from autotune.records import named_constraints
 from tests.conftest import FAST_ARGS, ROOT, UNSEEDED_ARGS
 
 pytestmark = pytest.mark.slow
@@ -41,9 +43,11 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
         assert m["accuracy"] > 0.97  # the first 1000 real test images
         assert m["agreement"] > 0.99 and m["pcc"] > 0.99
         assert m["latency_ms_p50"] <= m["latency_ms_p95"]
-        assert len(t.user_attrs["block_times"]) >= 5
+        assert len(raw_blocks(t)) >= 5 and t.user_attrs["blocks"] == len(raw_blocks(t))
+        assert "block_times" not in t.user_attrs  # raw samples out of the dashboard's way
         assert t.user_attrs["timings"]["warmup_s"] >= 0
-        assert list(t.constraints) == ["accuracy_drop"]
+        assert list(named_constraints(t)) == ["accuracy_drop"]
+        assert t.system_attrs["constraints"] == [t.constraints["accuracy_drop"]]  # dashboard
     meta = study.user_attrs["autotune"]
     assert 0.97 < meta["reference_accuracy"] <= 1.0
     assert meta["trials_budget"] == 3
@@ -66,7 +70,7 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
 
     def pooled_tp(t: optuna.trial.FrozenTrial) -> float:
         batch = t.user_attrs["config"]["batch_size"]
-        blocks = [t.user_attrs["iters_per_block"] * batch / s for s in t.user_attrs["block_times"]]
+        blocks = [t.user_attrs["iters_per_block"] * batch / s for s in raw_blocks(t)]
         for entry in confirmed[str(t.number)]:
             blocks += [entry["iters_per_block"] * batch / s for s in entry["block_times"]]
         return statistics.median(blocks)

@@ -297,7 +297,7 @@ def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
 
 def test_export_schema(tmp_path):
     d = export_dict(make_study(tmp_path, POINTS))
-    assert d["schema"] == 1 and d["model"] == "mnist" and d["backend"] == "cpu"
+    assert d["schema"] == 2 and d["model"] == "mnist" and d["backend"] == "cpu"
     assert d["batch_size"] == 4 and d["optimization_level"] == 0 and d["enable_trace"] is False
     assert d["metrics"]["throughput_samples_per_s"] == 300.0
     assert d["metrics"]["accuracy_drop"] == 0.1
@@ -316,6 +316,16 @@ def test_export_schema(tmp_path):
         "versions": {"torch": "x"},
         "device": "test cpu",
         "threads": None,
+        "host": None,
+        "cpu_count": None,
+    }
+    # Schema 2: how it was measured, for `autotune verify` (this study stored no options).
+    assert set(d["protocol"]) == {
+        "measure_seconds",
+        "warmup_iters",
+        "eval_limit",
+        "memory_limit_bytes",
+        "timeout_s",
     }
     assert d["compile_options"] == {}  # level 0: eager, nothing passed to torch.compile
     assert load_config(d) == cfg(batch_size=4)

@@ -1,0 +1,401 @@
+"""`autotune verify best.json`: replay an exported config here and compare with the export.
+
+The replay is the tuner's own protocol: the same `WorkerJob` (`tuner.trial_job`, with the
+export's measurement settings), run by `runner.run_job` in a fresh worker process per
+round, against an fp32 reference computed on this machine. Accuracy passes when the config
+still meets the study's constraint here; throughput passes when the median of the rounds
+is within `max_slowdown` of the exported figure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.config import TrialResult
+from autotune.errors import UsageError
+from autotune.export import PROTOCOL_KEYS, check_schema, load_config
+
+DEFAULT_MAX_SLOWDOWN = 0.10
+ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
+
+
+def read_export(path: Path) -> dict[str, Any]:
+    """The parsed export; one-line UsageError for anything a replay cannot start from."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is not JSON: {exc}") from None
+    check_schema(data)
+    try:
+        load_config(data)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise UsageError(f"{path} is not a complete autotune export: {exc!r} missing") from None
+    tp = data.get("metrics", {}).get("throughput_samples_per_s")
+    if not isinstance(tp, int | float) or tp <= 0:
+        raise UsageError(f"{path} holds no measured throughput (metrics.throughput_samples_per_s)")
+    return data
+
+
+def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The export's measurement settings; schema 1 did not record them: StudyOptions'
+    defaults then, and a note saying so."""
+    from autotune.tuner import StudyOptions
+
+    defaults = {k: getattr(StudyOptions, k) for k in PROTOCOL_KEYS}
+    stored = data.get("protocol")
+    if not isinstance(stored, dict):
+        note = (
+            f"export schema {data['schema']} does not record how it was measured; replayed "
+            f"with the defaults (measure {defaults['measure_seconds']:g} s, full eval set)"
+        )
+        return defaults, [note]
+    return {k: stored.get(k, defaults[k]) for k in PROTOCOL_KEYS}, []
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    schema: int
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    protocol: dict[str, Any]
+    rounds: list[dict[str, Any]]  # status, message, throughput, accuracy metrics, per round
+    exported: dict[str, Any]  # the export's metrics
+    max_slowdown: float
+    max_accuracy_drop: float
+    min_agreement_percent: float | None
+    environment: list[dict[str, Any]]  # what, exported, here, changed
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok_rounds(self) -> list[dict[str, Any]]:
+        return [r for r in self.rounds if r["status"] == "ok"]
+
+    @property
+    def replay_throughput(self) -> float | None:
+        tps = [r["throughput_samples_per_s"] for r in self.ok_rounds]
+        return statistics.median(tps) if tps else None
+
+    def ratios(self) -> dict[str, float] | None:
+        """Here / export: median over rounds, with the rounds' range, and the range of the
+        export's own measurements around its figure (the noise it had)."""
+        here = self.replay_throughput
+        if here is None:
+            return None
+        base = self.exported["throughput_samples_per_s"]
+        rounds = [r["throughput_samples_per_s"] / base for r in self.ok_rounds]
+        measured = self.exported.get("throughput_measurements") or [base]
+        return {
+            "median": here / base,
+            "rounds_min": min(rounds),
+            "rounds_max": max(rounds),
+            "export_min": min(measured) / base,
+            "export_max": max(measured) / base,
+        }
+
+    def worst(self, key: str, highest: bool) -> float | None:
+        values = [r[key] for r in self.ok_rounds if r.get(key) is not None]
+        if not values:
+            return None
+        return max(values) if highest else min(values)
+
+    def failure(self) -> str | None:
+        """Why the export does not hold here (one line), or None."""
+        failed = [(i, r) for i, r in enumerate(self.rounds, 1) if r["status"] != "ok"]
+        if failed:
+            i, r = failed[0]
+            return (
+                f"round {i} of {len(self.rounds)} did not measure ({r['status']}): "
+                f"{r['message'] or 'no message'}"
+            )
+        drop = self.worst("accuracy_drop", highest=True)
+        if drop is None:
+            return "the replay reported no accuracy drop"
+        if drop > self.max_accuracy_drop + 1e-9:
+            return (
+                f"top-1 drop {drop:.3f} points vs fp32 here, over the "
+                f"{self.max_accuracy_drop:g} allowed (export: "
+                f"{_fmt(self.exported.get('accuracy_drop'), '.3f')})"
+            )
+        if self.min_agreement_percent is not None:
+            agreement = 100 * (self.worst("agreement", highest=False) or 0.0)
+            if agreement < self.min_agreement_percent - 1e-9:
+                return (
+                    f"agreement with fp32 {agreement:.3f}% here, under the "
+                    f"{self.min_agreement_percent:g}% required"
+                )
+        ratio = self.ratios()
+        assert ratio is not None  # every round measured
+        if ratio["median"] < 1.0 - self.max_slowdown:
+            return (
+                f"throughput {ratio['median']:.2f}x of the export (median of "
+                f"{len(self.rounds)} rounds: {self.replay_throughput:,.0f} vs "
+                f"{self.exported['throughput_samples_per_s']:,.0f} samples/s), more than the "
+                f"{self.max_slowdown:.0%} slowdown allowed"
+            )
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        reason = self.failure()
+        return {
+            "source": self.source,
+            "schema": self.schema,
+            "passed": reason is None,
+            "reason": reason,
+            "config": self.config,
+            "provenance": self.provenance,
+            "protocol": self.protocol,
+            "limits": {
+                "max_slowdown": self.max_slowdown,
+                "max_accuracy_drop": self.max_accuracy_drop,
+                "min_agreement_percent": self.min_agreement_percent,
+            },
+            "throughput": {
+                "exported": self.exported["throughput_samples_per_s"],
+                "exported_measurements": self.exported.get("throughput_measurements"),
+                "replayed": [r["throughput_samples_per_s"] for r in self.ok_rounds],
+                "replayed_median": self.replay_throughput,
+                "ratio": self.ratios(),
+            },
+            "accuracy": {
+                key: {
+                    "exported": self.exported.get(key),
+                    "replayed": [r.get(key) for r in self.ok_rounds],
+                }
+                for key in ACCURACY_KEYS
+            },
+            "rounds": self.rounds,
+            "environment": self.environment,
+            "notes": self.notes,
+        }
+
+
+def verify(
+    path: Path,
+    *,
+    rounds: int = 3,
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    max_accuracy_drop: float | None = None,
+    worker_python: str | None = None,
+    cache_dir: Path | None = None,
+    log: Any = None,
+) -> VerifyReport:
+    """Replay the export at `path` `rounds` times here. Bad input raises UsageError."""
+    from autotune.backends import get_backend
+    from autotune.runner import RunnerSettings, fp32_reference, run_job
+    from autotune.tuner import StudyOptions, check_worker_python, default_cache_dir, trial_job
+    from studies import get_study
+
+    if rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, not {rounds}")
+    if not 0 <= max_slowdown < 1:
+        raise UsageError(f"--max-slowdown is a fraction in [0, 1), not {max_slowdown:g}")
+    say = log or (lambda text: print(text, file=sys.stderr))
+    data = read_export(path)
+    config = load_config(data)
+    get_study(config.model)  # unknown model: UsageError (exit 2)
+    backend = get_backend(config.backend)
+    protocol, notes = replay_protocol(data)
+    constraint = data.get("constraint") or {}
+    limit = max_accuracy_drop
+    if limit is None:
+        limit = constraint.get("max_accuracy_drop")
+    if limit is None:
+        limit = StudyOptions.max_accuracy_drop
+        notes.append(f"the export records no accuracy limit; using {limit:g} points")
+    cache = cache_dir or default_cache_dir()
+    opts = StudyOptions(model=config.model, backend=config.backend, cache_dir=cache, **protocol)
+    runner = RunnerSettings(
+        python=worker_python or RunnerSettings.python, timeout_s=opts.timeout_s, cache_dir=cache
+    )
+    check_worker_python(runner.python, backend)
+
+    results: list[TrialResult] = []
+    with tempfile.TemporaryDirectory(prefix="autotune-verify-") as tmp:
+        ref_path = Path(tmp) / "reference.pt"
+        # fp32 on this machine: the drop is measured here, as the study measured it there.
+        reference = fp32_reference(config.model, opts.eval_limit, ref_path, runner)
+        ref = (str(ref_path), reference.metrics.get("accuracy"))
+        job = trial_job(opts, config, ref)
+        for i in range(rounds):
+            result = run_job(job, runner)
+            results.append(result)
+            tp = result.metrics.get("throughput_samples_per_s")
+            say(
+                f"round {i + 1}/{rounds}: {result.status}"
+                + (f", {tp:,.0f} samples/s" if result.ok and tp else f": {result.message}")
+            )
+
+    exported = dict(data["metrics"])
+    ref_here = reference.metrics.get("accuracy")
+    ref_there = exported.get("reference_accuracy")
+    if ref_here is not None and ref_there is not None and abs(ref_here - ref_there) > 1e-12:
+        notes.append(
+            f"fp32 top-1 differs: {100 * ref_there:.2f}% in the study, {100 * ref_here:.2f}% "
+            "here (eval data or fp32 numerics changed)"
+        )
+    return VerifyReport(
+        source=str(path),
+        schema=data["schema"],
+        config=config.to_dict(),
+        provenance=data.get("provenance", {}),
+        protocol=protocol,
+        rounds=[_round(r) for r in results],
+        exported=exported,
+        max_slowdown=max_slowdown,
+        max_accuracy_drop=float(limit),
+        min_agreement_percent=constraint.get("min_agreement_percent"),
+        environment=environment_diff(data.get("provenance", {}), _here(results, reference)),
+        notes=notes,
+    )
+
+
+def _round(result: TrialResult) -> dict[str, Any]:
+    m = result.metrics
+    return {
+        "status": str(result.status),
+        "message": result.message,
+        "throughput_samples_per_s": m.get("throughput_samples_per_s"),
+        "throughput_iqr": m.get("throughput_iqr"),
+        **{k: m.get(k) for k in ACCURACY_KEYS},
+    }
+
+
+def _here(results: list[TrialResult], reference: TrialResult) -> dict[str, Any]:
+    """This machine's environment as the worker reports it (a measured round's first)."""
+    for r in results:
+        if r.environment:
+            return r.environment
+    return reference.environment
+
+
+def environment_diff(provenance: dict[str, Any], here: dict[str, Any]) -> list[dict[str, Any]]:
+    """Versions, device, host and threads: where the export was measured vs here. Unknown
+    on one side (an older export) is shown as None, not as a change."""
+    there_versions = provenance.get("versions") or {}
+    here_versions = here.get("versions") or {}
+    rows = [
+        ("host", provenance.get("host"), here.get("hostname")),
+        ("device", provenance.get("device"), here.get("device")),
+        ("threads", provenance.get("threads"), here.get("threads")),
+        ("cpu_count", provenance.get("cpu_count"), here.get("cpu_count")),
+    ]
+    for name in sorted(set(there_versions) | set(here_versions)):
+        rows.append((name, there_versions.get(name), here_versions.get(name)))
+    return [
+        {
+            "what": what,
+            "exported": there,
+            "here": now,
+            "changed": there is not None and now is not None and there != now,
+        }
+        for what, there, now in rows
+    ]
+
+
+def render_text(report: VerifyReport) -> str:
+    """The comparison as a terminal table (stdout)."""
+    from autotune.report import config_label, format_table
+
+    prov = report.provenance
+    ratio = report.ratios()
+    exp = report.exported
+    lines = [
+        f"verify {report.source}: {report.config['model']} on {report.config['backend']}, "
+        f"{config_label(report.config)}",
+        f"  exported from study {prov.get('study', '?')!r} trial {prov.get('trial', '?')} "
+        f"(schema {report.schema}); {len(report.rounds)} round(s) here, measure "
+        f"{report.protocol['measure_seconds']:g} s, eval "
+        f"{report.protocol['eval_limit'] or 'all'} samples",
+        "",
+    ]
+    measured = exp.get("throughput_measurements") or [exp["throughput_samples_per_s"]]
+    here_tps = [r["throughput_samples_per_s"] for r in report.ok_rounds]
+    rows = [
+        [
+            "throughput (samples/s)",
+            f"{exp['throughput_samples_per_s']:,.0f} ({_span(measured, 'measurement')})",
+            f"{report.replay_throughput:,.0f} ({_span(here_tps, 'round')})" if here_tps else "-",
+            (
+                f"{ratio['median']:.2f}x (rounds {ratio['rounds_min']:.2f}-"
+                f"{ratio['rounds_max']:.2f}, export {ratio['export_min']:.2f}-"
+                f"{ratio['export_max']:.2f})"
+                if ratio
+                else "-"
+            ),
+            f">= {1 - report.max_slowdown:.2f}x",
+        ],
+        _acc_row(report, "top-1 (%)", "accuracy", 100, ".2f"),
+        _acc_row(
+            report,
+            "top-1 drop (points)",
+            "accuracy_drop",
+            1,
+            ".3f",
+            limit=f"<= {report.max_accuracy_drop:g}",
+        ),
+        _acc_row(
+            report,
+            "agreement (%)",
+            "agreement",
+            100,
+            ".3f",
+            limit=""
+            if report.min_agreement_percent is None
+            else f">= {report.min_agreement_percent:g}",
+        ),
+        _acc_row(report, "PCC", "pcc", 1, ".6f"),
+    ]
+    lines.append(format_table(["", "export", "here", "here/export", "limit"], rows))
+    lines.append("")
+    env_rows = [
+        [e["what"], _fmt(e["exported"]), _fmt(e["here"]), "changed" if e["changed"] else ""]
+        for e in report.environment
+    ]
+    lines.append(format_table(["environment", "export", "here", ""], env_rows))
+    for r_i, r in enumerate(report.rounds, 1):
+        if r["status"] != "ok":
+            lines.append(f"round {r_i}: {r['status']}: {r['message']}")
+    lines += [f"note: {n}" for n in report.notes]
+    reason = report.failure()
+    lines.append("")
+    lines.append("result: " + ("PASS" if reason is None else f"FAIL: {reason}"))
+    return "\n".join(lines)
+
+
+def _acc_row(
+    report: VerifyReport, label: str, key: str, scale: float, fmt: str, limit: str = ""
+) -> list[str]:
+    values = [r[key] for r in report.ok_rounds if r.get(key) is not None]
+    there = report.exported.get(key)
+    here = statistics.median(values) if values else None
+    delta = "-" if here is None or there is None else f"{scale * (here - there):+{fmt}}"
+    return [
+        label,
+        _fmt(None if there is None else scale * there, fmt),
+        _fmt(None if here is None else scale * here, fmt),
+        delta,
+        limit,
+    ]
+
+
+def _span(values: list[float], what: str) -> str:
+    if len(values) == 1:
+        return f"1 {what}"
+    return f"{len(values)} {what}s, {min(values):,.0f}-{max(values):,.0f}"
+
+
+def _fmt(value: Any, fmt: str = "") -> str:
+    if value is None:
+        return "-"
+    if fmt and isinstance(value, int | float):
+        return format(value, fmt)
+    return str(value)

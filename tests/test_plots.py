@@ -1,0 +1,127 @@
+"""The Pareto plot as data, at the data's extremes (one trial, nothing feasible, everything
+failed, throughputs spanning decades, a NaN trial scored as a total loss), and drawing each
+case without a traceback. Trials are real Optuna trials in a real SQLite file."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pytest
+from PIL import Image
+
+from autotune.analysis import trial_rows
+from autotune.plots import ParetoPlotData, draw, pareto_plot_data, render
+
+MAX_DROP = 0.5
+
+
+def study_of(tmp_path, measured: list[tuple[float, float]], failed: list[str] = ()):
+    """Measured (throughput, drop) trials, then failed trials with the given statuses."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize", "minimize"]
+    )
+    for i, (tp, drop) in enumerate(measured):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[tp, drop],
+                constraints={"accuracy_drop": drop - MAX_DROP},
+                user_attrs={
+                    "status": "ok",
+                    "config": {"model": "mnist", "backend": "cpu", "batch_size": 2**i},
+                    "metrics": {"throughput_samples_per_s": tp, "accuracy_drop": drop},
+                },
+            )
+        )
+    for status in failed:
+        state = optuna.trial.TrialState.PRUNED if status == "oom" else optuna.trial.TrialState.FAIL
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state, user_attrs={"status": status, "message": f"{status} on purpose"}
+            )
+        )
+    return study
+
+
+def data_of(study) -> ParetoPlotData:
+    return pareto_plot_data(
+        trial_rows(study), model="mnist", backend="cpu", device="test cpu", max_accuracy_drop=0.5
+    )
+
+
+def assert_draws(data: ParetoPlotData, tmp_path) -> None:
+    """PNG and SVG come out, and the PNG is not a blank canvas."""
+    png = render(data, "png")
+    img = Image.open(io.BytesIO(png)).convert("L")
+    assert img.size[0] > 400 and img.getextrema()[0] < 100  # dark ink: text, axes, points
+    draw(data, tmp_path / "p.svg")
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()
+
+
+def test_one_trial(tmp_path):
+    data = data_of(study_of(tmp_path, [(1234.0, 0.1)]))
+    assert [p.trial for p in data.feasible] == [0] and data.infeasible == []
+    assert [p.trial for p in data.front] == [0]
+    assert data.pick.trial == 0 and data.pick_throughput == 1234.0
+    assert data.log_y is False  # one value spans no decade
+    assert data.message is None and data.off_scale == [] and data.x_max is None
+    assert_draws(data, tmp_path)
+
+
+def test_no_feasible_trial(tmp_path):
+    data = data_of(study_of(tmp_path, [(500.0, 0.9), (900.0, 1.5)], failed=["crash"]))
+    assert data.feasible == [] and [p.trial for p in data.infeasible] == [0, 1]
+    assert data.pick is None and data.pick_throughput is None
+    assert [p.trial for p in data.front] == [0, 1]  # the trade-off exists, none is allowed
+    assert data.unmeasured == 1 and data.failures == {"crash": 1}
+    assert data.message is None
+    assert_draws(data, tmp_path)
+
+
+def test_all_trials_failed(tmp_path):
+    data = data_of(study_of(tmp_path, [], failed=["crash", "oom", "crash", "timeout"]))
+    assert data.feasible == data.infeasible == data.front == [] and data.pick is None
+    assert data.failures == {"crash": 2, "oom": 1, "timeout": 1}  # most frequent first
+    assert data.message == (
+        "no measured trial to plot: 4 of 4 trials failed (2 crash, 1 oom, 1 timeout)"
+    )
+    assert "\n" not in data.message
+    assert_draws(data, tmp_path)  # a picture of the message, not a traceback
+
+
+def test_empty_study(tmp_path):
+    data = data_of(study_of(tmp_path, []))
+    assert data.message == "no measured trial to plot yet (0 trials, none finished)"
+    assert_draws(data, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("throughputs", "log_y"),
+    [([100.0, 999.0], False), ([100.0, 1000.0], True), ([50.0, 60_000.0, 700.0], True)],
+)
+def test_log_scale_only_when_throughput_spans_a_decade(tmp_path, throughputs, log_y):
+    data = data_of(study_of(tmp_path, [(tp, 0.0) for tp in throughputs]))
+    assert data.log_y is log_y
+    assert_draws(data, tmp_path)
+
+
+def test_far_off_drops_go_to_the_edge(tmp_path):
+    # A NaN trial is scored as a total loss (~99 points): it must not squash the others.
+    data = data_of(study_of(tmp_path, [(1000.0, 0.0), (1500.0, 0.3), (9000.0, 98.7)]))
+    assert data.off_scale == [2]
+    assert data.x_max == 2.0  # 4x the 0.5-point constraint
+    assert [p.trial for p in data.front] == [0, 1, 2]  # still on the front, drawn at the edge
+    assert data.pick.trial == 1
+    assert_draws(data, tmp_path)
+
+
+def test_loose_constraint_keeps_feasible_points_on_scale(tmp_path):
+    study = study_of(tmp_path, [(1000.0, 0.0), (1500.0, 3.0), (9000.0, 98.7)])
+    data = pareto_plot_data(
+        trial_rows(study), model="m", backend="cpu", device="d", max_accuracy_drop=3.5
+    )
+    assert data.off_scale == [2] and data.x_max == 14.0
+    data = pareto_plot_data(
+        trial_rows(study), model="m", backend="cpu", device="d", max_accuracy_drop=100.0
+    )
+    assert data.off_scale == [] and data.x_max is None

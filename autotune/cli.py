@@ -467,6 +467,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         backend=meta.get("backend", "?"),
         device=meta.get("reference_environment", {}).get("device", "unknown device"),
         max_accuracy_drop=meta.get("max_accuracy_drop", 0.5),
+        min_agreement=meta.get("min_agreement"),
     )
     if args.format == "json":
         print(json.dumps(data._asdict(), indent=1))

@@ -62,6 +62,7 @@ def build_report(storage_url: str, study_name: str) -> str:
         backend=backend,
         device=device,
         max_accuracy_drop=meta.get("max_accuracy_drop", 0.5),
+        min_agreement=meta.get("min_agreement"),
     )
     best = best_feasible(rows)
     shown_url = _safe_url(storage_url)

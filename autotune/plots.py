@@ -41,10 +41,17 @@ class ParetoPlotData(NamedTuple):
     off_scale: list[int]  # trials drawn at the right edge
     failures: dict[str, int]  # unmeasured trials by status, most frequent first
     message: str | None  # one line when there is no point to draw
+    min_agreement: float | None  # percent; a second constraint, not on these axes
 
 
 def pareto_plot_data(
-    rows: list[TrialRow], *, model: str, backend: str, device: str, max_accuracy_drop: float
+    rows: list[TrialRow],
+    *,
+    model: str,
+    backend: str,
+    device: str,
+    max_accuracy_drop: float,
+    min_agreement: float | None = None,
 ) -> ParetoPlotData:
     def point(r: TrialRow) -> Point:
         return Point(r.number, r.accuracy_drop, r.throughput)
@@ -85,6 +92,7 @@ def pareto_plot_data(
         off_scale=off_scale,
         failures=failures,
         message=message,
+        min_agreement=min_agreement,
     )
 
 
@@ -145,7 +153,9 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         color="tab:green",
         alpha=0.07,
         lw=0,
-        label=f"feasible: drop <= {data.max_accuracy_drop:g} pt",
+        label=f"feasible: drop <= {data.max_accuracy_drop:g} pt"
+        # Agreement is not on these axes: a grey cross inside the band failed it.
+        + ("" if data.min_agreement is None else f"\nand agreement >= {data.min_agreement:g}%"),
     )
     ax.axvline(data.max_accuracy_drop, c="tab:red", ls="--", lw=1)
     if data.feasible:

@@ -125,3 +125,20 @@ def test_loose_constraint_keeps_feasible_points_on_scale(tmp_path):
         trial_rows(study), model="m", backend="cpu", device="d", max_accuracy_drop=100.0
     )
     assert data.off_scale == [] and data.x_max is None
+
+
+def test_agreement_constraint_is_named(tmp_path):
+    """With --min-agreement a trial can fail at zero drop: the band says what else counts."""
+    study = study_of(tmp_path, [(1000.0, 0.0)])
+    data = pareto_plot_data(
+        trial_rows(study),
+        model="m",
+        backend="cpu",
+        device="d",
+        max_accuracy_drop=0.5,
+        min_agreement=99.9,
+    )
+    assert data.min_agreement == 99.9 and data_of(study).min_agreement is None
+    svg = io.BytesIO()
+    draw(data, svg, "svg")
+    assert b"agreement &gt;= 99.9%" in svg.getvalue()

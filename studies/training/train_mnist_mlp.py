@@ -4,7 +4,8 @@
     python -m studies.training.train_mnist_mlp [--epochs 3]
 
 Writes `studies/data/mnist_mlp.pt` (an fp32 state_dict, loadable with weights_only=True) and
-reports top-1 on the shipped test set. Two CPU threads, about a minute.
+reports top-1 on the shipped test set. The shipped weights: 3 epochs, two threads, 9 minutes
+on a busy 2-core machine (about 10 s an epoch when it is idle).
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""MNIST ResNet: a deep, narrow residual CNN (12 blocks of 16/32-channel 3x3 convs).
+
+A study whose optimum differs from the seed CNN's: ~80 small ops per forward pass, so it is
+bound by per-op cost (dispatch, memory traffic between unfused ops) rather than FLOPs, and
+compilation matters more. 27 weights, grouped by role for the dtype map. Same inputs and real
+10k test set as the `mnist` study. Trained by `python -m studies.training.train_mnist_resnet`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from studies import Study, Weight
+from studies.mnist import DATA_DIR
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS_FILE = DATA_DIR / "mnist_resnet.pt"
+# Must match studies.models.mnist_resnet (a test checks): 2 stages of 6 blocks; the first
+# block of stage 1 downsamples and has a 1x1 conv on its skip.
+N_STAGES = 2
+BLOCKS_PER_STAGE = 6
+
+
+def _weights() -> tuple[Weight, ...]:
+    weights = [Weight("stem.weight", "conv")]
+    for s in range(N_STAGES):
+        for b in range(BLOCKS_PER_STAGE):
+            weights += [Weight(f"stages.{s}.{b}.conv{i}.weight", "conv") for i in (1, 2)]
+            if s > 0 and b == 0:
+                weights.append(Weight(f"stages.{s}.{b}.shortcut.weight", "conv"))
+    weights.append(Weight("head.weight", "linear"))
+    return tuple(weights)
+
+
+class MNISTResNetStudy(Study):
+    name = "mnist_resnet"
+    description = (
+        "deep narrow ResNet over MNIST (12 basic blocks, 16/32 channels, BatchNorm; "
+        "27 weights, 136k params), real 10k test set"
+    )
+    sample_shape = (1, 28, 28)
+    weights = _weights()
+    max_batch_size = 4096
+
+    def build_model(self) -> torch.nn.Module:
+        import torch
+
+        from studies.models.mnist_resnet import MNISTResNet
+
+        model = MNISTResNet()
+        state = torch.load(WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def eval_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from studies.mnist import STUDY as MNIST_CNN_STUDY
+
+        return MNIST_CNN_STUDY.eval_data()  # same images, same normalisation
+
+
+STUDY = MNISTResNetStudy()

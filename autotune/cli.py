@@ -171,15 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
         "sensitivity",
         help="per-layer accuracy when one weight is lowered to bfp_bf8 / bfp_bf4",
         description="Lower one linear weight at a time through tt-metal's exact block-float "
-        "rounding (on this CPU) and compare with fp32. Cached in the storage.",
+        "rounding (on this CPU) and compare with fp32. Cached in --cache-dir by model and "
+        "weights; studies of the same model reuse it.",
     )
     se.add_argument("--model", required=True)
-    se.add_argument("--storage", default=DEFAULT_STORAGE, help="where the result is cached")
+    se.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help="also record the result here (HTML report)"
+    )
     se.add_argument("--eval-limit", type=int, help="evaluate on the first N samples only")
     se.add_argument("--recompute", action="store_true", help="ignore the cached result")
     se.add_argument("--format", choices=["table", "json"], default="table")
     se.add_argument("-o", "--output", type=Path, help="also draw a bar chart (.png or .svg)")
-    se.add_argument("--cache-dir", type=Path, help="reference cache (default ~/.cache/autotune)")
+    se.add_argument(
+        "--cache-dir", type=Path, help="result and reference cache (default ~/.cache/autotune)"
+    )
 
     sh = sub.add_parser("show", help="list a study's trials")
     storage_args(sh, study_required=True)
@@ -389,11 +394,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     cache_dir = args.cache_dir or default_cache_dir()
     rows = sens.layer_sensitivity(
         args.model,
-        args.storage,
         RunnerSettings(cache_dir=cache_dir),
         cache_dir,
         args.eval_limit,
         recompute=args.recompute,
+        storage_url=args.storage,
     )
     if args.output is not None:
         sens.draw(sens.plot_data(args.model, rows), args.output)

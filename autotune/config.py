@@ -91,6 +91,7 @@ class WorkerJob:
     eval_limit: int | None = None
     memory_limit_bytes: int | None = None
     cache_dir: str | None = None
+    refresh_cache: bool = False  # reference/sensitivity: recompute even when cached
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,6 +120,7 @@ class TrialResult:
     environment: dict[str, Any] = field(default_factory=dict)
     stderr_tail: str = ""
     table: list[dict[str, Any]] = field(default_factory=list)  # per-item rows (sensitivity)
+    artifacts: dict[str, str] = field(default_factory=dict)  # files written or reused, by role
 
     @property
     def ok(self) -> bool:

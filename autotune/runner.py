@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.backends import get_backend
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
-from autotune.errors import AutotuneError
+from autotune.config import Status, TrialResult, WorkerJob
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 4000
@@ -151,16 +150,16 @@ def _worker_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[s
 def fp32_reference(
     model: str, eval_limit: int | None, path: Path, settings: RunnerSettings
 ) -> TrialResult:
-    """Run the fp32 eager reference for `model` into `path` (once; callers cache it).
+    """Deprecated: use `autotune.reference.fp32_reference`, the reference's one home. Kept
+    for callers not yet moved: that reference (cached by model and weights in
+    `settings.cache_dir`, else next to `path`), copied to `path`."""
+    import shutil
 
-    Raises AutotuneError with one line when the model cannot even run in fp32."""
+    from autotune.reference import fp32_reference as cached_reference
+
+    ref = cached_reference(model, eval_limit, settings, settings.cache_dir or path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = TrialConfig(model=model, backend="cpu", batch_size=1)
-    job = WorkerJob(config, mode="reference", reference_path=str(path), eval_limit=eval_limit)
-    result = run_job(job, settings)
-    if not result.ok:
-        last = (result.stderr_tail.strip().splitlines() or [""])[-1]
-        raise AutotuneError(
-            f"the fp32 reference run failed ({result.status}): {result.message or last}"
-        )
-    return result
+    if ref.path.resolve() != path.resolve():
+        shutil.copyfile(ref.path, path)
+    metrics = {} if ref.accuracy is None else {"accuracy": ref.accuracy}
+    return TrialResult(Status.OK, metrics=metrics, environment=ref.environment)

@@ -9,11 +9,11 @@ trial, and trials of a tuner that died are failed and re-queued by whoever notic
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -32,7 +32,7 @@ from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
 from autotune.host import machine, owner_alive, process_identity, usable_cores
 from autotune.records import METRIC_NAMES, named_constraints, set_block_times, set_constraints
-from autotune.runner import PROJECT_ROOT, RunnerSettings, fp32_reference, run_job
+from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
 from search_spaces import SearchSpace, baseline_params, default_space, recipe_params
 from studies import get_study
@@ -285,37 +285,65 @@ class Tuner:
 
     def _seed_dtype_maps(self) -> None:
         """Queue dtype maps ordered by layer sensitivity, so the accurate-and-low-precision
-        frontier is found in the first trials (only where block-float formats are offered)."""
+        frontier is found in the first trials (only where block-float formats are offered).
+
+        A help, not a requirement: when the pass fails, the study goes on without these
+        starting points and says so in one line."""
         from autotune.sensitivity import layer_sensitivity, seeded_dtype_params
 
         dims = self.space.weight_dimensions
         if not dims or not any(c.startswith("bfp") for d in dims for c in d.choices):
             return
-        rows = layer_sensitivity(
-            self.opts.model,
-            self.opts.storage,
-            self.runner,
-            self.opts.cache_dir,
-            self.opts.eval_limit,
-        )
-        for params in seeded_dtype_params(self.space, rows):
+        try:
+            rows = layer_sensitivity(
+                self.opts.model,
+                self.runner,
+                self.opts.cache_dir,
+                self.opts.eval_limit,
+                storage_url=self.opts.storage,
+            )
+            seeds = seeded_dtype_params(self.space, rows)
+        except Exception as exc:  # any failure costs only the starting points
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(
+                f"autotune: {why}; the study goes on without sensitivity-ordered starting points",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        for params in seeds:
             self.study.enqueue_trial(params, user_attrs={"seeded": "sensitivity"})
 
     def reference(self) -> tuple[str, float | None]:
-        """fp32 outputs on the eval set, computed once per study and cached on disk."""
-        key = hashlib.sha1(f"{self.opts.storage}|{self.opts.name}".encode()).hexdigest()[:12]
-        limit = self.opts.eval_limit or "all"
-        path = self.opts.cache_dir / "reference" / f"{self.opts.name}-{key}-{limit}.pt"
-        if path.exists() and "reference_accuracy" in self.meta:
-            return str(path), self.meta["reference_accuracy"]
-        result = fp32_reference(self.opts.model, self.opts.eval_limit, path, self.runner)
+        """fp32 outputs on the eval set (`autotune.reference`): one cached file per model,
+        weights and eval set on this host, shared by its studies and sensitivity passes."""
+        from autotune import reference
+
+        recorded = self.meta.get("reference_fingerprint")
+        if recorded and "reference_accuracy" in self.meta:
+            hit = reference.cached(self.opts.cache_dir, self.opts.model, recorded)
+            if hit is not None:
+                return str(hit.path), self.meta["reference_accuracy"]
+        ref = reference.fp32_reference(
+            self.opts.model, self.opts.eval_limit, self.runner, self.opts.cache_dir
+        )
+        if recorded and recorded != ref.fingerprint:
+            print(
+                f"autotune: warning: model {self.opts.model!r} here (weights, code or eval "
+                "data) differs from the one this study started with; accuracy is measured "
+                "against this host's fp32 outputs",
+                file=sys.stderr,
+                flush=True,
+            )
+            return str(ref.path), ref.accuracy
         self.meta = {
             **self.study.user_attrs.get(STUDY_ATTR, self.meta),
-            "reference_accuracy": result.metrics.get("accuracy"),
-            "reference_environment": result.environment,
+            "reference_accuracy": ref.accuracy,
+            "reference_environment": ref.environment,
+            "reference_fingerprint": ref.fingerprint,
         }
         self.study.set_user_attr(STUDY_ATTR, self.meta)
-        return str(path), self.meta["reference_accuracy"]
+        return str(ref.path), ref.accuracy
 
     # --- the loop ------------------------------------------------------------------------
 

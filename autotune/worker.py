@@ -15,7 +15,6 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,6 @@ from studies import Study, get_study
 if TYPE_CHECKING:
     import torch
 
-REFERENCE_BATCH = 1000
 _ENV_PREFIXES = ("TORCH", "OMP_", "MKL_", "TT_", "CUDA_", "XLA_", "PJRT_")
 
 
@@ -119,44 +117,20 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
 
 
 def run_reference(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
-    """fp32 eager outputs on CPU: the baseline every trial's accuracy is measured against."""
-    import torch
+    """fp32 eager outputs on CPU, the baseline every trial's accuracy is measured against:
+    from the cache in `job.cache_dir`, or computed and stored there (`autotune.reference`)."""
+    from autotune import reference
 
-    model = study.build_model()
     inputs, labels = _eval_set(job, study)
-    with torch.no_grad():
-        outputs = torch.cat([model(chunk).float() for chunk in inputs.split(REFERENCE_BATCH)])
-    assert job.reference_path is not None
-    torch.save(outputs, job.reference_path)
-    metrics = {"samples": float(len(outputs))}
-    if labels is not None:
-        metrics["accuracy"] = (outputs.argmax(1) == labels).double().mean().item()
-    return TrialResult(status=Status.OK, metrics=metrics, environment=environment(backend))
+    return reference.run(job, study, inputs, labels, environment(backend))
 
 
 def run_sensitivity(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
-    """Accuracy with only one weight lowered, for each tunable weight and lower dtype.
-
-    Eager, at the job's batch size: this measures numerics, not speed. The first row is the
-    baseline with nothing lowered (the backend's highest-precision weight dtype)."""
-    import torch
+    """Accuracy with one weight at a time lowered (`autotune.sensitivity`), cached."""
+    from autotune import sensitivity
 
     inputs, labels = _eval_set(job, study)
-    reference = torch.load(job.reference_path, map_location="cpu", weights_only=True)
-    reference = reference[: len(inputs)]
-    names = [w.name for w in study.weights if w.kind in backend.weight_kinds]
-    cases = [(None, backend.weight_dtypes[0])]
-    cases += [(n, d) for n in names for d in backend.weight_dtypes[1:]]
-    rows = []
-    backend.initialize(job.config)
-    with torch.no_grad():
-        for name, dtype in cases:
-            cfg = replace(job.config, weight_dtypes=((name, dtype),) if name else ())
-            run = backend.prepare(study.build_model(), cfg)
-            outputs = _evaluate(run, backend, replace(job, config=cfg), inputs)
-            metrics = accuracy_metrics(outputs, reference, labels, job.reference_accuracy)
-            rows.append({"weight": name, "dtype": dtype, **metrics})
-    return TrialResult(status=Status.OK, table=rows, environment=environment(backend))
+    return sensitivity.run(job, study, backend, inputs, labels, environment(backend))
 
 
 def _eval_set(job: WorkerJob, study: Study) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -219,8 +193,9 @@ def environment(backend: Backend) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "hostname": platform.node(),
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
+        # e.g. whether bf16 ran natively or in fp32 rounded to bf16 (emulated TT)
+        **({"numerics": numerics} if (numerics := backend.numerics()) else {}),
     }
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -91,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         storage, cache = f"sqlite:///{tmp}/bench.db", Path(tmp) / "cache"
         start = time.perf_counter()
-        layer_sensitivity(args.model, storage, RunnerSettings(cache_dir=cache), cache)
+        layer_sensitivity(args.model, RunnerSettings(cache_dir=cache), cache, storage_url=storage)
         out["sensitivity_s"] = time.perf_counter() - start
         for seeded in (True, False):
             name = "seeded" if seeded else "plain_tpe"

@@ -130,3 +130,8 @@ class Backend(ABC):
         import torch
 
         return {"torch": torch.__version__}
+
+    def numerics(self) -> dict[str, str]:
+        """How this backend computes, where it changes the numbers and may differ from one
+        machine to the next (recorded with every result; worker side)."""
+        return {}

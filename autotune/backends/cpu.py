@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,13 +88,16 @@ class CPUBackend(Backend):
 
 
 class CPUEmulatedTTBackend(CPUBackend):
-    """Tenstorrent's weight numerics on this CPU: the accuracy pre-screen (`--emulate tt`).
+    """Tenstorrent's numerics on this CPU: the accuracy pre-screen (`--emulate tt`).
 
     The dtype map offers what tt-xla offers (bf16, bfp_bf8, bfp_bf4 on matmul/linear
-    weights; the compiler ignores conv overrides) and applies it by rounding each weight
-    exactly as tt-metal's host packer does (`autotune.numerics`, rule "host"); the model
-    then runs in bf16 like on the card. Accuracy is therefore what the card's weight
-    rounding gives; throughput is this CPU's and is labelled with this backend's name.
+    weights; the compiler ignores conv overrides). As on the card, the model is cast to bf16
+    first and the mapped weights are then rounded from their bf16 values exactly as
+    tt-metal's host packer does (`autotune.numerics`, rule "host"); activations are bf16.
+    Where this CPU has no native bf16 the model computes in fp32 with every op's output
+    rounded to bf16 (`_bf16`), which holds the same values far faster; `numerics()` says
+    which ran. Accuracy is therefore the card's; throughput is this CPU's and is labelled
+    with this backend's name.
     """
 
     name = "cpu-emulate-tt"
@@ -104,27 +106,99 @@ class CPUEmulatedTTBackend(CPUBackend):
     activation_dtypes = ("bf16",)
     numerics_rule = "host"
 
+    def __init__(self, native_bf16: bool | None = None) -> None:
+        """native_bf16: run bf16 natively (True) or as rounded fp32 (False); None: as this
+        CPU's flags say (`_bf16.choose`)."""
+        self._native = native_bf16
+        self._compute: Any = None
+
+    @property
+    def compute(self) -> Any:
+        """The `_bf16.BF16Compute` in force (worker side: imports torch)."""
+        if self._compute is None:
+            from autotune.backends import _bf16
+
+            if self._native is None:
+                self._compute = _bf16.choose()
+            else:
+                self._compute = _bf16.BF16Compute(self._native, "chosen by the caller")
+        return self._compute
+
     def prepare(
         self, model: torch.nn.Module, config: TrialConfig
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        round_weights(model, config.weight_dtype_map, self.numerics_rule)
-        return super().prepare(model, replace(config, weight_dtypes=()))
+        import torch
+
+        model = card_model(model, config.weight_dtype_map, self.numerics_rule, self.compute.native)
+        if config.extra.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
+        options = self.compile_options(config)
+        if options and not self.compute.native:
+            # Inductor drops fp32 -> bf16 -> fp32 round trips unless told to keep them.
+            inductor = {**options.get("options", {}), "emulate_precision_casts": True}
+            options = {**options, "options": inductor}
+        return torch.compile(model, **options) if options else model
+
+    def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+        import torch
+
+        x = x.to(torch.bfloat16)
+        if not self.compute.native:
+            x = x.float()  # bf16 values in fp32
+        if config.extra.get("channels_last") and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def numerics(self) -> dict[str, str]:
+        return {"weight_rounding": f"tt-metal {self.numerics_rule} packer on bf16 weights"} | (
+            self.compute.describe()
+        )
+
+
+def card_model(
+    model: torch.nn.Module, weight_map: dict[str, str], rule: str, native_bf16: bool
+) -> torch.nn.Module:
+    """`model` (in place) holding what the card holds, computing as bf16 does.
+
+    native_bf16: a bf16 model. Otherwise an fp32 model whose parameters and buffers hold
+    bf16 values and whose every op output is rounded to bf16 (`_bf16.bf16_rounded`)."""
+    import torch
+
+    from autotune.backends._bf16 import bf16_rounded
+
+    model = model.eval().to(torch.bfloat16)  # the recipe's cast, before the overrides
+    round_weights(model, weight_map, rule)
+    if native_bf16:
+        return model
+    return bf16_rounded(model.float())
 
 
 def round_weights(model: torch.nn.Module, weight_map: dict[str, str], rule: str) -> None:
-    """Replace mapped weights by the values the card holds for them (in place, fp32)."""
+    """Replace mapped weights by the values the card holds for them (`card_weight`), in
+    place, each stored in the parameter's own dtype."""
     import torch
 
     from autotune.backends._torch_dtypes import resolve_weight_map
-    from autotune.numerics import BFP_FORMATS, round_bfp
 
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, dtype in resolve_weight_map(list(params), weight_map).items():
-            p = params[name]
-            if dtype in BFP_FORMATS:
-                p.copy_(round_bfp(p.detach().float(), dtype, rule))
-            elif dtype == "bf16":
-                p.copy_(p.detach().to(torch.bfloat16).float())
-            else:
-                raise ValueError(f"{name}: dtype {dtype!r} is not emulated")
+            params[name].copy_(card_weight(params[name], dtype, rule, name))
+
+
+def card_weight(weight: torch.Tensor, dtype: str, rule: str, name: str = "") -> torch.Tensor:
+    """The values the card holds for `weight` stored as `dtype`, as a bf16 tensor.
+
+    The card packs the bf16-cast weight (the recipe runs `model.to(torch.bfloat16)` before
+    `apply_weight_dtype_overrides`), so the weight is rounded from its bf16 value, whatever
+    dtype it has here."""
+    import torch
+
+    from autotune.numerics import BFP_FORMATS, round_bfp
+
+    bf16 = weight.detach().to(torch.bfloat16)
+    if dtype in BFP_FORMATS:
+        return round_bfp(bf16, dtype, rule)
+    if dtype == "bf16":
+        return bf16
+    raise ValueError(f"{name or 'weight'}: dtype {dtype!r} is not emulated")

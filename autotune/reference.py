@@ -1,0 +1,247 @@
+"""The fp32 reference: the outputs every trial's accuracy is measured against.
+
+This module is its one home: cache key, file and computation. The key is a fingerprint of
+everything that decides the outputs (the model's name and code, its weights, the eval set,
+`eval_limit`), not of a study or a storage URL: every study and sensitivity pass of a model
+on this host shares one file, a new database reuses it, and changed weights never meet a
+stale reference. The fingerprint needs the model itself, so it is computed in the worker
+process (studies build models only there); the tuner asks with a `reference` job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.errors import AutotuneError
+
+if TYPE_CHECKING:
+    import torch
+
+    from autotune.runner import RunnerSettings
+    from studies import Study
+
+VERSION = 2  # part of the key: bump when the computation below changes its outputs
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Reference:
+    path: Path
+    accuracy: float | None  # top-1 on the eval set; None for a study without labels
+    fingerprint: str
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_path(cache_dir: Path, model: str, fingerprint: str) -> Path:
+    return Path(cache_dir) / "reference" / f"{safe_name(model)}-{fingerprint[:20]}.pt"
+
+
+def safe_name(model: str) -> str:
+    """A file-name-safe form of a model name (user studies are ``pkg.module:ATTR``)."""
+    return re.sub(r"[^\w.-]", "_", model)
+
+
+# --- tuner side ----------------------------------------------------------------------------
+
+
+def fp32_reference(
+    model: str, eval_limit: int | None, settings: RunnerSettings, cache_dir: Path
+) -> Reference:
+    """The reference for `model` in `cache_dir`, computed there first when missing.
+
+    Raises AutotuneError with one line when the model cannot even run in fp32."""
+    from autotune.runner import run_job
+
+    job = WorkerJob(
+        TrialConfig(model=model, backend="cpu", batch_size=BATCH),
+        mode="reference",
+        eval_limit=eval_limit,
+        cache_dir=str(cache_dir),
+    )
+    result = run_job(job, settings)
+    if not result.ok:
+        last = (result.stderr_tail.strip().splitlines() or [""])[-1]
+        raise AutotuneError(
+            f"the fp32 reference run failed ({result.status}): {result.message or last}"
+        )
+    return Reference(
+        Path(result.artifacts["reference"]),
+        result.metrics.get("accuracy"),
+        result.artifacts["fingerprint"],
+        result.environment,
+    )
+
+
+def cached(cache_dir: Path, model: str, fingerprint: str) -> Reference | None:
+    """The reference already in `cache_dir` under `fingerprint`, without a worker."""
+    path = cache_path(cache_dir, model, fingerprint)
+    info = _read_info(path)
+    if info is None:
+        return None
+    return Reference(path, info.get("accuracy"), fingerprint, info.get("environment", {}))
+
+
+# --- worker side (imports torch) ---------------------------------------------------------
+
+
+def fingerprint(
+    model_name: str,
+    study: Study,
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None,
+    eval_limit: int | None,
+) -> str:
+    """sha256 over what decides the reference outputs (eval set already cut to eval_limit)."""
+    h = hashlib.sha256(f"autotune-reference-v{VERSION}|{model_name}|{eval_limit}".encode())
+    for obj in (type(study), type(model)):
+        source = inspect.getsourcefile(obj)
+        h.update(Path(source).read_bytes() if source else obj.__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        _update(h, name, tensor)
+    _update(h, "inputs", inputs)
+    if labels is not None:
+        _update(h, "labels", labels)
+    return h.hexdigest()
+
+
+def ensure(
+    model_name: str,
+    study: Study,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None,
+    eval_limit: int | None,
+    cache_dir: Path,
+    environment: dict[str, Any],
+    model: torch.nn.Module | None = None,
+    key: str | None = None,
+    refresh: bool = False,
+) -> tuple[Reference, torch.Tensor]:
+    """The reference and its outputs: read from `cache_dir`, or computed and stored there.
+
+    `model` (fp32, from `study.build_model()`) and its `key` may be given when the caller
+    has them already."""
+    import torch
+
+    model = model if model is not None else study.build_model().eval()
+    key = key or fingerprint(model_name, study, model, inputs, labels, eval_limit)
+    hit = None if refresh else cached(cache_dir, model_name, key)
+    if hit is not None:
+        outputs = torch.load(hit.path, map_location="cpu", weights_only=True)
+        return hit, outputs
+    outputs = compute(model, inputs)
+    accuracy = None
+    if labels is not None:
+        accuracy = (outputs.argmax(1) == labels).double().mean().item()
+    ref = Reference(cache_path(cache_dir, model_name, key), accuracy, key, environment)
+    info = {
+        "model": model_name,
+        "eval_limit": eval_limit,
+        "samples": len(outputs),
+        "accuracy": accuracy,
+        "fingerprint": key,
+        "environment": environment,
+    }
+    _store(ref.path, outputs, info)
+    return ref, outputs
+
+
+def compute(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """fp32 eager outputs, in batches (channels_last for convolutions: the same numbers up
+    to summation order, twice as fast on oneDNN)."""
+    import torch
+
+    layout = torch.channels_last if _has_conv(model) and inputs.dim() == 4 else None
+    if layout is not None:
+        model = model.to(memory_format=layout)
+    outs = []
+    with torch.no_grad():
+        for chunk in inputs.float().split(BATCH):
+            if layout is not None:
+                chunk = chunk.contiguous(memory_format=layout)
+            outs.append(model(chunk).float())
+    return torch.cat(outs).contiguous()
+
+
+def run(
+    job: WorkerJob,
+    study: Study,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None,
+    environment: dict[str, Any],
+) -> TrialResult:
+    """The worker's `reference` mode."""
+    if not job.cache_dir:
+        raise ValueError("a reference job needs cache_dir")
+    ref, outputs = ensure(
+        job.config.model,
+        study,
+        inputs,
+        labels,
+        job.eval_limit,
+        Path(job.cache_dir),
+        environment,
+        refresh=job.refresh_cache,
+    )
+    metrics = {"samples": float(len(outputs))}
+    if ref.accuracy is not None:
+        metrics["accuracy"] = ref.accuracy
+    return TrialResult(
+        Status.OK,
+        metrics=metrics,
+        environment=ref.environment,
+        artifacts={"reference": str(ref.path), "fingerprint": ref.fingerprint},
+    )
+
+
+def _has_conv(model: torch.nn.Module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def _update(h: Any, name: str, tensor: torch.Tensor) -> None:
+    import torch
+
+    t = tensor.detach().cpu().contiguous()
+    h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def _read_info(path: Path) -> dict[str, Any] | None:
+    info_path = path.with_suffix(".json")
+    if not (path.exists() and info_path.exists()):
+        return None
+    try:
+        return json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _store(path: Path, outputs: torch.Tensor, info: dict[str, Any]) -> None:
+    """Outputs, then their info (the info file marks a complete entry); each written to a
+    temporary file and renamed, so concurrent studies never read half a file."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in (
+        (path, lambda f: torch.save(outputs, f)),
+        (path.with_suffix(".json"), lambda f: f.write(json.dumps(info, indent=1).encode())),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

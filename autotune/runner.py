@@ -11,9 +11,10 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from autotune import forkserver
 from autotune.backends import get_backend
 from autotune.config import Status, TrialResult, WorkerJob
 
@@ -29,6 +30,9 @@ class RunnerSettings:
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the device this slot owns
     # CPU threads per worker when trials share this host's cores (--jobs > 1); None: all.
     threads: int | None = None
+    # Fork trials from a server that has imported torch, for backends that allow it
+    # (Backend.fork_trials); False: always spawn a fresh interpreter.
+    fork_trials: bool = True
 
 
 def run_job(
@@ -47,8 +51,15 @@ def run_job(
         env = _worker_env(settings, {**backend.worker_env(job.config), **settings.extra_env})
         started = time.perf_counter()
         with open(tmpdir / "stdout", "wb") as out, open(tmpdir / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                [settings.python, "-m", "autotune.worker", str(job_path), str(result_path)],
+            argv = [str(job_path), str(result_path)]
+            fork = settings.fork_trials and backend.fork_trials
+            proc = (
+                fork
+                and forkserver.launch(
+                    settings.python, env, argv, tmpdir / "stdout", tmpdir / "stderr", cancel
+                )
+            ) or subprocess.Popen(
+                [settings.python, "-m", "autotune.worker", *argv],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
@@ -62,6 +73,8 @@ def run_job(
                 raise
             if outcome != "exited":
                 _kill_group(proc)
+        if getattr(proc, "lost", False) and outcome == "exited":  # its fork server died
+            return run_job(job, replace(settings, fork_trials=False), cancel)
         wall = time.perf_counter() - started
         stderr = (tmpdir / "stderr").read_bytes().decode("utf-8", "replace")
         if outcome == "cancelled":

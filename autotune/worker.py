@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 _ENV_PREFIXES = ("TORCH", "OMP_", "MKL_", "TT_", "CUDA_", "XLA_", "PJRT_")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], preloaded_bytes: int = 0) -> int:
+    """`preloaded_bytes`: data a fork server's child inherited beyond a fresh interpreter
+    with torch (`autotune.forkserver`); not the trial's, so not charged to its memory limit."""
     if len(argv) != 2:
         print("usage: python -m autotune.worker JOB.json RESULT.json", file=sys.stderr)
         return 2
@@ -41,7 +43,8 @@ def main(argv: list[str]) -> int:
         import resource
 
         # RLIMIT_DATA makes allocations fail for real (torch raises), unlike RSS limits.
-        resource.setrlimit(resource.RLIMIT_DATA, (job.memory_limit_bytes,) * 2)
+        limit = job.memory_limit_bytes + preloaded_bytes
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     backend = get_backend(job.config.backend)
     started = time.perf_counter()
     try:

@@ -34,6 +34,7 @@ class CPUBackend(Backend):
         ),
     )
     computes_on_host_cpu = True
+    fork_trials = True  # importing torch starts no thread pool: a fork is a clean start
     failure_patterns = (
         (Status.OOM, re.compile(r"DefaultCPUAllocator: can't allocate memory")),
         (Status.COMPILE_ERROR, re.compile(r"BackendCompilerFailed|InductorError|CppCompileError")),

@@ -110,8 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-seed",
         action="store_true",
-        help="do not queue starting points (uniform-precision configs, sensitivity-ordered "
-        "dtype maps) before sampling",
+        help="do not queue the sensitivity-ordered dtype maps (block-float spaces) before sampling",
     )
     s.add_argument(
         "--trials",
@@ -155,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap each worker's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)",
     )
     s.add_argument("--seed", type=int, help="sampler seed, for repeatable searches")
+    s.add_argument(
+        "--sampler",
+        choices=("autotune", "tpe", "random"),
+        default="autotune",
+        help="search strategy: autotune's (climbs batch size and uniform precision, then "
+        "TPE; default), plain TPE, or random",
+    )
+    s.add_argument(
+        "--stop-slower",
+        type=float,
+        default=3.0,
+        metavar="X",
+        help="stop a trial after warm-up when it is X times slower than the best feasible "
+        "one so far (pruned as slow: not timed, not evaluated; default 3; 0 never stops)",
+    )
     s.add_argument("--eval-limit", type=int, help="evaluate accuracy on the first N samples only")
     host_args(s)
 
@@ -238,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.10,
         metavar="FRACTION",
-        help="fail when the median throughput is more than this below the export's "
-        "(default 0.10)",
+        help="fail when the median throughput is more than this below the export's (default 0.10)",
     )
     v.add_argument(
         "--max-accuracy-drop",
@@ -307,6 +320,7 @@ def _host_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from autotune.storage import shown
     from autotune.tuner import StudyOptions, Tuner
     from search_spaces import load_space_file
 
@@ -316,7 +330,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         model=args.model,
         backend=f"{args.backend}-emulate-{args.emulate}" if args.emulate else args.backend,
         seed_from_sensitivity=not args.no_seed,
-        seed_baselines=not args.no_seed,
         confirm=args.confirm,
         trials=args.trials,
         max_accuracy_drop=args.max_accuracy_drop,
@@ -327,6 +340,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_per_trial,
         memory_limit_bytes=args.memory_limit,
         seed=args.seed,
+        sampler=args.sampler,
+        stop_ratio=args.stop_slower,
         eval_limit=args.eval_limit,
         **_host_options(args),
     )
@@ -337,7 +352,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         f"dimensions, {space.size():,} configs; feasible = top-1 drop <= "
         f"{opts.max_accuracy_drop:g} points vs fp32"
         + (f", agreement >= {opts.min_agreement:g}%" if opts.min_agreement is not None else "")
-        + f"; storage {opts.storage}",
+        + f"; storage {shown(opts.storage)}",
         file=sys.stderr,
     )
     return _run_and_summarise(tuner)

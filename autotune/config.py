@@ -25,6 +25,7 @@ class Status(StrEnum):
     NAN = "nan"
     INTERRUPTED = "interrupted"
     SKIPPED = "skipped"  # not run: a smaller batch already ran out of memory
+    SLOW = "slow"  # stopped after warm-up: far slower than the best trial so far
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class WorkerJob:
     warmup_iters: int = 3
     warmup_seconds: float = 0.5
     min_blocks: int = 5
+    # Stop after warm-up, neither timed nor evaluated, below this many samples/s.
+    stop_below: float | None = None
     reference_path: str | None = None
     reference_accuracy: float | None = None
     eval_limit: int | None = None

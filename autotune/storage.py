@@ -86,7 +86,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
         return storage
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"cannot open storage {url!r}: {first}") from None
+        raise UsageError(f"cannot open storage {shown(url)!r}: {first}") from None
 
 
 def _retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -187,4 +187,14 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
-        raise UsageError(f"no study {name!r} in {storage_url}{known}") from None
+        raise UsageError(f"no study {name!r} in {shown(storage_url)}{known}") from None
+
+
+def shown(url: str) -> str:
+    """The URL as messages may print it: a password is masked."""
+    import sqlalchemy.engine
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: nothing to mask in a usable form
+        return url

@@ -34,7 +34,7 @@ from autotune.host import machine, owner_alive, process_identity, usable_cores
 from autotune.records import METRIC_NAMES, named_constraints, set_block_times, set_constraints
 from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
 from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
-from search_spaces import SearchSpace, baseline_params, default_space, recipe_params
+from search_spaces import SearchSpace, default_space, recipe_params
 from studies import get_study
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 # Trials that do not use up the budget: they are re-queued and run again.
 NOT_COUNTED = {Status.INTERRUPTED.value, "lost", "surplus"}
-MEASURED = {Status.OK.value, Status.NAN.value, Status.OOM.value}
+MEASURED = {Status.OK.value, Status.NAN.value, Status.OOM.value, Status.SLOW.value}
 # Winner selection re-measures at most this many times --confirm trials in all.
 CONFIRM_CAP_FACTOR = 2
 # Settings every host must share: they define what a trial measures.
@@ -74,8 +74,11 @@ class StudyOptions:
     memory_limit_bytes: int | None = None
     eval_limit: int | None = None
     seed: int | None = None
+    sampler: str = "autotune"  # autotune's strategy (autotune.sampler), "tpe" or "random"
+    # A trial slower than the best feasible one so far by this factor after warm-up stops
+    # there (pruned as "slow": not timed, not evaluated). 0 measures every trial in full.
+    stop_ratio: float = 3.0
     seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps first
-    seed_baselines: bool = True  # queue uniform-precision configs first
     confirm: int = 3  # re-measure this many top trials, then the top until it is re-measured
     # This host only.
     storage: str = DEFAULT_STORAGE
@@ -183,8 +186,12 @@ class Tuner:
     def __init__(self, opts: StudyOptions, *, join_existing: bool = False) -> None:
         import optuna
 
+        from autotune.sampler import make_sampler
+
         if opts.trials < 1:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
+        if opts.stop_ratio < 0 or 0 < opts.stop_ratio <= 1:
+            raise UsageError(f"--stop-slower must be 0 (off) or above 1, not {opts.stop_ratio:g}")
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
         check_heartbeat(opts.heartbeat_s)
@@ -224,7 +231,7 @@ class Tuner:
             )
             self.study.set_metric_names(METRIC_NAMES)  # shown by optuna-dashboard and plots
         # The sampler is per process; its seed only makes a single-process study repeatable.
-        self.study.sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
+        self.study.sampler = make_sampler(opts.sampler, self.space, opts.seed)
         self._joined = join_existing
         self.meta = self._check_metadata()
         self._lock = threading.Lock()  # one ask/tell bookkeeping step at a time per process
@@ -256,9 +263,6 @@ class Tuner:
                 self.study.enqueue_trial(recipe[0], user_attrs={"seeded": "seed_recipe"})
             if self.opts.seed_from_sensitivity:
                 self._seed_dtype_maps()
-            if self.opts.seed_baselines:
-                for params in baseline_params(self.space):
-                    self.study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
             return meta
         stored = meta.get("options", {})
         for key in (*IDENTITY, "space_signature"):
@@ -570,7 +574,7 @@ class Tuner:
         runner: RunnerSettings,
         ref: tuple[str, float | None],
     ) -> TrialResult:
-        job = self._job(config, ref)
+        job = replace(self._job(config, ref), stop_below=self._stop_below())
         result = run_job(job, runner, cancel=self._stop)
         retry = self.backend.retry_config(config, result)
         if retry is not None and not self._stop.is_set():
@@ -586,6 +590,14 @@ class Tuner:
 
     def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
         return trial_job(self.opts, config, ref)
+
+    def _stop_below(self) -> float | None:
+        """Clearly losing (tinygrad's BEAM stops timing at 3x slower than the best): the
+        trial ends after warm-up, which saves its timing and its full-set evaluation."""
+        if not self.opts.stop_ratio:
+            return None
+        best = best_feasible(trial_rows(self.study))
+        return best.throughput / self.opts.stop_ratio if best is not None else None
 
     def _advance(self) -> None:
         self._bar.update(1)
@@ -660,12 +672,12 @@ class Tuner:
     def _store_result(
         self, trial: optuna.Trial, result: TrialResult, status: str | None = None
     ) -> None:
-        """Store the result on the trial, then finish it: OOM is PRUNED, a measured trial
-        (ok, or NaN outputs) is COMPLETE with its constraint, anything else is FAIL."""
+        """Store the result on the trial, then finish it: OOM and slow are PRUNED, a measured
+        trial (ok, or NaN outputs) is COMPLETE with its constraint, anything else is FAIL."""
         import optuna
 
         _record(trial, result, status)
-        if result.status is Status.OOM:
+        if result.status in (Status.OOM, Status.SLOW):
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return
         if result.status not in (Status.OK, Status.NAN) or status is not None:

@@ -12,6 +12,7 @@ import faulthandler
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 _ENV_PREFIXES = ("TORCH", "OMP_", "MKL_", "TT_", "CUDA_", "XLA_", "PJRT_")
+STABLE_IQR_RATIO = 0.03  # blocks agreeing this well end the timing early
 
 
 def main(argv: list[str], preloaded_bytes: int = 0) -> int:
@@ -89,6 +91,16 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
         backend.synchronize()
         timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
         timings["warmup_s"] = sum(warmup[1:])
+        settled = cfg.batch_size / statistics.median(warmup[1:][-5:] or warmup)
+        if job.stop_below is not None and settled < job.stop_below:
+            return TrialResult(
+                status=Status.SLOW,
+                message=f"stopped after warm-up: {settled:,.0f} samples/s, under "
+                f"{job.stop_below:,.0f} (a fraction of the best so far)",
+                metrics={"throughput_samples_per_s": settled, "batch_size": cfg.batch_size},
+                timings=timings,
+                environment=environment(backend),
+            )
 
         start = time.perf_counter()
         measurement = _measure(step, backend, job, per_iter_estimate=warmup[-1])
@@ -151,13 +163,17 @@ def _timed(step: Any) -> float:
 
 
 def _measure(step: Any, backend: Backend, job: WorkerJob, per_iter_estimate: float) -> Measurement:
-    """Time blocks of iterations (sync at block ends) until the time budget is spent."""
-    target_block = job.measure_seconds / (2 * job.min_blocks)
+    """Time blocks of iterations (sync at block ends), as torch.utils.benchmark's
+    adaptive_autorange does: stop once `min_blocks` blocks agree (IQR/median of block
+    throughput under STABLE_IQR_RATIO), else go on up to `measure_seconds`."""
+    target_block = job.measure_seconds / (4 * job.min_blocks)
     iters = max(1, round(target_block / max(per_iter_estimate, 1e-6)))
     blocks: list[float] = []
     iterations: list[float] = []
     spent = 0.0
-    while spent < job.measure_seconds or len(blocks) < job.min_blocks:
+    while len(blocks) < job.min_blocks or (
+        spent < job.measure_seconds and not _stable(blocks, iters, job.config.batch_size)
+    ):
         block_start = time.perf_counter()
         last = block_start
         for _ in range(iters):
@@ -169,6 +185,11 @@ def _measure(step: Any, backend: Backend, job: WorkerJob, per_iter_estimate: flo
         blocks.append(time.perf_counter() - block_start)
         spent += blocks[-1]
     return Measurement(tuple(blocks), iters, job.config.batch_size, tuple(iterations))
+
+
+def _stable(blocks: list[float], iters: int, batch_size: int) -> bool:
+    m = Measurement(tuple(blocks), iters, batch_size)
+    return m.throughput_iqr <= STABLE_IQR_RATIO * m.throughput
 
 
 def _evaluate(run: Any, backend: Backend, job: WorkerJob, inputs: torch.Tensor) -> torch.Tensor:
@@ -199,6 +220,7 @@ def environment(backend: Backend) -> dict[str, Any]:
         # e.g. whether bf16 ran natively or in fp32 rounded to bf16 (emulated TT)
         **({"numerics": numerics} if (numerics := backend.numerics()) else {}),
     }
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -39,7 +39,8 @@ import optuna
 
 from autotune.backends import get_backend
 from autotune.config import Status, TrialConfig, WorkerJob
-from autotune.runner import RunnerSettings, fp32_reference, run_job
+from autotune.reference import fp32_reference
+from autotune.runner import RunnerSettings, run_job
 from autotune.sampler import make_sampler
 from search_spaces import SearchSpace, default_space
 from studies import get_study
@@ -119,9 +120,10 @@ def build_grid(model: str, path: Path, seconds: float, log: Any) -> dict[str, An
     data = json.loads(path.read_text()) if path.exists() else {"points": {}, "dtypes": {}}
     space = uniform_space(model)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = RunnerSettings(cache_dir=Path(tmp) / "cache", timeout_s=600)
-        ref_full = Path(tmp) / "ref-full.pt"
-        ref_acc = fp32_reference(model, None, ref_full, settings).metrics["accuracy"]
+        cache = Path(tmp) / "cache"
+        settings = RunnerSettings(cache_dir=cache, timeout_s=600)
+        full = fp32_reference(model, None, settings, cache)
+        ref_full, ref_acc = full.path, full.accuracy
         act = next(d for d in space.dimensions if d.name == "activation_dtype")
         for dtype in act.choices:
             if dtype in data["dtypes"]:
@@ -130,9 +132,7 @@ def build_grid(model: str, path: Path, seconds: float, log: Any) -> dict[str, An
             point = measure(config, (str(ref_full), ref_acc), settings, None, 0.2)
             data["dtypes"][dtype] = point["accuracy_drop"]
             log(f"{model}: {dtype} accuracy drop {point['accuracy_drop']}")
-        ref_one = Path(tmp) / "ref-1.pt"
-        fp32_reference(model, 1, ref_one, settings)
-        ref = (str(ref_one), ref_acc)
+        ref = (str(fp32_reference(model, 1, settings, cache).path), ref_acc)
         todo = [c for c in grid_configs(space) if c.key() not in data["points"]]
         for i, config in enumerate(todo):
             point = measure(config, ref, settings, 1, seconds)

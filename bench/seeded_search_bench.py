@@ -58,7 +58,6 @@ def run(args: argparse.Namespace, seeded: bool, storage: str, cache: Path) -> di
         measure_seconds=0.2,
         seed=args.seed,
         seed_from_sensitivity=seeded,
-        seed_baselines=False,  # isolate the sensitivity seeding
         confirm=0,
         storage=storage,
         study_name=f"{args.model}-{'seeded' if seeded else 'plain'}",

@@ -35,7 +35,6 @@ __all__ = [
     "Dimension",
     "SearchSpace",
     "SpaceError",
-    "baseline_params",
     "default_space",
     "load_space_file",
     "recipe_params",
@@ -255,36 +254,6 @@ def default_space(
 
 
 MAX_WEIGHT_PARAMS = 16
-BASELINE_BATCH_SIZES = (64, 256)
-
-
-def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
-    """Uniform-precision starting points, queued before sampling.
-
-    For each activation dtype (lowest precision first), every weight in that dtype, at the
-    highest optimization level offered, at a small and a medium batch size, with the
-    on/off dimensions (trace, backend switches like channels_last) all off and all on.
-    Uniform maps avoid casts between layers, so throughput usually peaks there; mixed maps
-    and the other knobs are left to the sampler.
-    With 8+ dimensions a random start rarely finds this region (docs/benchmarks.md).
-    """
-    dims = {d.name: d for d in space.dimensions}
-    batch, level, act = dims["batch_size"], dims["optimization_level"], dims["activation_dtype"]
-    sizes = [b for b in BASELINE_BATCH_SIZES if b in batch.choices]
-    sizes = sizes or [batch.choices[len(batch.choices) // 2]]
-    switches = [d for d in space.dimensions if not d.members and set(d.choices) == {False, True}]
-    settings = [{d.name: v for d in switches} for v in (False, True)] if switches else [{}]
-    seeds = []
-    for dtype in reversed(act.choices):  # backends list the highest precision first
-        common = {"activation_dtype": dtype, "optimization_level": level.choices[-1]}
-        for d in space.weight_dimensions:
-            common[d.name] = dtype if dtype in d.choices else d.choices[0]
-        for size in sizes:
-            for knobs in settings:
-                seed = {**common, **knobs, "log2_batch_size": int(math.log2(size))}
-                if seed not in seeds:
-                    seeds.append(seed)
-    return seeds
 
 
 def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:

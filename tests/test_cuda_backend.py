@@ -127,9 +127,7 @@ def test_seed_recipe_is_batch_64_bf16_compiled_with_cuda_graphs():
         extras=(("channels_last", False), ("pinned_input", False)),
     )
     assert params["log2_batch_size"] == 6 and params["trace"] is True
-    assert set(params) == {d.name for d in space.dimensions} - {"batch_size"} | {
-        "log2_batch_size"
-    }
+    assert set(params) == {d.name for d in space.dimensions} - {"batch_size"} | {"log2_batch_size"}
     # A space narrowed past the recipe has no reference; a backend without one neither.
     narrowed = space.narrowed({"activation_dtype": ["fp16"]})
     assert recipe_params(narrowed, CUDABackend.seed_recipe) is None
@@ -306,9 +304,7 @@ def mnist_eval():
         ("bf16", "fp8_e4m3", "fp8_e4m3", 0.995),
     ],
 )
-def test_build_step_on_cpu_keeps_mnist_accurate(
-    mnist_eval, activation, fc1, fc2, min_agreement
-):
+def test_build_step_on_cpu_keeps_mnist_accurate(mnist_eval, activation, fc1, fc2, min_agreement):
     """The whole model transformation, on the CPU: quantized linears, cast convolutions,
     channels_last, and the input cast inside the step."""
     study, inputs, reference = mnist_eval

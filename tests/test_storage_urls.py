@@ -82,3 +82,11 @@ def test_missing_psycopg_names_the_postgres_extra(cli, tmp_path):
     assert line == (
         "autotune: PostgreSQL driver 'psycopg' is not installed: pip install 'autotune[postgres]'"
     )
+
+
+def test_a_password_in_the_url_is_never_printed(cli):
+    # Nothing listens on port 1: the connection fails and the message names the storage.
+    url = "postgresql://autotune:hunter2@127.0.0.1:1/autotune"
+    line = _one_line_error(cli("show", "--study", "x", "--storage", url, timeout=120))
+    assert "postgresql://autotune:***@127.0.0.1:1/autotune" in line, line
+    assert "hunter2" not in line

@@ -361,18 +361,10 @@ def test_cpu_compile_options_differ_by_level():
     assert opts[2] == {"backend": "inductor", "dynamic": False, "options": {"freezing": True}}
 
 
-def test_baseline_seeds_are_uniform_precision():
-    from search_spaces import baseline_params
+def test_autotune_sampler_starts_from_a_neutral_uniform_config():
+    from autotune.sampler import plan_next
 
-    seeds = baseline_params(cpu_space())
-    # bf16 first (lowest precision), batch 64 and 256, channels_last off and on; then fp32.
-    assert [
-        (s["activation_dtype"], 2 ** s["log2_batch_size"], s["channels_last"]) for s in seeds
-    ] == [(a, b, c) for a in ("bf16", "fp32") for b in (64, 256) for c in (False, True)]
-    for s in seeds:
-        assert s["optimization_level"] == 2
-        assert {v for k, v in s.items() if k.startswith("dtype:")} == {s["activation_dtype"]}
-        config = cpu_space().suggest(optuna.trial.FixedTrial(s))  # complete and valid params
-        assert config.batch_size == 2 ** s["log2_batch_size"]
-    tt = default_space(get_study("mnist"), get_backend("tt"))
-    assert [s["trace"] for s in baseline_params(tt)] == [False, True, False, True]
+    start = plan_next(cpu_space(), [])
+    config = cpu_space().suggest(optuna.trial.FixedTrial(start))  # complete and valid params
+    assert config.batch_size == 64 and config.optimization_level == 2
+    assert set(config.weight_dtype_map.values()) == {config.activation_dtype} == {"fp32"}

@@ -60,7 +60,19 @@ def fast_space(tmp_path: Path) -> Path:
     return path
 
 
-FAST_ARGS = ("--measure-seconds", "0.2", "--eval-limit", "1000", "--no-progress", "--seed", "0")
+# Every trial measured in full (--stop-slower 0): tests of other features expect each
+# trial's own status, whatever the speed differences between configs on a busy machine.
+FAST_ARGS = (
+    "--measure-seconds",
+    "0.2",
+    "--eval-limit",
+    "1000",
+    "--no-progress",
+    "--seed",
+    "0",
+    "--stop-slower",
+    "0",
+)
 # Without queued starting points: for tests of re-queued trials, which run after the queue.
 UNSEEDED_ARGS = (*FAST_ARGS, "--no-seed")
 

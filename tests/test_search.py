@@ -33,7 +33,7 @@ def slow_study(cli, tmp_path, *extra):
 def test_a_clearly_losing_trial_stops_after_warmup(cli, tmp_path):
     # autotune's strategy starts in fp32 and flips the activation dtype next; bf16 costs
     # this study 250 ms a call, far under a third of fp32's throughput.
-    first, second = slow_study(cli, tmp_path)
+    first, second = slow_study(cli, tmp_path, "--stop-slower", "3")
     assert first.params["activation_dtype"] == "fp32" and first.user_attrs["status"] == "ok"
     assert second.params["activation_dtype"] == "bf16"
     assert second.state == optuna.trial.TrialState.PRUNED

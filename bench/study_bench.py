@@ -20,9 +20,9 @@ from pathlib import Path
 
 from autotune.analysis import best_feasible, trial_rows
 from autotune.backends import get_backend
-from autotune.config import TrialConfig, WorkerJob
+from autotune.config import TrialConfig
 from autotune.runner import RunnerSettings, run_job
-from autotune.tuner import StudyOptions, Tuner, default_cache_dir
+from autotune.tuner import StudyOptions, Tuner, default_cache_dir, trial_job
 from studies import get_study
 
 
@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--backend", default="cpu")
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default="autotune", choices=("autotune", "tpe", "random"))
     p.add_argument("--repeats", type=int, default=3, help="re-measurements of best and seed")
     p.add_argument("--warm-cache", action="store_true", help="reuse ~/.cache/autotune")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
@@ -59,6 +60,7 @@ def main() -> None:
             trials=args.trials,
             storage=f"sqlite:///{db_dir}/bench.db",
             seed=args.seed,
+            sampler=args.sampler,
             cache_dir=cache,
             progress=False,
         )
@@ -87,13 +89,7 @@ def main() -> None:
         again: dict[str, list[float]] = {"best": [], "seed": []}
         for _ in range(args.repeats):
             for name, cfg in (("best", best_cfg), ("seed", seed_cfg)):
-                job = WorkerJob(
-                    cfg,
-                    measure_seconds=opts.measure_seconds,
-                    warmup_seconds=opts.measure_seconds / 2,
-                    reference_path=ref_path,
-                    reference_accuracy=ref_acc,
-                )
+                job = trial_job(opts, cfg, (ref_path, ref_acc))
                 again[name].append(run_job(job, settings).metrics["throughput_samples_per_s"])
 
     other = sums.get("process_s", 0) - sums.get("worker_s", 0)
@@ -105,7 +101,7 @@ def main() -> None:
         "compile (incl. model build)": sums.get("compile_s", 0),
         "warmup": sums.get("warmup_s", 0),
         "accuracy evaluation": sums.get("eval_s", 0),
-        "process spawn + imports": other + worker_rest,
+        "process start (fork server or spawn) + imports": other + worker_rest,
         "tuner (reference, sampler, storage)": wall - sums.get("process_s", 0),
     }
     best_med, seed_med = statistics.median(again["best"]), statistics.median(again["seed"])

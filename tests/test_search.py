@@ -52,7 +52,7 @@ def test_stop_slower_zero_measures_every_trial_in_full(cli, tmp_path):
 
 @pytest.mark.parametrize("value", ["1", "0.5", "-2"])
 def test_stop_slower_must_be_off_or_above_one(cli, value):
-    r = cli("study", "--model", "mnist", "--trials", "1", "--stop-slower", value, *FAST_ARGS)
+    r = cli("study", "--model", "mnist", "--trials", "1", *FAST_ARGS, "--stop-slower", value)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"autotune: --stop-slower must be 0 (off) or above 1, not {float(value):g}"

@@ -53,16 +53,11 @@ def tt_config(**kw: Any) -> TrialConfig:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, float]:
     """The fp32 reference outputs, made as the tuner makes them (a CPU "reference" job)."""
-    path = tmp_path_factory.mktemp("tt-reference") / "reference.pt"
-    job = WorkerJob(
-        TrialConfig(model="mnist", backend="cpu", batch_size=1),
-        mode="reference",
-        reference_path=str(path),
-        eval_limit=EVAL_LIMIT,
-    )
-    result = run_job(job, RunnerSettings(timeout_s=120))
-    assert result.ok, result.stderr_tail
-    return str(path), result.metrics["accuracy"]
+    from autotune.reference import fp32_reference
+
+    cache = tmp_path_factory.mktemp("tt-reference")
+    ref = fp32_reference("mnist", EVAL_LIMIT, RunnerSettings(timeout_s=120), cache)
+    return str(ref.path), ref.accuracy
 
 
 def use_standin(mp: pytest.MonkeyPatch, log: Path) -> Path:

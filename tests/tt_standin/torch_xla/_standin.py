@@ -65,7 +65,8 @@ def record(call: str, **fields: Any) -> None:
 # ``model.compile(backend=...)``, ``model.to(<device>)`` and the tensor moves and casts are
 # torch's own methods, not tt-xla's; the stand-in wraps them (once, at import) only to record
 # when they are called. Tensor ``.to`` calls are recorded when autotune's code makes them (the
-# backend and the worker; not the numerics emulation), so the log shows what the timed loop
+# backend and the worker; not the numerics emulation) or a script run as a program (the
+# exported one), so the log shows what the timed loop
 # does to the input and output: ``tensor.to`` with ``to`` = "device", "cpu" or the dtype.
 
 
@@ -89,7 +90,8 @@ def install_recorders() -> None:
 
     def recorded_tensor_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         caller = sys._getframe(1).f_globals.get("__name__", "")
-        if caller.startswith("autotune.") and caller != "autotune.numerics":
+        ours = caller.startswith("autotune.") and caller != "autotune.numerics"
+        if ours or caller == "__main__":  # __main__: an exported script run as a program
             record("tensor.to", to=_tensor_to_target(args, kwargs), dtype=str(self.dtype))
         return tensor_to(self, *args, **kwargs)
 

@@ -158,21 +158,3 @@ def _worker_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[s
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings.threads)
     env.update(backend_env)
     return env
-
-
-def fp32_reference(
-    model: str, eval_limit: int | None, path: Path, settings: RunnerSettings
-) -> TrialResult:
-    """Deprecated: use `autotune.reference.fp32_reference`, the reference's one home. Kept
-    for callers not yet moved: that reference (cached by model and weights in
-    `settings.cache_dir`, else next to `path`), copied to `path`."""
-    import shutil
-
-    from autotune.reference import fp32_reference as cached_reference
-
-    ref = cached_reference(model, eval_limit, settings, settings.cache_dir or path.parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if ref.path.resolve() != path.resolve():
-        shutil.copyfile(ref.path, path)
-    metrics = {} if ref.accuracy is None else {"accuracy": ref.accuracy}
-    return TrialResult(Status.OK, metrics=metrics, environment=ref.environment)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +189,8 @@ def verify(
 ) -> VerifyReport:
     """Replay the export at `path` `rounds` times here. Bad input raises UsageError."""
     from autotune.backends import get_backend
-    from autotune.runner import RunnerSettings, fp32_reference, run_job
+    from autotune.reference import fp32_reference
+    from autotune.runner import RunnerSettings, run_job
     from autotune.tuner import StudyOptions, check_worker_python, default_cache_dir, trial_job
     from studies import get_study
 
@@ -219,23 +219,20 @@ def verify(
     check_worker_python(runner.python, backend)
 
     results: list[TrialResult] = []
-    with tempfile.TemporaryDirectory(prefix="autotune-verify-") as tmp:
-        ref_path = Path(tmp) / "reference.pt"
-        # fp32 on this machine: the drop is measured here, as the study measured it there.
-        reference = fp32_reference(config.model, opts.eval_limit, ref_path, runner)
-        ref = (str(ref_path), reference.metrics.get("accuracy"))
-        job = trial_job(opts, config, ref)
-        for i in range(rounds):
-            result = run_job(job, runner)
-            results.append(result)
-            tp = result.metrics.get("throughput_samples_per_s")
-            say(
-                f"round {i + 1}/{rounds}: {result.status}"
-                + (f", {tp:,.0f} samples/s" if result.ok and tp else f": {result.message}")
-            )
+    # fp32 on this machine: the drop is measured here, as the study measured it there.
+    reference = fp32_reference(config.model, opts.eval_limit, runner, cache)
+    job = trial_job(opts, config, (str(reference.path), reference.accuracy))
+    for i in range(rounds):
+        result = run_job(job, runner)
+        results.append(result)
+        tp = result.metrics.get("throughput_samples_per_s")
+        say(
+            f"round {i + 1}/{rounds}: {result.status}"
+            + (f", {tp:,.0f} samples/s" if result.ok and tp else f": {result.message}")
+        )
 
     exported = dict(data["metrics"])
-    ref_here = reference.metrics.get("accuracy")
+    ref_here = reference.accuracy
     ref_there = exported.get("reference_accuracy")
     if ref_here is not None and ref_there is not None and abs(ref_here - ref_there) > 1e-12:
         notes.append(

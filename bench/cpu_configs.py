@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from autotune.config import TrialConfig, WorkerJob
-from autotune.runner import RunnerSettings, fp32_reference, run_job
+from autotune.reference import fp32_reference
+from autotune.runner import RunnerSettings, run_job
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 # (label, batch, level, dtype for activations and all weights, channels_last)
@@ -38,8 +39,8 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = RunnerSettings(cache_dir=Path(tmp) / "cache")
-        ref_path = Path(tmp) / "ref.pt"
-        ref_acc = fp32_reference("mnist", None, ref_path, settings).metrics["accuracy"]
+        ref = fp32_reference("mnist", None, settings, Path(tmp) / "cache")
+        ref_path, ref_acc = ref.path, ref.accuracy
         samples: dict[str, list[float]] = {c[0]: [] for c in CONFIGS}
         for _ in range(args.repeats):
             for label, bs, level, dtype, cl in CONFIGS:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autotune.config import TrialConfig, WorkerJob
 from autotune.host import cpu_model, usable_cores
-from autotune.runner import RunnerSettings, fp32_reference, run_job
+from autotune.reference import fp32_reference
+from autotune.runner import RunnerSettings, run_job
 
 
 def main() -> int:
@@ -39,8 +40,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="forkserver-bench-") as tmp:
         cache = Path(tmp) / "cache"
         settings = RunnerSettings(cache_dir=cache, timeout_s=600)
-        ref = cache / "reference.pt"
-        fp32_reference(args.model, args.eval_limit, ref, replace(settings, fork_trials=False))
+        spawn = replace(settings, fork_trials=False)
+        ref = fp32_reference(args.model, args.eval_limit, spawn, cache).path
         job = WorkerJob(
             TrialConfig(args.model, "cpu", args.batch_size),
             measure_seconds=args.measure_seconds,

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from autotune.analysis import best_feasible, seed_recipe_row, trial_rows
 from autotune.config import TrialConfig, WorkerJob
-from autotune.runner import RunnerSettings, fp32_reference, run_job
+from autotune.reference import fp32_reference
+from autotune.runner import RunnerSettings, run_job
 from autotune.storage import STUDY_ATTR, load_study
 
 
@@ -52,8 +53,7 @@ def main() -> int:
         cache = args.cache_dir or Path(tmp)
         settings = RunnerSettings(timeout_s=args.timeout, cache_dir=cache)
         eval_limit = options.get("eval_limit")
-        ref_path = Path(tmp) / "fp32.pt"
-        ref = fp32_reference(configs["pick"].model, eval_limit, ref_path, settings)
+        ref = fp32_reference(configs["pick"].model, eval_limit, settings, cache)
         runs: dict[str, list[dict]] = {"pick": [], "reference": []}
         for i in range(args.repeats):
             order = ("pick", "reference") if i % 2 == 0 else ("reference", "pick")
@@ -63,8 +63,8 @@ def main() -> int:
                     measure_seconds=options.get("measure_seconds", 1.0),
                     warmup_iters=options.get("warmup_iters", 3),
                     warmup_seconds=options.get("measure_seconds", 1.0) / 2,
-                    reference_path=str(ref_path),
-                    reference_accuracy=ref.metrics.get("accuracy"),
+                    reference_path=str(ref.path),
+                    reference_accuracy=ref.accuracy,
                     eval_limit=eval_limit,
                 )
                 started = time.perf_counter()

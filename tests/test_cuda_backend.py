@@ -545,18 +545,19 @@ def test_real_cuda_oom_is_classified_oom():
 @gpu
 def test_worker_runs_the_seed_recipe_on_gpu(tmp_path):
     """A real trial in a real worker process: the seed recipe, measured and scored."""
-    from autotune.runner import RunnerSettings, fp32_reference, run_job
+    from autotune.reference import fp32_reference
+    from autotune.runner import RunnerSettings, run_job
 
     settings = RunnerSettings(timeout_s=300, cache_dir=tmp_path)
-    ref = fp32_reference("mnist", 1000, tmp_path / "ref.pt", settings)
+    ref = fp32_reference("mnist", 1000, settings, tmp_path)
     space = default_space(get_study("mnist"), get_backend("cuda"))
     _, config = recipe_params(space, CUDABackend.seed_recipe)
     job = WorkerJob(
         config,
         measure_seconds=0.3,
         warmup_seconds=0.2,
-        reference_path=str(tmp_path / "ref.pt"),
-        reference_accuracy=ref.metrics["accuracy"],
+        reference_path=str(ref.path),
+        reference_accuracy=ref.accuracy,
         eval_limit=1000,
     )
     result: TrialResult = run_job(job, settings)

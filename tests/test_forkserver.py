@@ -18,7 +18,8 @@ import pytest
 
 from autotune import forkserver
 from autotune.config import Status, TrialConfig, WorkerJob
-from autotune.runner import RunnerSettings, fp32_reference, run_job
+from autotune.reference import fp32_reference
+from autotune.runner import RunnerSettings, run_job
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -43,9 +44,7 @@ def settings(cache_dir: Path, probe_dir: Path) -> RunnerSettings:
 
 @pytest.fixture(scope="module")
 def reference(settings: RunnerSettings, cache_dir: Path) -> Path:
-    path = cache_dir / "forkserver-ref.pt"
-    assert fp32_reference("mnist", 1000, path, settings).ok
-    return path
+    return fp32_reference("mnist", 1000, settings, cache_dir).path
 
 
 def _job(study: str, reference: Path | None = None) -> WorkerJob:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,24 +20,22 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
 
 
-class MNISTStudy(Study):
-    name = "mnist"
-    description = "seed MNIST CNN (conv 1-32-64, fc 9216-128-10), real 10k test set"
+class TrainedMNISTStudy(Study):
+    """A model with weights trained on MNIST (shipped in `weights_file`), scored on the
+    real 10k MNIST test set that ships with the package."""
+
     sample_shape = (1, 28, 28)
-    weights = (
-        Weight("conv1.weight", "conv"),
-        Weight("conv2.weight", "conv"),
-        Weight("fc1.weight", "linear"),
-        Weight("fc2.weight", "linear"),
-    )
+    weights_file: Path
+
+    @abstractmethod
+    def new_model(self) -> torch.nn.Module:
+        """The architecture, before its trained weights are loaded."""
 
     def build_model(self) -> torch.nn.Module:
         import torch
 
-        from studies.models.mnist_cnn import MNISTCNNDropoutModel
-
-        model = MNISTCNNDropoutModel()
-        state = torch.load(DATA_DIR / "mnist_cnn.pt", map_location="cpu", weights_only=True)
+        model = self.new_model()
+        state = torch.load(self.weights_file, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.eval()
 
@@ -47,6 +46,23 @@ class MNISTStudy(Study):
         with np.load(DATA_DIR / "mnist_test.npz") as data:
             images, labels = data["images"], data["labels"]
         return normalize(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+class MNISTStudy(TrainedMNISTStudy):
+    name = "mnist"
+    description = "seed MNIST CNN (conv 1-32-64, fc 9216-128-10), real 10k test set"
+    weights_file = DATA_DIR / "mnist_cnn.pt"
+    weights = (
+        Weight("conv1.weight", "conv"),
+        Weight("conv2.weight", "conv"),
+        Weight("fc1.weight", "linear"),
+        Weight("fc2.weight", "linear"),
+    )
+
+    def new_model(self) -> torch.nn.Module:
+        from studies.models.mnist_cnn import MNISTCNNDropoutModel
+
+        return MNISTCNNDropoutModel()
 
 
 STUDY = MNISTStudy()

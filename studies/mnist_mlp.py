@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from studies import Study, Weight
-from studies.mnist import DATA_DIR
+from studies import Weight
+from studies.mnist import DATA_DIR, TrainedMNISTStudy
 
 if TYPE_CHECKING:
     import torch
@@ -18,27 +18,17 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = DATA_DIR / "mnist_mlp.pt"
 
 
-class MNISTMLPStudy(Study):
+class MNISTMLPStudy(TrainedMNISTStudy):
     name = "mnist_mlp"
     description = "wide MLP over MNIST pixels (784-1024-1024-10, 1.9M params), real 10k test set"
-    sample_shape = (1, 28, 28)
+    weights_file = WEIGHTS_FILE
     weights = tuple(Weight(f"fc{i}.weight", "linear") for i in (1, 2, 3))
     max_batch_size = 4096
 
-    def build_model(self) -> torch.nn.Module:
-        import torch
-
+    def new_model(self) -> torch.nn.Module:
         from studies.models.mnist_mlp import MNISTMLP
 
-        model = MNISTMLP()
-        state = torch.load(WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return model.eval()
-
-    def eval_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from studies.mnist import STUDY as MNIST_CNN_STUDY
-
-        return MNIST_CNN_STUDY.eval_data()  # same images, same normalisation
+        return MNISTMLP()
 
 
 STUDY = MNISTMLPStudy()

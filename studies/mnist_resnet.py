@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from studies import Study, Weight
-from studies.mnist import DATA_DIR
+from studies import Weight
+from studies.mnist import DATA_DIR, TrainedMNISTStudy
 
 if TYPE_CHECKING:
     import torch
@@ -34,30 +34,20 @@ def _weights() -> tuple[Weight, ...]:
     return tuple(weights)
 
 
-class MNISTResNetStudy(Study):
+class MNISTResNetStudy(TrainedMNISTStudy):
     name = "mnist_resnet"
     description = (
         "deep narrow ResNet over MNIST (12 basic blocks, 16/32 channels, BatchNorm; "
         "27 weights, 136k params), real 10k test set"
     )
-    sample_shape = (1, 28, 28)
+    weights_file = WEIGHTS_FILE
     weights = _weights()
     max_batch_size = 4096
 
-    def build_model(self) -> torch.nn.Module:
-        import torch
-
+    def new_model(self) -> torch.nn.Module:
         from studies.models.mnist_resnet import MNISTResNet
 
-        model = MNISTResNet()
-        state = torch.load(WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return model.eval()
-
-    def eval_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from studies.mnist import STUDY as MNIST_CNN_STUDY
-
-        return MNIST_CNN_STUDY.eval_data()  # same images, same normalisation
+        return MNISTResNet()
 
 
 STUDY = MNISTResNetStudy()

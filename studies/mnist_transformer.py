@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from studies import Study, Weight
-from studies.mnist import DATA_DIR
+from studies import Weight
+from studies.mnist import DATA_DIR, TrainedMNISTStudy
 
 if TYPE_CHECKING:
     import torch
@@ -35,30 +35,20 @@ def _linear_weights() -> tuple[Weight, ...]:
     return tuple(Weight(f"{name}.weight", "linear") for name in names)
 
 
-class MNISTTransformerStudy(Study):
+class MNISTTransformerStudy(TrainedMNISTStudy):
     name = "mnist_transformer"
     description = (
         "transformer over MNIST rows (28 tokens, d_model 64, 4 heads, 4 pre-norm blocks, "
         "FFN 128; 26 Linears), real 10k test set"
     )
-    sample_shape = (1, 28, 28)
+    weights_file = WEIGHTS_FILE
     weights = _linear_weights()
     max_batch_size = 4096
 
-    def build_model(self) -> torch.nn.Module:
-        import torch
-
+    def new_model(self) -> torch.nn.Module:
         from studies.models.mnist_transformer import MNISTTransformer
 
-        model = MNISTTransformer()
-        state = torch.load(WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return model.eval()
-
-    def eval_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from studies.mnist import STUDY as MNIST_CNN_STUDY
-
-        return MNIST_CNN_STUDY.eval_data()  # same images, same normalisation
+        return MNISTTransformer()
 
 
 STUDY = MNISTTransformerStudy()

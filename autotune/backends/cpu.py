@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
@@ -50,15 +49,9 @@ class CPUBackend(Backend):
         return options
 
     def device_name(self) -> str:
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        import platform
+        from autotune.host import cpu_model
 
-        return platform.processor() or platform.machine()
+        return cpu_model()
 
     def prepare(
         self, model: torch.nn.Module, config: TrialConfig

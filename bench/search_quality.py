@@ -15,7 +15,9 @@ a later run on the same kind of machine reuses it and only re-measures the top.
 Then each strategy (random, plain TPE, autotune's default) runs as a real Optuna study
 whose trials are answered from the measured grid (a tabular benchmark, as in NAS-Bench):
 the sampler sees each config's first measurement, as in a study; a strategy's pick after N
-trials is its best feasible *seen* config, valued at that config's pooled measurements.
+trials is, as the tuner's confirmation does, the best of its 3 best *seen* feasible configs
+by pooled measurements (first measurement and re-measurements), and is valued at that
+pooled figure; the grid best is the best pooled figure of the re-measured top 5.
 Wall time is the sum of the measured per-config worker times (spawn, compile, warm-up,
 timing) of the configs a strategy ran; repeats of a measured config cost nothing, as in
 the tuner.
@@ -51,6 +53,7 @@ STRATEGIES = ("random", "tpe", "autotune")
 BATCHES = tuple(2**e for e in range(3, 13))  # 8 .. 4096
 MAX_DROP = 0.5  # the study's default constraint, in points
 TOP = 5
+CONFIRM = 3  # the tuner's default --confirm
 
 
 def cpu_kind() -> tuple[str, dict[str, Any]]:
@@ -175,12 +178,19 @@ def pooled(data: dict[str, Any], key: str) -> float | None:
     return statistics.median([point["throughput"], *data.get("remeasured", {}).get(key, [])])
 
 
+def grid_best(data: dict[str, Any]) -> tuple[str, float]:
+    """The best re-measured config of the grid and its pooled value."""
+    values = {k: pooled(data, k) or 0.0 for k in data["remeasured"]}
+    key = max(values, key=values.get)
+    return key, values[key]
+
+
 def replay(
     model: str, data: dict[str, Any], strategy: str, seed: int, budget: int
 ) -> dict[str, Any]:
     """One strategy run against the measured grid."""
     space = uniform_space(model)
-    best = max(statistics.median(v) for v in data["remeasured"].values() if v)
+    best = grid_best(data)[1]
     feasible_dtypes = {
         d for d, drop in data["dtypes"].items() if drop is not None and drop <= MAX_DROP
     }
@@ -210,7 +220,9 @@ def replay(
             study.tell(trial, [point["throughput"], drop])
             if ok:
                 seen[key] = point["throughput"]
-                pick = max(seen, key=seen.get)
+                # As the tuner does (--confirm 3): re-measure the top 3 seen, pick on those.
+                top = sorted(seen, key=seen.get, reverse=True)[:CONFIRM]
+                pick = max(top, key=lambda k: pooled(data, k) or 0.0)
         curve.append((pooled(data, pick) or 0.0) / best if pick else 0.0)
     reach = next((i + 1 for i, v in enumerate(curve) if v >= 0.95), None)
     return {
@@ -248,8 +260,7 @@ def main() -> None:
         data = json.loads(path.read_text()) if path.exists() else None
         if data is None or args.remeasure or "remeasured" not in data:
             data = build_grid(model, path, args.measure_seconds, log)
-        best_key = max(data["remeasured"], key=lambda k: statistics.median(data["remeasured"][k]))
-        best = statistics.median(data["remeasured"][best_key])
+        best_key, best = grid_best(data)
         summary["workloads"][model] = {
             "grid_best": best,
             "grid_best_config": label(TrialConfig.from_dict(json.loads(best_key))),

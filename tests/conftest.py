@@ -26,22 +26,29 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("autotune-cache")
 
 
+def run_cli(
+    cwd: Path, cache: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> CliResult:
+    """The real `autotune` command, run from `cwd` with its caches in `cache`."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache)}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
 @pytest.fixture
 def cli(tmp_path: Path, cache_dir: Path):
     """Run the real `autotune` command in a temporary working directory."""
 
     def run(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> CliResult:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
-        full_env.update(env or {})
-        proc = subprocess.run(
-            [sys.executable, "-m", "autotune", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=full_env,
-        )
-        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+        return run_cli(tmp_path, cache_dir, *args, timeout=timeout, env=env)
 
     return run
 

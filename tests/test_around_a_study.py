@@ -17,7 +17,7 @@ import pytest
 
 from autotune.records import METRIC_NAMES
 from tests.chromium import check_page, find_chromium, non_blank_fraction
-from tests.conftest import FAST_ARGS, FAST_SPACE, ROOT, CliResult
+from tests.conftest import FAST_ARGS, FAST_SPACE, CliResult, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +27,6 @@ BF16_ONLY = (
     "batch_size = {min = 64, max = 64}\noptimization_level = [0]\n"
     'activation_dtype = ["bf16"]\nchannels_last = [false]\n[weight_dtypes]\n"*" = ["bf16"]\n'
 )
-
-
-def run_cli(cwd: Path, cache: Path, *args: str, timeout: float = 900) -> CliResult:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "autotune", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture(scope="module")

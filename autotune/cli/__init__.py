@@ -1,0 +1,74 @@
+"""The `autotune` command. Data goes to stdout, messages to stderr.
+
+Exit codes: 0 ok, 1 nothing found, 2 usage or input error, 130 interrupted.
+Heavy imports (torch, optuna, matplotlib) happen inside the subcommands, so --help is fast.
+One module per command group; each adds its parsers and names its handlers in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from autotune.cli import results, sensitivity, study
+from autotune.cli.common import EPILOG, parse_size
+from autotune.errors import AutotuneError
+
+__all__ = ["build_parser", "main", "parse_size", "run"]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "study": study.cmd_study,
+    "worker": study.cmd_worker,
+    "sensitivity": sensitivity.cmd_sensitivity,
+    "show": results.cmd_show,
+    "plot": results.cmd_plot,
+    "export": results.cmd_export,
+    "verify": results.cmd_verify,
+    "report": results.cmd_report,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotune",
+        description="Find the fastest inference config of a PyTorch model that stays accurate.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (study, sensitivity, results):  # the order `autotune --help` lists them
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM stops a study like Ctrl-C does: the running trial is killed and recorded.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `autotune show ... | head`: the reader left, that's fine
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
+    except AutotuneError as exc:
+        if args.debug:
+            raise
+        print(f"autotune: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""`autotune sensitivity`: per-layer accuracy when one weight is lowered to block-float."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import UsageError
+from autotune.storage import DEFAULT_STORAGE
+
+
+def add_parsers(sub: Any) -> None:
+    se = sub.add_parser(
+        "sensitivity",
+        help="per-layer accuracy when one weight is lowered to bfp_bf8 / bfp_bf4",
+        description="Lower one linear weight at a time through tt-metal's exact block-float "
+        "rounding (on this CPU) and compare with fp32. Cached in --cache-dir by model and "
+        "weights; studies of the same model reuse it.",
+    )
+    se.add_argument("--model", required=True)
+    se.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help="also record the result here (HTML report)"
+    )
+    se.add_argument("--eval-limit", type=int, help="evaluate on the first N samples only")
+    se.add_argument("--recompute", action="store_true", help="ignore the cached result")
+    se.add_argument("--format", choices=["table", "json"], default="table")
+    se.add_argument("-o", "--output", type=Path, help="also draw a bar chart (.png or .svg)")
+    se.add_argument(
+        "--cache-dir", type=Path, help="result and reference cache (default ~/.cache/autotune)"
+    )
+
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from autotune import sensitivity as sens
+    from autotune.report import format_table
+    from autotune.runner import RunnerSettings
+    from autotune.tuner import default_cache_dir
+    from studies import get_study
+
+    get_study(args.model)  # unknown model: one line, exit 2
+    if args.output is not None and args.output.suffix not in (".png", ".svg"):
+        raise UsageError(f"chart output must end in .png or .svg, not {args.output.name!r}")
+    cache_dir = args.cache_dir or default_cache_dir()
+    rows = sens.layer_sensitivity(
+        args.model,
+        RunnerSettings(cache_dir=cache_dir),
+        cache_dir,
+        args.eval_limit,
+        recompute=args.recompute,
+        storage_url=args.storage,
+    )
+    if args.output is not None:
+        sens.draw(sens.plot_data(args.model, rows), args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "rule": sens.NUMERICS_RULE,
+                    "rows": [r._asdict() for r in rows],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    ordered = [rows[0], *sorted(rows[1:], key=lambda r: (r.dtype, r.score), reverse=True)]
+    print(
+        format_table(
+            ["weight", "dtype", "drop(pt)", "changed(%)", "pcc", "max|err|", "mean|err|"],
+            [
+                [
+                    r.weight or "(none: all bf16)",
+                    r.dtype,
+                    f"{r.accuracy_drop:.3f}",
+                    f"{100 * (1 - r.agreement):.2f}",
+                    f"{r.pcc:.5f}",
+                    f"{r.max_abs_error:.3g}",
+                    f"{r.mean_abs_error:.3g}",
+                ]
+                for r in ordered
+            ],
+        )
+    )
+    return 0
+

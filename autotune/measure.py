@@ -1,7 +1,8 @@
 """Timing statistics and accuracy metrics.
 
 `Measurement` keeps the raw block times and derives statistics lazily (torch.utils.benchmark's
-idea); it is plain Python so the tuner can rebuild one from stored samples.
+idea); it is plain Python, so `analysis.trial_rows` rebuilds one from a trial's stored block
+times without torch.
 """
 
 from __future__ import annotations

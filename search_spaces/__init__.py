@@ -172,9 +172,6 @@ class SearchSpace:
                 dims[d.name] = dims.get(d.name, d).narrow(allowed)
         return replace(self, dimensions=tuple(dims.get(d.name, d) for d in self.dimensions))
 
-    def narrowed_by_file(self, path: Path) -> SearchSpace:
-        return self.narrowed(load_space_file(path))
-
 
 def load_space_file(path: Path) -> dict[str, Any]:
     try:

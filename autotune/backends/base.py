@@ -34,8 +34,9 @@ class Knob:
 class Backend(ABC):
     """A device family: which knobs it offers, and how a config becomes a runnable model.
 
-    Contract. The class attributes and `compile_options`/`worker_env`/`classify`/
-    `check_devices` are used by the tuner and must not import torch or device libraries.
+    Contract. The class attributes and `worker_env`/`classify`/`check_devices`/
+    `retry_config` are used by the tuner and runner, and `compile_options` by the export
+    (and by the backend's own `prepare`): none of them may import torch or device libraries.
     `initialize`, `prepare`, `device_name`, `host_input`, `to_device`, `to_host` and
     `synchronize` run only inside the worker process, once per process (device runtimes
     keep global state). `prepare` returns a callable that maps a device batch to a device

@@ -207,9 +207,6 @@ class TTBackend(Backend):
             x = x.to(torch.bfloat16)
         return x.to(self._device)
 
-    def to_host(self, y: torch.Tensor) -> torch.Tensor:
-        return y.to("cpu")
-
     def synchronize(self) -> None:
         import torch_xla.core.xla_model as xm
 

@@ -3,12 +3,12 @@
 All storage writes happen in tuner processes; workers only return results. Several tuner
 processes (`autotune study`, `autotune worker` on other hosts) can share one study through an
 RDB storage: the trial budget is stored with the study, a heartbeat marks each running
-trial, and trials of a tuner that died are failed and re-queued by whoever notices first.
+trial, and trials of a tuner that died are failed and re-queued by whoever notices first
+(`autotune.liveness`). A new study's starting points are queued by `autotune.starting_points`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune import defaults
 from autotune.analysis import (
     best_feasible,
     confirmation_candidates,
@@ -30,11 +31,27 @@ from autotune.analysis import (
 from autotune.backends import Backend, get_backend
 from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
 from autotune.errors import UsageError
-from autotune.host import machine, owner_alive, process_identity, usable_cores
-from autotune.records import METRIC_NAMES, named_constraints, set_block_times, set_constraints
+from autotune.host import machine, process_identity, usable_cores
+from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
+from autotune.records import (
+    METRIC_NAMES,
+    StudyRecord,
+    TrialRecord,
+    add_confirmation,
+    enqueue,
+    named_constraints,
+    read_study,
+    set_block_times,
+    set_constraints,
+    study_record,
+    trial_status,
+    write_study,
+    write_trial,
+)
 from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
-from autotune.storage import DEFAULT_STORAGE, STUDY_ATTR, open_storage
-from search_spaces import SearchSpace, default_space, recipe_params
+from autotune.starting_points import queue_starting_points, recipe_config
+from autotune.storage import DEFAULT_STORAGE, open_storage
+from search_spaces import SearchSpace, default_space
 from studies import get_study
 
 if TYPE_CHECKING:
@@ -43,8 +60,8 @@ if TYPE_CHECKING:
     import optuna
 
 # Trials that do not use up the budget: they are re-queued and run again.
-NOT_COUNTED = {Status.INTERRUPTED.value, "lost", "surplus"}
-MEASURED = {Status.OK.value, Status.NAN.value, Status.OOM.value, Status.SLOW.value}
+NOT_COUNTED = {Status.INTERRUPTED, Status.LOST, Status.SURPLUS}
+MEASURED = {Status.OK, Status.NAN, Status.OOM, Status.SLOW}
 # Winner selection re-measures at most this many times --confirm trials in all.
 CONFIRM_CAP_FACTOR = 2
 # Settings every host must share: they define what a trial measures.
@@ -62,32 +79,33 @@ IDENTITY = (
 class StudyOptions:
     # Stored with the study (every host running trials uses them).
     model: str
-    backend: str = "cpu"
-    trials: int = 50
-    max_accuracy_drop: float = 0.5
+    backend: str = defaults.BACKEND
+    trials: int = defaults.TRIALS
+    max_accuracy_drop: float = defaults.MAX_ACCURACY_DROP
     min_agreement: float | None = None  # percent of top-1 predictions equal to fp32's
     space: dict[str, Any] | None = None  # narrowing spec, as read from a space file
     max_batch_size: int | None = None
-    measure_seconds: float = 1.0
+    measure_seconds: float = defaults.MEASURE_SECONDS
     warmup_iters: int = 3
-    timeout_s: float | None = 300.0
+    timeout_s: float | None = defaults.TIMEOUT_S
     memory_limit_bytes: int | None = None
     eval_limit: int | None = None
     seed: int | None = None
-    sampler: str = "autotune"  # autotune's strategy (autotune.sampler), "tpe" or "random"
+    sampler: str = defaults.SAMPLER  # autotune's strategy (autotune.sampler), "tpe" or "random"
     # A trial slower than the best feasible one so far by this factor after warm-up stops
     # there (pruned as "slow": not timed, not evaluated). 0 measures every trial in full.
-    stop_ratio: float = 3.0
-    seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps first
-    confirm: int = 3  # re-measure this many top trials, then the top until it is re-measured
+    stop_ratio: float = defaults.STOP_RATIO
+    seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps as starting points
+    # Re-measure this many top trials, then the top until it is re-measured.
+    confirm: int = defaults.CONFIRM
     # This host only.
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None
     worker_python: str | None = None
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
-    jobs: int = 1
+    jobs: int = defaults.JOBS
     devices: tuple[str, ...] | None = None
-    heartbeat_s: int = 10
+    heartbeat_s: int = defaults.HEARTBEAT_S
     progress: bool = True
 
     @property
@@ -155,13 +173,6 @@ def check_worker_python(python: str, backend: Backend) -> None:
         )
 
 
-def check_heartbeat(seconds: int) -> None:
-    # 0 would make the wait for other hosts' last trials a busy loop (and switch heartbeats
-    # off); a negative interval raised from time.sleep.
-    if seconds < 1:
-        raise UsageError(f"--heartbeat must be at least 1 second, not {seconds}")
-
-
 def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
     """Whether a trial used up one unit of the budget.
 
@@ -169,7 +180,7 @@ def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
     owner wrote on it first: its config was queued again (its number is in `retried`, see
     `retried_numbers`), and a measured status (ok, nan, oom) on a FAIL trial can only be
     such an owner's (its own tell finishes those COMPLETE or PRUNED)."""
-    status = t.user_attrs.get("status")
+    status = trial_status(t)
     if not t.state.is_finished() or status is None or status in NOT_COUNTED:
         return False
     if t.number in retried:
@@ -179,7 +190,8 @@ def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
 
 def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of the trials whose config was queued again (lost or interrupted)."""
-    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    retries = (TrialRecord.of(t).retry_of for t in trials)
+    return {n for n in retries if n is not None}
 
 
 class Tuner:
@@ -233,49 +245,40 @@ class Tuner:
         # The sampler is per process; its seed only makes a single-process study repeatable.
         self.study.sampler = make_sampler(opts.sampler, self.space, opts.seed)
         self._joined = join_existing
-        self.meta = self._check_metadata()
+        self.record, created = self._check_metadata()
+        if created:
+            queue_starting_points(self.study, self.space, self.backend, opts, self.runner)
         self._lock = threading.Lock()  # one ask/tell bookkeeping step at a time per process
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
 
     # --- study metadata ------------------------------------------------------------------
 
-    def _check_metadata(self) -> dict[str, Any]:
-        meta = self.study.user_attrs.get(STUDY_ATTR)
+    def _check_metadata(self) -> tuple[StudyRecord, bool]:
+        """The study's record, and whether this call created it (a new study); an existing
+        study must have been started with the same identity options and space."""
+        record = read_study(self.study)
         wanted = {**self.opts.shared(), "space_signature": self.space.signature()}
-        if meta is None:
-            meta = {
-                "options": wanted,
-                "trials_budget": self.opts.trials,
-                "max_accuracy_drop": self.opts.max_accuracy_drop,
-                "min_agreement": self.opts.min_agreement,
-                "model": self.opts.model,
-                "backend": self.opts.backend,
-                "weight_groups": self._weight_groups(),
-            }
-            # The backend's translation of the seed's recipe: measured first, it is the
-            # reference the study must beat (`autotune.analysis.seed_recipe_row`).
-            recipe = recipe_params(self.space, self.backend.seed_recipe)
-            if recipe is not None:
-                meta["seed_recipe"] = recipe[1].to_dict()
-            self.study.set_user_attr(STUDY_ATTR, meta)
-            if recipe is not None:
-                self.study.enqueue_trial(recipe[0], user_attrs={"seeded": "seed_recipe"})
-            if self.opts.seed_from_sensitivity:
-                self._seed_dtype_maps()
-            return meta
-        stored = meta.get("options", {})
+        if record is None:
+            record = StudyRecord(
+                options=wanted,
+                trials_budget=self.opts.trials,
+                weight_groups=self._weight_groups(),
+                seed_recipe=recipe_config(self.space, self.backend),
+            )
+            write_study(self.study, record)
+            return record, True
         for key in (*IDENTITY, "space_signature"):
-            if stored.get(key) != wanted[key]:
+            if record.options.get(key) != wanted[key]:
                 what = "space" if key == "space_signature" else key.replace("_", " ")
                 raise UsageError(
                     f"study {self.opts.name!r} exists with a different {what}; "
                     f"resume it with its original options or start a new one with --study-name"
                 )
-        if meta.get("trials_budget") != self.opts.trials:
-            meta = {**meta, "trials_budget": self.opts.trials}
-            self.study.set_user_attr(STUDY_ATTR, meta)
-        return meta
+        if record.trials_budget != self.opts.trials:
+            record.trials_budget = self.opts.trials
+            write_study(self.study, record)
+        return record, False
 
     def _weight_groups(self) -> dict[str, list[str]]:
         """Each weight-dtype dimension's label -> the weight names it sets."""
@@ -287,47 +290,16 @@ class Tuner:
             for label, members in self.space.weight_groups().items()
         }
 
-    def _seed_dtype_maps(self) -> None:
-        """Queue dtype maps ordered by layer sensitivity, so the accurate-and-low-precision
-        frontier is found in the first trials (only where block-float formats are offered).
-
-        A help, not a requirement: when the pass fails, the study goes on without these
-        starting points and says so in one line."""
-        from autotune.sensitivity import layer_sensitivity, seeded_dtype_params
-
-        dims = self.space.weight_dimensions
-        if not dims or not any(c.startswith("bfp") for d in dims for c in d.choices):
-            return
-        try:
-            rows = layer_sensitivity(
-                self.opts.model,
-                self.runner,
-                self.opts.cache_dir,
-                self.opts.eval_limit,
-                storage_url=self.opts.storage,
-            )
-            seeds = seeded_dtype_params(self.space, rows)
-        except Exception as exc:  # any failure costs only the starting points
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(
-                f"autotune: {why}; the study goes on without sensitivity-ordered starting points",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        for params in seeds:
-            self.study.enqueue_trial(params, user_attrs={"seeded": "sensitivity"})
-
     def reference(self) -> tuple[str, float | None]:
         """fp32 outputs on the eval set (`autotune.reference`): one cached file per model,
         weights and eval set on this host, shared by its studies and sensitivity passes."""
         from autotune import reference
 
-        recorded = self.meta.get("reference_fingerprint")
-        if recorded and "reference_accuracy" in self.meta:
+        recorded = self.record.reference_fingerprint
+        if recorded:
             hit = reference.cached(self.opts.cache_dir, self.opts.model, recorded)
             if hit is not None:
-                return str(hit.path), self.meta["reference_accuracy"]
+                return str(hit.path), self.record.reference_accuracy
         ref = reference.fp32_reference(
             self.opts.model, self.opts.eval_limit, self.runner, self.opts.cache_dir
         )
@@ -340,20 +312,20 @@ class Tuner:
                 flush=True,
             )
             return str(ref.path), ref.accuracy
-        self.meta = {
-            **self.study.user_attrs.get(STUDY_ATTR, self.meta),
-            "reference_accuracy": ref.accuracy,
-            "reference_environment": ref.environment,
-            "reference_fingerprint": ref.fingerprint,
-        }
-        self.study.set_user_attr(STUDY_ATTR, self.meta)
+        self.record = replace(
+            read_study(self.study) or self.record,
+            reference_accuracy=ref.accuracy,
+            reference_environment=ref.environment,
+            reference_fingerprint=ref.fingerprint,
+        )
+        write_study(self.study, self.record)
         return str(ref.path), ref.accuracy
 
     # --- the loop ------------------------------------------------------------------------
 
     @property
     def budget(self) -> int:
-        return int(self.study.user_attrs[STUDY_ATTR]["trials_budget"])
+        return int(study_record(self.study).trials_budget)
 
     def counted_trials(self) -> int:
         return len(self._counted(self.study.get_trials(deepcopy=False)))
@@ -379,7 +351,7 @@ class Tuner:
         if not self.backend.computes_on_host_cpu:
             return None
         seen: dict[tuple, dict[str, Any]] = {}
-        records = [t.user_attrs.get("machine") for t in self.study.get_trials(deepcopy=False)]
+        records = [TrialRecord.of(t).machine for t in self.study.get_trials(deepcopy=False)]
         for m in [machine(), *records]:
             if isinstance(m, dict):
                 seen.setdefault((m.get("cpu"), m.get("host"), m.get("id")), m)
@@ -440,10 +412,7 @@ class Tuner:
                 entry = remeasurement_entry(result.block_times, result.iters_per_block)
             else:  # recorded, so it is not tried again
                 entry = {"status": str(result.status), "message": result.message[:200]}
-            meta = dict(self.study.user_attrs[STUDY_ATTR])
-            confirmed = dict(meta.get("confirmed", {}))
-            confirmed[str(row.number)] = [*confirmed.get(str(row.number), []), entry]
-            self.study.set_user_attr(STUDY_ATTR, {**meta, "confirmed": confirmed})
+            add_confirmation(self.study, row.number, entry)
 
     def _slot_loop(
         self, device: str | None, ref: tuple[str, float | None], done: threading.Event
@@ -458,7 +427,7 @@ class Tuner:
                 if trial is None:
                     return
                 # Beat from claim to tell: a trial is never silent while this tuner owns it.
-                with _Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
+                with Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
                     try:
                         self._run_one(trial, runner, ref)
                     except optuna.exceptions.UpdateFinishedTrialError:
@@ -477,21 +446,16 @@ class Tuner:
 
         while not self._stop.is_set():
             with self._lock:
-                optuna.storages.fail_stale_trials(self.study)  # dead hosts (heartbeat)
-                self._fail_dead_local_trials()  # this host's dead tuners (kill -9), at once
+                fail_lost_trials(self.study, self.storage)  # dead hosts and tuners
                 trials = self.study.get_trials(deepcopy=False)
                 done = len(self._counted(trials))
                 if done >= self.budget:
                     return None
                 running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
-                if done + running < self.budget:  # queued trials (retries, seeds) come first
+                if done + running < self.budget:  # queued trials come first
                     trial = self.study.ask()
                     if self._is_surplus(trial):
-                        self._tell(
-                            trial,
-                            TrialResult(Status.SKIPPED, "budget already taken"),
-                            status="surplus",
-                        )
+                        self._tell(trial, TrialResult(Status.SURPLUS, "budget already taken"))
                         continue
                     self._claim(trial)
                     return trial
@@ -505,7 +469,7 @@ class Tuner:
         interrupted trial always runs (it replaces a trial that did not count)."""
         import optuna
 
-        if "retry_of" in self.storage.get_trial(trial._trial_id).user_attrs:
+        if TrialRecord.of(self.storage.get_trial(trial._trial_id)).retry_of is not None:
             return False
         trials = self.study.get_trials(deepcopy=False)
         retried = retried_numbers(trials)
@@ -519,38 +483,18 @@ class Tuner:
 
     def _claim(self, trial: optuna.Trial) -> None:
         # Who runs it (liveness, see autotune.host) and on what (throughput depends on it).
-        trial.set_user_attr("owner", process_identity())
-        trial.set_user_attr(
-            "machine", {**machine(), "threads": self.slot_threads, "jobs": self.opts.jobs}
+        write_trial(
+            trial,
+            owner=process_identity(),
+            machine={**machine(), "threads": self.slot_threads, "jobs": self.opts.jobs},
         )
         self.storage.record_heartbeat(trial._trial_id)
-
-    def _fail_dead_local_trials(self) -> None:
-        """RUNNING trials whose tuner ran under this kernel and PID namespace and is gone:
-        fail and re-queue now, without waiting for the heartbeat grace period. Trials of
-        other machines or containers (even with this hostname) are left to the heartbeat."""
-        import optuna
-
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            owner = t.user_attrs.get("owner", {})
-            if owner_alive(owner) is not False:
-                continue
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self.storage.set_trial_user_attr(t._trial_id, "status", "lost")
-                self.storage.set_trial_user_attr(
-                    t._trial_id,
-                    "message",
-                    f"its tuner (pid {owner.get('pid')} on {owner.get('host')}) died; re-queued",
-                )
-                if self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-                    self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
     def _run_one(
         self, trial: optuna.Trial, runner: RunnerSettings, ref: tuple[str, float | None]
     ) -> None:
         config = self.space.suggest(trial)
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("config_key", config.key())
+        write_trial(trial, config=config.to_dict(), config_key=config.key())
         with self._lock:
             earlier = self._earlier_outcome(config, trial.number)
             if earlier is not None:
@@ -562,7 +506,7 @@ class Tuner:
             if result.status is Status.INTERRUPTED:
                 # Re-queued by us, unless another tuner failed it first (it re-queued it).
                 if self._tell(trial, result):
-                    self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                    enqueue(self.study, trial.params, retry_of=trial.number)
                 return
             if self._tell(trial, result):
                 self._advance()
@@ -581,10 +525,11 @@ class Tuner:
             # e.g. a trace region too small: one retry with the adjusted config. The config
             # that ran is what the trial stores (and exports); config_key stays the sampled
             # one, so the same suggestion is not run again.
-            trial.set_user_attr(
-                "first_attempt", {"status": str(result.status), "message": result.message}
+            write_trial(
+                trial,
+                first_attempt={"status": str(result.status), "message": result.message},
+                config=retry.to_dict(),
             )
-            trial.set_user_attr("config", retry.to_dict())
             result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
 
@@ -614,10 +559,11 @@ class Tuner:
         for t in self.study.get_trials(deepcopy=False):
             if t.number == number or not counts(t):
                 continue
-            if t.user_attrs.get("config_key") == key:
+            record = TrialRecord.of(t)
+            if record.config_key == key:
                 return t
-            if t.user_attrs.get("status") == Status.OOM and "config" in t.user_attrs:
-                other = TrialConfig.from_dict(t.user_attrs["config"])
+            if record.status == Status.OOM and record.config is not None:
+                other = TrialConfig.from_dict(record.config)
                 if (
                     other.batch_size <= config.batch_size
                     and other.with_batch_size(config.batch_size) == config
@@ -627,16 +573,16 @@ class Tuner:
 
     def _copy_outcome(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
         """Record what an earlier trial already showed, without spawning a worker."""
-        origin = earlier.user_attrs.get("duplicate_of", earlier.number)
-        for key in ("status", "metrics"):
-            if key in earlier.user_attrs:
-                trial.set_user_attr(key, earlier.user_attrs[key])
-        same = earlier.user_attrs.get("config_key") == trial.user_attrs["config_key"]
-        oom_batch = earlier.user_attrs.get("config", {}).get("batch_size")
-        trial.set_user_attr("duplicate_of", origin)
-        trial.set_user_attr(
-            "message",
-            f"same config as trial {origin}; not measured again"
+        before = TrialRecord.of(earlier)
+        origin = before.duplicate_of if before.duplicate_of is not None else earlier.number
+        copied = {k: v for k, v in (("status", before.status), ("metrics", before.metrics)) if v}
+        same = before.config_key == TrialRecord.of(trial).config_key
+        oom_batch = (before.config or {}).get("batch_size")
+        write_trial(
+            trial,
+            **copied,
+            duplicate_of=origin,
+            message=f"same config as trial {origin}; not measured again"
             if same
             else f"batch {oom_batch} ran out of memory in trial {origin}; not run",
         )
@@ -644,11 +590,11 @@ class Tuner:
             set_constraints(trial, named_constraints(earlier))
         self.study.tell(trial, earlier.values, state=earlier.state)
 
-    def _tell(self, trial: optuna.Trial, result: TrialResult, status: str | None = None) -> bool:
+    def _tell(self, trial: optuna.Trial, result: TrialResult) -> bool:
         """Store the result and finish the trial (see `_store_result`). False, and nothing
         counted, when another tuner failed the trial first (its heartbeat went stale):
         that tuner marked it lost and queued its config again."""
-        return self._told(trial, self._store_result, trial, result, status)
+        return self._told(trial, self._store_result, trial, result)
 
     def _told(self, trial: optuna.Trial, finish: Any, *args: Any) -> bool:
         """Run `finish(*args)`, which finishes `trial`; False when someone else did first."""
@@ -669,26 +615,24 @@ class Tuner:
         another tuner; our own finishing write is the last one we make)."""
         return self.storage.get_trial(trial._trial_id).state.is_finished()
 
-    def _store_result(
-        self, trial: optuna.Trial, result: TrialResult, status: str | None = None
-    ) -> None:
+    def _store_result(self, trial: optuna.Trial, result: TrialResult) -> None:
         """Store the result on the trial, then finish it: OOM and slow are PRUNED, a measured
         trial (ok, or NaN outputs) is COMPLETE with its constraint, anything else is FAIL."""
         import optuna
 
-        _record(trial, result, status)
+        _record(trial, result)
         if result.status in (Status.OOM, Status.SLOW):
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return
-        if result.status not in (Status.OK, Status.NAN) or status is not None:
+        if result.status not in (Status.OK, Status.NAN):
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
         metrics = result.metrics
         if result.status is Status.NAN:
             # Garbage outputs: as bad as predicting nothing right. Measured, never feasible.
-            ref_acc = self.meta.get("reference_accuracy")
+            ref_acc = self.record.reference_accuracy
             metrics["accuracy_drop"] = 100.0 * (ref_acc if ref_acc is not None else 1.0)
-            trial.set_user_attr("metrics", _finite(metrics))
+            write_trial(trial, metrics=_finite(metrics))
         drop = metrics["accuracy_drop"]
         constraints = {"accuracy_drop": drop - self.opts.max_accuracy_drop}
         if self.opts.min_agreement is not None:
@@ -713,40 +657,18 @@ def trial_job(opts: StudyOptions, config: TrialConfig, ref: tuple[str, float | N
     )
 
 
-def _record(trial: optuna.Trial, result: TrialResult, status: str | None) -> None:
-    trial.set_user_attr("status", status or str(result.status))
-    trial.set_user_attr("message", result.message)
-    trial.set_user_attr("metrics", _finite(result.metrics))
-    trial.set_user_attr("timings", result.timings)
+def _record(trial: optuna.Trial, result: TrialResult) -> None:
+    write_trial(
+        trial,
+        status=str(result.status),
+        message=result.message,
+        metrics=_finite(result.metrics),
+        timings=result.timings,
+        environment=result.environment or None,
+        stderr_tail=result.stderr_tail or None,
+    )
     if result.block_times:  # raw samples out of the user attrs (see autotune.records)
         set_block_times(trial, result.block_times, result.iters_per_block)
-    if result.environment:
-        trial.set_user_attr("environment", result.environment)
-    if result.stderr_tail:
-        trial.set_user_attr("stderr_tail", result.stderr_tail)
-
-
-class _Heartbeat:
-    """Records the trial's heartbeat while its worker runs, so other hosts can tell a
-    running trial from one whose tuner died."""
-
-    def __init__(self, storage: Any, trial_id: int, interval_s: float) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self._done.wait(self._interval):
-            with contextlib.suppress(Exception):  # a missed beat is retried next interval
-                self._storage.record_heartbeat(self._trial_id)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:

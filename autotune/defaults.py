@@ -1,0 +1,19 @@
+"""Defaults of the options a user sets: one home, read by StudyOptions, verify and the CLI.
+
+Plain constants with no imports, so the CLI's parser can show them without importing the
+tuner (and torch).
+"""
+
+BACKEND = "cpu"
+TRIALS = 50
+MAX_ACCURACY_DROP = 0.5  # points of top-1 below fp32
+MEASURE_SECONDS = 1.0  # timed seconds per trial after warm-up
+TIMEOUT_S = 300.0  # a trial's process group is killed after this long
+SAMPLERS = ("autotune", "tpe", "random")
+SAMPLER = "autotune"
+STOP_RATIO = 3.0  # stop a trial this many times slower than the best feasible one
+CONFIRM = 3  # re-measure this many top trials
+JOBS = 1  # trials at once on one host
+HEARTBEAT_S = 10
+VERIFY_ROUNDS = 3  # fresh processes `autotune verify` runs
+MAX_SLOWDOWN = 0.10  # `autotune verify` fails below (1 - this) x the export's throughput

@@ -19,11 +19,21 @@ import optuna
 import pytest
 
 from autotune import cli
+from autotune.backends import tt_recipe
 from autotune.backends.tt import TTBackend
+from autotune.backends.tt_export import mixed_precision_map, runnable_script
 from autotune.config import TrialConfig
 from autotune.errors import UsageError
-from autotune.export import export_dict, render, tt_mixed_precision, tt_script
-from tests.test_tt_backend import ROOT, STANDIN, STANDIN_ENV, expected_calls
+from autotune.export import export_dict, render
+from tests.test_tt_backend import (
+    ROOT,
+    STANDIN,
+    STANDIN_ENV,
+    expected_calls,
+    reference,  # noqa: F401 - the fixture, for getfixturevalue
+    run_tt,
+    use_standin,
+)
 
 MAX_DROP = 0.5
 TT_CONFIG = TrialConfig(
@@ -108,7 +118,7 @@ def test_json_export_carries_the_exact_tt_options(tt_export):
 
 
 def test_mixed_precision_map_loads_through_apply_weight_dtype_overrides(tt_export, tmp_path):
-    mixed = tt_mixed_precision(tt_export)
+    mixed = mixed_precision_map(tt_export)
     assert mixed == {"fc1.weight": "bfp_bf8", "fc2.weight": "bf16"}
     path = tmp_path / "mnist_mixed_precision.json"
     path.write_text(render(tt_export, "tt-mixed-precision"))
@@ -129,9 +139,10 @@ def test_mixed_precision_map_loads_through_apply_weight_dtype_overrides(tt_expor
     assert json.loads(proc.stdout) == [["fc1.weight", "bfp_bf8"], ["fc2.weight", "bf16"]]
 
 
-def test_script_runs_the_same_recipe_as_the_backend(tmp_path):
+def test_script_runs_the_same_recipe_as_the_backend(tmp_path, monkeypatch, request):
     """Written by the CLI, the script compiles, runs against the stand-in, prints samples/s,
-    and makes the backend's tt-xla calls with the same values in the same order."""
+    and makes the calls a trial of the same config makes through the real worker, with the
+    same values, in the same order."""
     url = make_study(tmp_path, TT_CONFIG)
     script = tmp_path / "run_best.py"
     args = ["export", "--storage", url, "--study", "mnist-tt", "--format", "script"]
@@ -165,6 +176,30 @@ def test_script_runs_the_same_recipe_as_the_backend(tmp_path):
     executions = [c for c in calls if c["call"] == "tt execute"]
     assert len(executions) == 2  # the stand-in records the first two: compile and capture
 
+    # The backend's own trial of the config: the same calls up to the trace capture. (The
+    # script imports tt_torch with the other modules; the worker when it prepares the model.)
+    fp32 = request.getfixturevalue("reference")
+    result, trial_calls = run_tt(TT_CONFIG, fp32, use_standin(monkeypatch, tmp_path / "t.jsonl"))
+    assert result.ok, result.stderr_tail
+    assert trial_calls[0] == calls[0]
+    n = len(expected)
+    assert without_imports(trial_calls[:n]) == without_imports(calls[:n])
+
+
+def test_script_prints_the_backends_recipe_steps_in_order(tt_export):
+    """The script's calls are `tt_recipe`'s steps, the ones TTBackend runs, in their order."""
+    text = runnable_script(tt_export)
+    steps = [tt_recipe.SELECT_DEVICE, *tt_recipe.PREPARE, tt_recipe.CAST_INPUT]
+    at = 0
+    for step in steps:
+        block = "\n".join(f"    {line}" for line in step.lines())
+        assert block in text[at:], block
+        at = text.index(block, at) + len(block)
+    assert f"output = model({tt_recipe.TO_DEVICE.source})" in text[at:]
+    assert 'if WEIGHT_DTYPE_OVERRIDES:\n        tt_torch.apply_weight_dtype_overrides(' in text
+    for alias, module in tt_recipe.MODULES.items():
+        assert f"import {module}" + ("" if alias == module else f" as {alias}") in text
+
 
 def test_script_without_trace_sets_no_region_and_skips_empty_overrides(tt_export):
     config = TrialConfig(model="mnist", backend="tt", batch_size=32, activation_dtype="bf16")
@@ -176,7 +211,7 @@ def test_script_without_trace_sets_no_region_and_skips_empty_overrides(tt_export
         "compile_options": backend.compile_options(config),
         "env": backend.worker_env(config),
     }
-    text = tt_script(data, default_loops=7)
+    text = runnable_script(data, default_loops=7)
     compile(text, "best.py", "exec")
     assert "os.environ[" not in text
     assert "WEIGHT_DTYPE_OVERRIDES = {}" in text
@@ -199,9 +234,9 @@ def test_tt_formats_refuse_other_backends(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["backend"] == "cpu"
     cpu_export = export_dict(optuna.load_study(study_name="mnist-cpu", storage=url))
     with pytest.raises(UsageError, match="Tenstorrent"):
-        tt_mixed_precision(cpu_export)
+        mixed_precision_map(cpu_export)
     with pytest.raises(UsageError, match="Tenstorrent"):
-        tt_script(cpu_export)
+        runnable_script(cpu_export)
 
 
 def test_mixed_precision_export_notes_a_global_weight_dtype(tmp_path, capsys):
@@ -226,4 +261,4 @@ def test_mixed_precision_export_notes_a_global_weight_dtype(tmp_path, capsys):
 def test_mixed_precision_rejects_unknown_dtype(tt_export):
     bad = {**tt_export, "weight_dtype_overrides": {"fc1.weight": "fp8"}}
     with pytest.raises(UsageError, match="fp8"):
-        tt_mixed_precision(bad)
+        mixed_precision_map(bad)

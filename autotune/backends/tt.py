@@ -1,7 +1,8 @@
 """Tenstorrent backend: PyTorch -> Tenstorrent's torch-xla -> PJRT plugin ``pjrt-plugin-tt``.
 
 Written against tt-xla's public API. One trial follows tt-xla's
-``examples/pytorch/mnist_performant.py`` step by step:
+``examples/pytorch/mnist_performant.py`` step by step; the calls are written once, in
+``tt_recipe.py``, which this backend runs and the exported script prints:
 
 1. tuner: ``worker_env`` puts ``TT_RUNTIME_TRACE_REGION_SIZE`` into the worker's environment
    at spawn (the runtime reads it once, when torch_xla is imported; too late afterwards);
@@ -39,8 +40,10 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from autotune.backends import tt_recipe
 from autotune.backends.base import Backend, Knob
 from autotune.config import Status, TrialConfig, TrialResult
 
@@ -171,41 +174,37 @@ class TTBackend(Backend):
                 "the runtime reserves no trace region and the trace capture will fail",
                 stacklevel=2,
             )
-        import torch_xla.runtime as xr
-
-        xr.set_device_type("TT")
+        tt_recipe.SELECT_DEVICE(tt_recipe.names("xr"))
 
     def prepare(
         self, model: torch.nn.Module, config: TrialConfig
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        import torch
-        import torch_xla
-        import torch_xla.core.xla_model as xm
-        import tt_torch  # also registers the "tt" torch.compile backend
-
+        # Importing tt_torch also registers the "tt" torch.compile backend.
+        names = tt_recipe.names(
+            "torch",
+            "torch_xla",
+            "xm",
+            "tt_torch",
+            model=model,
+            WEIGHT_DTYPE_OVERRIDES=config.weight_dtype_map,
+            COMPILE_OPTIONS=self.compile_options(config),
+        )
         if config.activation_dtype not in self.activation_dtypes:
             raise ValueError(f"tt backend runs bf16 activations, not {config.activation_dtype}")
-        model = model.eval()
-        model = model.to(torch.bfloat16)
-        overrides = config.weight_dtype_map
-        if overrides:  # before compile: the overrides must be in the traced graph
-            tt_torch.apply_weight_dtype_overrides(model, overrides)
-        torch_xla.set_custom_compile_options(self.compile_options(config))
-        model.compile(backend="tt")
-        self._device = xm.xla_device()
-        return model.to(self._device)
+        for step in tt_recipe.PREPARE:
+            step(names)
+        self._device = names.device
+        return names.model
 
     def host_input(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
-        import torch
-
-        return x.to(torch.bfloat16)
+        return tt_recipe.CAST_INPUT(tt_recipe.names("torch", inputs=x))
 
     def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
         import torch
 
         if x.dtype != torch.bfloat16:  # a batch not made by host_input (eval set): cast it
             x = x.to(torch.bfloat16)
-        return x.to(self._device)
+        return tt_recipe.TO_DEVICE(SimpleNamespace(inputs=x, device=self._device))
 
     def synchronize(self) -> None:
         import torch_xla.core.xla_model as xm

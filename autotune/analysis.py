@@ -10,9 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autotune.config import Status
 from autotune.measure import Measurement
-from autotune.records import block_times, named_constraints
-from autotune.storage import STUDY_ATTR
+from autotune.records import TrialRecord, block_times, named_constraints, study_record
 
 if TYPE_CHECKING:
     import optuna
@@ -88,29 +88,32 @@ def _remeasurements(entries: list[Any], batch_size: int) -> tuple[Measurement, .
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
-    confirmed = study.user_attrs.get(STUDY_ATTR, {}).get("confirmed", {})
+    confirmed = study_record(study).confirmed
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
+        record = TrialRecord.of(t)
         constraints = list(named_constraints(t).values())
-        batch = attrs.get("config", {}).get("batch_size", 1)
+        config = record.config or {}
+        batch = config.get("batch_size", 1)
         entries = confirmed.get(str(t.number), [])
         blocks = block_times(t)
-        first = Measurement(tuple(blocks), attrs["iters_per_block"], batch) if blocks else None
+        first = Measurement(tuple(blocks), record.iters_per_block, batch) if blocks else None
+        if record.status is not None:
+            status = record.status
+        else:  # failed before its tuner wrote anything: lost with it
+            status = Status.LOST.value if t.state.name == "FAIL" else t.state.name.lower()
         rows.append(
             TrialRow(
                 number=t.number,
                 state=t.state.name,
-                status=attrs.get(
-                    "status", "lost" if t.state.name == "FAIL" else t.state.name.lower()
-                ),
-                message=attrs.get("message", ""),
-                config=attrs.get("config", {}),
-                metrics=attrs.get("metrics", {}),
+                status=status,
+                message=record.message or "",
+                config=config,
+                metrics=record.metrics or {},
                 feasible=t.state.name == "COMPLETE"
                 and bool(constraints)
                 and all(c <= 0 for c in constraints),
-                duplicate_of=attrs.get("duplicate_of"),
+                duplicate_of=record.duplicate_of,
                 first=first,
                 remeasurements=_remeasurements(entries, batch),
                 remeasure_attempts=len(entries),
@@ -184,7 +187,7 @@ def failure_counts(rows: list[TrialRow]) -> dict[str, int]:
 def seed_recipe_row(study: optuna.Study, rows: list[TrialRow]) -> TrialRow | None:
     """The measured trial of the backend's seed recipe (the reference the study must beat,
     see `Backend.seed_recipe`), or None where the study has none or it was not measured."""
-    recipe = study.user_attrs.get(STUDY_ATTR, {}).get("seed_recipe")
+    recipe = study_record(study).seed_recipe
     if not recipe:
         return None
     key = _config_key(recipe)

@@ -23,9 +23,11 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
     CRASH = "crash"
     NAN = "nan"
-    INTERRUPTED = "interrupted"
-    SKIPPED = "skipped"  # not run: a smaller batch already ran out of memory
     SLOW = "slow"  # stopped after warm-up: far slower than the best trial so far
+    # Not counted in the budget (autotune.tuner.NOT_COUNTED); the first two are queued again.
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    LOST = "lost"  # its tuner died or stopped beating (autotune.liveness)
+    SURPLUS = "surplus"  # asked when other hosts had taken the last of the budget; not run
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import TrialRow, best_feasible, trial_rows
 from autotune.plots import pareto_plot_data, render
+from autotune.records import StudyRecord, TrialRecord, read_sensitivity, study_record
 from autotune.report import config_label
-from autotune.storage import STUDY_ATTR, load_study
+from autotune.storage import load_study
 
 if TYPE_CHECKING:
     import optuna
@@ -50,19 +51,19 @@ def write_report(storage_url: str, study_name: str, out: Path) -> None:
 
 def build_report(storage_url: str, study_name: str) -> str:
     study = load_study(storage_url, study_name)
-    meta = study.user_attrs.get(STUDY_ATTR, {})
+    meta = study_record(study)
     rows = trial_rows(study)
     frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
-    ref_env = meta.get("reference_environment", {})
-    model, backend = meta.get("model", "?"), meta.get("backend", "?")
+    ref_env = meta.reference_environment
+    model, backend = meta.model or "?", meta.backend or "?"
     device = ref_env.get("device", "unknown device")
     plot = pareto_plot_data(
         rows,
         model=model,
         backend=backend,
         device=device,
-        max_accuracy_drop=meta.get("max_accuracy_drop", 0.5),
-        min_agreement=meta.get("min_agreement"),
+        max_accuracy_drop=meta.max_accuracy_drop if meta.max_accuracy_drop is not None else 0.5,
+        min_agreement=meta.min_agreement,
     )
     best = best_feasible(rows)
     shown_url = _safe_url(storage_url)
@@ -90,7 +91,7 @@ def build_report(storage_url: str, study_name: str) -> str:
         _trial_table(rows, frozen, best),
         _sensitivity(storage_url, model),
         "<h2>Study options</h2>",
-        _kv(meta.get("options", {})),
+        _kv(meta.options),
         "<h2>Environment (fp32 reference run)</h2>",
         _environment(ref_env),
         "</body></html>",
@@ -98,31 +99,35 @@ def build_report(storage_url: str, study_name: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _summary(rows: list[TrialRow], meta: dict[str, Any]) -> str:
+def _summary(rows: list[TrialRow], meta: StudyRecord) -> str:
     measured = [r for r in rows if r.measured and r.duplicate_of is None]
     feasible = [r for r in measured if r.feasible]
     failed = [r for r in rows if r.state in ("PRUNED", "FAIL")]
     duplicates = [r for r in rows if r.duplicate_of is not None]
     waiting = [r for r in rows if r.state in ("WAITING", "RUNNING")]
-    constraint = f"top-1 within {meta.get('max_accuracy_drop', '?')} points of fp32"
-    if meta.get("min_agreement") is not None:
-        constraint += f" and at least {meta['min_agreement']:g}% agreement"
-    ref = meta.get("reference_accuracy")
+    constraint = f"top-1 within {_or_unknown(meta.max_accuracy_drop)} points of fp32"
+    if meta.min_agreement is not None:
+        constraint += f" and at least {meta.min_agreement:g}% agreement"
+    ref = meta.reference_accuracy
     return (
         f"<p>{len(rows)} trials: {len(measured)} measured ({len(feasible)} feasible), "
         f"{len(duplicates)} repeats of a measured config, {len(failed)} failed or pruned"
         + (f", {len(waiting)} queued or running" if waiting else "")
         + f". Feasible = {_e(constraint)}"
         + (f"; fp32 top-1 {100 * ref:.2f}%" if ref is not None else "")
-        + f"; budget {meta.get('trials_budget', '?')} trials.</p>"
+        + f"; budget {_or_unknown(meta.trials_budget)} trials.</p>"
     )
 
 
-def _pick(best: TrialRow | None, meta: dict[str, Any], study: str, url: str) -> str:
+def _or_unknown(value: Any) -> Any:
+    return "?" if value is None else value
+
+
+def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str:
     if best is None:
         return (
             '<p class="box">No feasible trial: nothing to export (no measured trial within '
-            f"{_e(meta.get('max_accuracy_drop', '?'))} points of fp32).</p>"
+            f"{_e(_or_unknown(meta.max_accuracy_drop))} points of fp32).</p>"
         )
     m = best.metrics
     measurements = [best.throughput, *best.confirmations]
@@ -185,7 +190,7 @@ def _trial_table(
             else "-"
         )
         reason = _e(r.message)
-        tail = frozen[r.number].user_attrs.get("stderr_tail") if r.number in frozen else None
+        tail = TrialRecord.of(frozen[r.number]).stderr_tail if r.number in frozen else None
         if tail and r.state in ("PRUNED", "FAIL"):
             reason += f"<details><summary>stderr</summary><pre>{_e(tail[-1500:])}</pre></details>"
         body.append(
@@ -212,16 +217,16 @@ def _sensitivity(storage_url: str, model: str) -> str:
         record = optuna.load_study(study_name=sens.study_name(model), storage=storage_url)
     except KeyError:
         return ""
-    cached = record.user_attrs.get(sens.ATTR)
-    if not cached or not cached.get("rows"):
+    cached = read_sensitivity(record)
+    if cached is None or not cached.rows:
         return ""
-    rows = [sens.Sensitivity(**row) for row in cached["rows"]]
+    rows = [sens.Sensitivity(**row) for row in cached.rows]
     buf = io.BytesIO()
     sens.draw(sens.plot_data(model, rows), buf)
-    limit = cached.get("eval_limit")
+    limit = cached.eval_limit
     return (
         "<h2>Layer sensitivity</h2>"
-        f"<p>One weight lowered at a time ({_e(cached.get('backend', '?'))}, exact tt-metal "
+        f"<p>One weight lowered at a time ({_e(cached.backend or '?')}, exact tt-metal "
         f"rounding), on {'the first ' + str(limit) if limit else 'all'} eval samples.</p>"
         + _image(buf.getvalue(), f"layer sensitivity of {model}")
     )

@@ -1,5 +1,12 @@
-"""How a trial is laid out in the study storage, so that Optuna, optuna-dashboard and our
-own readers (show, plot, export, report, verify) all see what they need.
+"""How a study and its trials are laid out in the study storage, so that Optuna,
+optuna-dashboard and our own readers (show, plot, export, report, verify) all see what they
+need. This is the only module that reads or writes Optuna user attributes: everything else
+goes through `StudyRecord`, `TrialRecord` and the writers below.
+
+- The study's record (`StudyRecord`) is one user attr, ``autotune``, holding its options
+  (each stored once), trial budget, reference and re-measurements, with a schema version.
+- A trial's record (`TrialRecord`) is one user attr per field, so the dashboard's trial
+  table shows each; fields are written as the trial goes (claim, config, result).
 
 - Objectives are named (`METRIC_NAMES`, the study's ``study:metric_names`` system attr).
 - Constraints are stored twice. Optuna 5 keeps each under its own name
@@ -16,11 +23,18 @@ own readers (show, plot, export, report, verify) all see what they need.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
 
+# 1: before this module (model, backend, max_accuracy_drop and min_agreement were stored both
+# at the top level and under "options"); 2: each once, under "options".
+SCHEMA_VERSION = 2
+STUDY_ATTR = "autotune"  # the study's record, one prefixed study user attr
+SENSITIVITY_ATTR = "autotune_sensitivity"  # the sensitivity pass, on study <model>-sensitivity
 METRIC_NAMES = ["throughput [samples/s]", "top-1 drop [points vs fp32]"]
 BLOCK_TIMES_ATTR = "autotune:block_times"  # trial system attr: seconds per timed block
 LEGACY_CONSTRAINTS_ATTR = "constraints"  # the unnamed list optuna-dashboard reads
@@ -60,3 +74,235 @@ def block_times(trial: optuna.trial.FrozenTrial) -> list[float]:
     if stored is None:
         stored = trial.user_attrs.get("block_times", [])
     return [float(t) for t in stored]
+
+
+# --- the study ------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyRecord:
+    """What a study stores about itself. `options` are the shared `StudyOptions` (what every
+    host running trials uses) plus ``space_signature``."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    trials_budget: int | None = None
+    weight_groups: dict[str, list[str]] = field(default_factory=dict)  # dimension -> weights
+    seed_recipe: dict[str, Any] | None = None  # the backend's recipe, queued first (a config)
+    reference_accuracy: float | None = None
+    reference_environment: dict[str, Any] = field(default_factory=dict)
+    reference_fingerprint: str | None = None  # set with the two above
+    confirmed: dict[str, list[Any]] = field(default_factory=dict)  # trial number -> entries
+    schema: int = SCHEMA_VERSION  # the layout it was read from; always written as the newest
+
+    @property
+    def model(self) -> str | None:
+        return self.options.get("model")
+
+    @property
+    def backend(self) -> str | None:
+        return self.options.get("backend")
+
+    @property
+    def max_accuracy_drop(self) -> float | None:
+        return self.options.get("max_accuracy_drop")
+
+    @property
+    def min_agreement(self) -> float | None:
+        return self.options.get("min_agreement")
+
+    @property
+    def made_by_tuner(self) -> bool:
+        """Created by `autotune study` (a study another tool wrote has no space signature)."""
+        return "space_signature" in self.options
+
+    def to_attrs(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)} | {"schema": SCHEMA_VERSION}
+        for optional in ("seed_recipe", "reference_accuracy", "reference_fingerprint"):
+            if out[optional] is None:
+                del out[optional]
+        if self.reference_fingerprint is None:
+            del out["reference_environment"]
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StudyRecord:
+        """Tolerant of missing keys and of schema 1 (options also at the top level)."""
+        legacy = {k: attrs[k] for k in _LEGACY_OPTIONS if k in attrs}
+        known = {f.name for f in fields(cls)} - {"options", "schema"}
+        return cls(
+            options={**legacy, **(attrs.get("options") or {})},
+            schema=attrs.get("schema", 1),
+            **{k: v for k, v in attrs.items() if k in known and v is not None},
+        )
+
+
+_LEGACY_OPTIONS = ("model", "backend", "max_accuracy_drop", "min_agreement")
+
+
+def read_study(study: optuna.Study) -> StudyRecord | None:
+    """The study's record; None for a study autotune never wrote one on."""
+    attrs = study.user_attrs.get(STUDY_ATTR)
+    return StudyRecord.from_attrs(attrs) if attrs is not None else None
+
+
+def study_record(study: optuna.Study) -> StudyRecord:
+    """The study's record, empty where there is none (readers that show what is there)."""
+    return read_study(study) or StudyRecord()
+
+
+def write_study(study: optuna.Study, record: StudyRecord) -> None:
+    study.set_user_attr(STUDY_ATTR, record.to_attrs())
+
+
+def add_confirmation(study: optuna.Study, number: int, entry: Any) -> None:
+    """Append one re-measurement of trial `number` to the stored record (read fresh, so
+    each entry is stored at once and none is lost)."""
+    record = study_record(study)
+    confirmed = dict(record.confirmed)
+    confirmed[str(number)] = [*confirmed.get(str(number), []), entry]
+    record.confirmed = confirmed
+    write_study(study, record)
+
+
+# --- trials ---------------------------------------------------------------------------------
+
+# Why a trial was queued (stored as "seeded", the name studies were written with).
+FROM_RECIPE = "seed_recipe"
+FROM_SENSITIVITY = "sensitivity"
+_STORED_AS = {"starting_point": "seeded"}  # field -> user attr name, where they differ
+_FIELD_OF = {v: k for k, v in _STORED_AS.items()}
+
+
+@dataclass
+class TrialRecord:
+    """What a trial stores; None where a field was never written."""
+
+    status: str | None = None  # an `autotune.config.Status` value
+    message: str | None = None
+    config: dict[str, Any] | None = None  # the config that ran (`TrialConfig.to_dict`)
+    config_key: str | None = None  # the sampled config's key
+    metrics: dict[str, float | None] | None = None
+    timings: dict[str, float] | None = None  # only on trials that spawned a trial process
+    environment: dict[str, Any] | None = None
+    stderr_tail: str | None = None
+    owner: dict[str, Any] | None = None  # the tuner process running it (autotune.host)
+    machine: dict[str, Any] | None = None  # what it ran on
+    retry_of: int | None = None  # the lost or interrupted trial it replaces
+    starting_point: str | None = None  # why it was queued: FROM_RECIPE, FROM_SENSITIVITY
+    duplicate_of: int | None = None  # the trial whose outcome it copies
+    first_attempt: dict[str, Any] | None = None  # status and message before a backend retry
+    constraints: dict[str, float] | None = None  # readable copy (see set_constraints)
+    feasible: bool | None = None
+    blocks: int | None = None
+    iters_per_block: int | None = None
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {
+            _STORED_AS.get(f.name, f.name): getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        known = {f.name for f in fields(cls)}
+        named = ((_FIELD_OF.get(k, k), v) for k, v in attrs.items())
+        return cls(**{k: v for k, v in named if k in known})
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
+        return cls.from_attrs(trial.user_attrs)
+
+
+def trial_status(trial: optuna.trial.FrozenTrial) -> str | None:
+    return trial.user_attrs.get("status")
+
+
+def write_trial(trial: optuna.Trial, **values: Any) -> None:
+    """Set fields of a running trial's record (names as in `TrialRecord`)."""
+    for key, value in _attrs(values).items():
+        trial.set_user_attr(key, value)
+
+
+def write_trial_by_id(storage: optuna.storages.BaseStorage, trial_id: int, **values: Any) -> None:
+    for key, value in _attrs(values).items():
+        storage.set_trial_user_attr(trial_id, key, value)
+
+
+def overwrite_finished(study: optuna.Study, trial_id: int, **values: Any) -> None:
+    """Set fields of a finished trial's record. Optuna's API refuses writes to finished
+    trials, so this writes the RDB storage's attribute rows directly, in one transaction."""
+    import optuna
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return
+    session = storage.scoped_session()
+    try:
+        rows = models.TrialUserAttributeModel
+        for key, value in _attrs(values).items():
+            row = session.query(rows).filter_by(trial_id=trial_id, key=key).one_or_none()
+            if row is None:
+                session.add(rows(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+            else:
+                row.value_json = json.dumps(value)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def enqueue(
+    study: optuna.Study,
+    params: dict[str, Any],
+    *,
+    retry_of: int | None = None,
+    starting_point: str | None = None,
+) -> None:
+    """Queue `params` as the next trial: a retry of trial `retry_of`, or a starting point."""
+    record = TrialRecord(retry_of=retry_of, starting_point=starting_point)
+    study.enqueue_trial(params, user_attrs=record.to_attrs())
+
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in fields(TrialRecord)}
+    unknown = set(values) - known
+    if unknown:
+        raise TypeError(f"not a TrialRecord field: {', '.join(sorted(unknown))}")
+    return {_STORED_AS.get(k, k): v for k, v in values.items()}
+
+
+# --- the sensitivity pass -------------------------------------------------------------------
+
+
+@dataclass
+class SensitivityRecord:
+    """A copy of the sensitivity pass of a model, for readers of the storage (the report);
+    the pass itself is cached in the cache directory (`autotune.sensitivity`)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)  # `Sensitivity._asdict()`
+    eval_limit: int | None = None
+    rule: str | None = None
+    backend: str | None = None
+    reference_accuracy: float | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> SensitivityRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in known and v is not None})
+
+
+def read_sensitivity(study: optuna.Study) -> SensitivityRecord | None:
+    attrs = study.user_attrs.get(SENSITIVITY_ATTR)
+    return SensitivityRecord.from_attrs(attrs) if attrs else None
+
+
+def write_sensitivity(study: optuna.Study, record: SensitivityRecord) -> None:
+    study.set_user_attr(SENSITIVITY_ATTR, record.to_attrs())

@@ -1,4 +1,4 @@
-"""Per-layer sensitivity to Tenstorrent's weight formats, and dtype maps seeded from it.
+"""Per-layer sensitivity to Tenstorrent's weight formats, and the starting points it orders.
 
 "Which layers can go to bfp_bf8 or bfp_bf4?" is answered exactly on any CPU: lower one
 weight at a time through the emulated card numerics and compare with fp32. Studies whose
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from search_spaces import SearchSpace
     from studies import Study
 
-ATTR = "autotune_sensitivity"
 EMULATION_BACKEND = "cpu-emulate-tt"  # exact card numerics; its first weight dtype is bf16
 NUMERICS_RULE = "host"
 EVAL_BATCH = 500
@@ -109,21 +108,22 @@ def _record(
 ) -> None:
     import optuna
 
+    from autotune.records import SensitivityRecord, write_sensitivity
     from autotune.storage import open_storage
 
     record = optuna.create_study(
         study_name=study_name(model), storage=open_storage(storage_url), load_if_exists=True
     )
-    record.set_user_attr(
-        ATTR,
-        {
-            "eval_limit": eval_limit,
-            "rule": NUMERICS_RULE,
-            "backend": EMULATION_BACKEND,
-            "reference_accuracy": result.metrics.get("reference_accuracy"),
-            "environment": result.environment,
-            "rows": [row._asdict() for row in rows],
-        },
+    write_sensitivity(
+        record,
+        SensitivityRecord(
+            rows=[row._asdict() for row in rows],
+            eval_limit=eval_limit,
+            rule=NUMERICS_RULE,
+            backend=EMULATION_BACKEND,
+            reference_accuracy=result.metrics.get("reference_accuracy"),
+            environment=result.environment,
+        ),
     )
 
 
@@ -441,7 +441,7 @@ def ranked(rows: list[Sensitivity], dtype: str) -> list[Sensitivity]:
     return sorted((r for r in rows if r.weight and r.dtype == dtype), key=lambda r: r.score)
 
 
-def seeded_dtype_params(space: SearchSpace, rows: list[Sensitivity]) -> list[dict[str, Any]]:
+def dtype_starting_points(space: SearchSpace, rows: list[Sensitivity]) -> list[dict[str, Any]]:
     """Optuna params for the weight-dtype dimensions, a ladder of increasing compression.
 
     Start with every dimension at the highest precision; then, for each lower dtype in turn,
@@ -457,7 +457,7 @@ def seeded_dtype_params(space: SearchSpace, rows: list[Sensitivity]) -> list[dic
     if not dims:
         return []
     rung = {d.name: d.choices[0] for d in dims}
-    seeds: list[dict[str, Any]] = [dict(rung)]
+    points: list[dict[str, Any]] = [dict(rung)]
     for dtype in dims[0].choices[1:]:
         by_weight = {r.weight: r.score for r in rows if r.weight and r.dtype == dtype}
 
@@ -468,9 +468,9 @@ def seeded_dtype_params(space: SearchSpace, rows: list[Sensitivity]) -> list[dic
         order = sorted((d for d in dims if dtype in d.choices), key=dim_score)
         for d in order:
             rung = {**rung, d.name: dtype}
-            if rung not in seeds:
-                seeds.append(dict(rung))
-    return seeds
+            if rung not in points:
+                points.append(dict(rung))
+    return points
 
 
 class SensitivityPlotData(NamedTuple):

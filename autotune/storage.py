@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autotune.errors import UsageError
 
@@ -44,7 +44,8 @@ _DRIVERS = {
 
 def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage. With `heartbeat_s`, running trials carry a heartbeat and a
-    trial whose heartbeat stops for 3 intervals is failed and re-queued by any tuner."""
+    trial whose heartbeat stops for 3 intervals is failed and re-queued by any tuner
+    (`autotune.liveness`)."""
     import warnings
 
     import optuna
@@ -59,10 +60,12 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
         _check_sqlite_path(url)
     heartbeat = {}
     if heartbeat_s:
+        from autotune.liveness import retry_lost_trial
+
         heartbeat = {
             "heartbeat_interval": heartbeat_s,
             "grace_period": 3 * heartbeat_s,
-            "heartbeat_stale_trial_callback": _retry_lost_trial,
+            "heartbeat_stale_trial_callback": retry_lost_trial,
         }
     try:
         for attempt in range(3):
@@ -87,54 +90,6 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"cannot open storage {shown(url)!r}: {first}") from None
-
-
-def _retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose tuner stopped beating, just failed by this process: mark it lost (it
-    does not count, whatever its owner wrote on it) and queue its config again.
-
-    Optuna calls this only in the process whose FAIL won, so the trial is ours to mark; its
-    owner, if it still runs, finds the trial finished when it tells and does not count it.
-    """
-    import socket
-
-    owner = trial.user_attrs.get("owner", {})
-    message = (
-        f"no heartbeat from its tuner (pid {owner.get('pid')} on {owner.get('host')}); "
-        f"failed by {socket.gethostname()} and re-queued"
-    )
-    try:
-        _overwrite_user_attrs(study, trial._trial_id, {"status": "lost", "message": message})
-    finally:  # the retry marks it lost for counting even if the attributes could not be set
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-
-
-def _overwrite_user_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Set user attributes of a finished trial. Optuna's API refuses writes to finished
-    trials, so this writes the RDB storage's attribute rows directly, in one transaction."""
-    import json
-
-    import optuna
-    from optuna.storages._rdb import models
-
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return
-    session = storage.scoped_session()
-    try:
-        rows = models.TrialUserAttributeModel
-        for key, value in attrs.items():
-            row = session.query(rows).filter_by(trial_id=trial_id, key=key).one_or_none()
-            if row is None:
-                session.add(rows(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def _check_driver(url: str) -> None:

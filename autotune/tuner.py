@@ -1,10 +1,11 @@
 """The study loop: ask -> run one trial in a subprocess -> tell, on one or many hosts.
 
-All storage writes happen in tuner processes; workers only return results. Several tuner
-processes (`autotune study`, `autotune worker` on other hosts) can share one study through an
-RDB storage: the trial budget is stored with the study, a heartbeat marks each running
-trial, and trials of a tuner that died are failed and re-queued by whoever notices first
-(`autotune.liveness`). A new study's starting points are queued by `autotune.starting_points`.
+All storage writes happen in tuner processes; trial processes only return results.
+Several tuner processes (`autotune study`, `autotune worker` on other hosts) can share one
+study through an RDB storage: the trial budget is stored with the study, a heartbeat marks
+each running trial, and trials of a tuner that died are failed and re-queued by whoever
+notices first (`autotune.liveness`). A new study's starting points are queued by
+`autotune.starting_points`; what a study and its trials store is `autotune.records`.
 """
 
 from __future__ import annotations
@@ -572,10 +573,11 @@ class Tuner:
         return None
 
     def _copy_outcome(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
-        """Record what an earlier trial already showed, without spawning a worker."""
+        """Record what an earlier trial already showed, without starting a trial process."""
         before = TrialRecord.of(earlier)
         origin = before.duplicate_of if before.duplicate_of is not None else earlier.number
-        copied = {k: v for k, v in (("status", before.status), ("metrics", before.metrics)) if v}
+        copied = {"status": before.status, "metrics": before.metrics}
+        copied = {k: v for k, v in copied.items() if v is not None}
         same = before.config_key == TrialRecord.of(trial).config_key
         oom_batch = (before.config or {}).get("batch_size")
         write_trial(

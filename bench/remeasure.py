@@ -21,9 +21,10 @@ from pathlib import Path
 
 from autotune.analysis import best_feasible, seed_recipe_row, trial_rows
 from autotune.config import TrialConfig, WorkerJob
+from autotune.records import study_record
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
-from autotune.storage import STUDY_ATTR, load_study
+from autotune.storage import load_study
 
 
 def main() -> int:
@@ -37,8 +38,7 @@ def main() -> int:
     args = p.parse_args()
 
     study = load_study(args.storage, args.study)
-    meta = study.user_attrs.get(STUDY_ATTR, {})
-    options = meta.get("options", {})
+    options = study_record(study).options
     rows = trial_rows(study)
     pick, reference = best_feasible(rows), seed_recipe_row(study, rows)
     if pick is None or reference is None:

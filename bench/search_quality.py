@@ -41,6 +41,7 @@ import optuna
 
 from autotune.backends import get_backend
 from autotune.config import Status, TrialConfig, WorkerJob
+from autotune.records import write_trial
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 from autotune.sampler import make_sampler
@@ -208,7 +209,7 @@ def replay(
         if key not in ran:
             ran.add(key)
             wall += point["wall_s"] or 0.0
-        trial.set_user_attr("status", point["status"])
+        write_trial(trial, status=point["status"])
         if point["status"] == Status.OOM:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         elif not point["throughput"]:

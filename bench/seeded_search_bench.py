@@ -22,6 +22,7 @@ import time
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from autotune.records import TrialRecord
 from autotune.runner import RunnerSettings
 from autotune.sensitivity import layer_sensitivity
 from autotune.tuner import StudyOptions, Tuner
@@ -99,7 +100,7 @@ def main() -> None:
             for t in sorted(res["trials"], key=lambda t: t.number):
                 if t.state.name == "COMPLETE" and all(v <= 0 for v in t.constraints.values()):
                     feasible += 1
-                    bits = mean_bits(t.user_attrs["config"], sizes)
+                    bits = mean_bits(TrialRecord.of(t).config, sizes)
                     best = bits if best is None else min(best, bits)
                 curve.append(best)
             curves[name] = curve

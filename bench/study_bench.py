@@ -21,6 +21,7 @@ from pathlib import Path
 from autotune.analysis import best_feasible, trial_rows
 from autotune.backends import get_backend
 from autotune.config import TrialConfig
+from autotune.records import TrialRecord
 from autotune.runner import RunnerSettings, run_job
 from autotune.tuner import StudyOptions, Tuner, default_cache_dir, trial_job
 from studies import get_study
@@ -72,9 +73,9 @@ def main() -> None:
         trials = tuner.study.get_trials()
         sums: dict[str, float] = {}
         for t in trials:
-            for k, v in t.user_attrs.get("timings", {}).items():
+            for k, v in (TrialRecord.of(t).timings or {}).items():
                 sums[k] = sums.get(k, 0.0) + v
-        spawned = sum(1 for t in trials if "timings" in t.user_attrs)
+        spawned = sum(1 for t in trials if TrialRecord.of(t).timings is not None)
         rows = trial_rows(tuner.study)
         best = best_feasible(rows)
         statuses: dict[str, int] = {}

@@ -17,7 +17,7 @@ from autotune.backends.cpu import CPUEmulatedTTBackend
 from autotune.config import TrialConfig
 from autotune.measure import accuracy_metrics
 from autotune.numerics import round_bfp
-from autotune.sensitivity import Sensitivity, one_at_a_time, seeded_dtype_params
+from autotune.sensitivity import Sensitivity, dtype_starting_points, one_at_a_time
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
 from studies import Study, Weight, get_study
 
@@ -278,8 +278,8 @@ def test_seeded_maps_lower_least_sensitive_first():
             ("fc2.weight", "bfp_bf4"): 0.0015,
         }
     )
-    seeds = seeded_dtype_params(space, rows)
-    maps = [(s["dtype:fc1.weight"], s["dtype:fc2.weight"]) for s in seeds]
+    points = dtype_starting_points(space, rows)
+    maps = [(s["dtype:fc1.weight"], s["dtype:fc2.weight"]) for s in points]
     # A ladder: all bf16, the least sensitive (fc1) lowered first, bfp_bf4 from all-bfp_bf8.
     assert maps == [
         ("bf16", "bf16"),

@@ -21,6 +21,7 @@ import sqlalchemy
 
 from autotune.config import Status, TrialResult
 from autotune.host import kernel_id, machine, process_identity
+from autotune.liveness import fail_dead_local_trials
 from autotune.storage import open_storage
 from autotune.tuner import StudyOptions, Tuner
 
@@ -151,7 +152,7 @@ def test_liveness_is_judged_by_kernel_and_process_start_not_hostname(tmp_path):
         trial.set_user_attr("owner", owner)
         numbers[name] = trial.number
     with tuner._lock:
-        tuner._fail_dead_local_trials()
+        fail_dead_local_trials(tuner.study, tuner.storage)
     trials = stored(tuner)
     failed = {n for n, num in numbers.items() if trials[num].state.is_finished()}
     assert failed == {"reused_pid", "dead"}

@@ -1,11 +1,9 @@
-"""autotune's default search strategy: a pattern search over what the dimensions are,
-handing over to TPE once it has converged.
+"""autotune's default search strategy: best-first local search over what the dimensions are.
 
-Blind sampling wastes trials on this space: batch size is ordered (throughput rises, then
-falls or runs out of memory, and OOM is monotone), the categorical switches mostly act
-independently of each other, and a per-layer dtype map is a refinement of a uniform one.
-So the strategy climbs from a neutral start (the middle batch size, every weight at the
-activation dtype) one move at a time:
+Blind sampling wastes trials (and compilations) on this space: batch size is ordered
+(throughput rises, then falls or runs out of memory, and OOM is monotone), the categorical
+switches mostly act independently of each other, and a per-layer dtype map is a refinement
+of a uniform one. So the strategy moves one step at a time from configs it has measured:
 
 1. flip the activation dtype (the whole model follows: uniform precision);
 2. batch size x4 / ÷4 (coarse climb), never at or above a batch that ran out of memory;
@@ -13,11 +11,24 @@ activation dtype) one move at a time:
 4. batch size x2 / ÷2 (refine);
 5. lower or raise one weight-dtype dimension (per-layer deviations).
 
-The best feasible measured config is the incumbent; the first untried move of the
-incumbent is the next trial, and a better result moves the incumbent and restarts the
-list. When every move of the incumbent has been tried it is a local optimum, and TPE
-(which sees every trial so far) explores the rest of the budget. Trials still running
-count as tried, so parallel slots and hosts never pick the same move.
+Candidates are the untried moves of the configs near the front: each feasible measured
+config within FRONT x the best throughput (its *base*) offers its uniform moves (1-4); the
+best config also offers the per-layer deviations (5), and a per-layer map is a base only
+while it is the best. Each candidate is valued optimistically from known results: the
+base's throughput times the best ratio that kind of move ("activation dtype -> bf16",
+"level -> 0", "one layer -> fp32") has shown anywhere so far, or times 1 where it has
+not been measured yet. A batch step is a kind per (from, to) batch sizes, carried over
+only between configs at the same batch size, and the best config climbs its own batch
+curve whatever others showed (dimensions interact: bf16 halves the bytes per sample).
+
+The next trial is the highest-valued candidate (ties: the better base, then the order
+above): the best config's moves first (a climb), then those of configs within noise of
+it. A candidate valued under LOSING x the best is not proposed: known results say it
+loses (e.g. fp32 where bf16 measured 8x faster, or the reverse on a CPU without native
+bf16), and compiling it would only have it stopped as slow. When no candidate is left
+the strategy returns None and the sampler repeats the best config, which the tuner
+records without running anything. Trials still running count as tried, so parallel
+slots and hosts never pick the same move.
 
 The strategy is stateless: it is recomputed from the study's trials at every ask, so it
 resumes and works across hosts like any Optuna sampler.
@@ -31,6 +42,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from autotune.config import Status
+from autotune.records import TrialRecord, trial_status
 
 if TYPE_CHECKING:
     from search_spaces import SearchSpace
@@ -47,60 +61,90 @@ class Observed:
 
     `score` is the throughput of a feasible measured trial, None for anything else
     (infeasible, failed, pruned, running). `oom` marks a batch size that ran out of memory;
-    `finished` is False while the trial runs.
+    `finished` is False while the trial runs. `speed` is the throughput of a trial stopped
+    after warm-up as slow (not a score: neither timed in full nor evaluated).
     """
 
     params: dict[str, Any]
     score: float | None = None
     oom: bool = False
     finished: bool = True
+    speed: float | None = None
+
+
+FRONT = 0.5  # configs within this share of the best throughput are bases for moves
+LOSING = 0.7  # a move valued under this share of the best is not proposed (not compiled)
 
 
 def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any] | None:
-    """The params of the next trial, or None once the incumbent is a local optimum."""
+    """The params of the next trial, or None when no untried move of a measured config is
+    worth running (see the module docstring)."""
     tried = [h.params for h in history]
     ooms = [h.params for h in history if h.oom]
-    scored = [h for h in history if h.score is not None]
-    # Nothing feasible yet: the start, then its moves, until something is feasible.
-    incumbent = max(scored, key=lambda h: h.score).params if scored else _start(space)
-    losing = _losing_moves(history)
-    moves = sorted(_moves(space, incumbent), key=lambda m: _kind(incumbent, m) in losing)
-    for candidate in [incumbent, *moves]:
-        if candidate in tried or _oom_bound(candidate, ooms):
-            continue
-        return candidate
-    return None
+    scored = sorted((h for h in history if h.score is not None), key=lambda h: -h.score)
+    if not scored:  # nothing feasible yet: the start, then its moves
+        start = _start(space)
+        for candidate in [start, *_moves(space, start)]:
+            if candidate not in tried and not _oom_bound(candidate, ooms):
+                return candidate
+        return None
+    best = scored[0].score
+    ratios = _move_ratios(history)
+    pick: tuple[float, int, int] | None = None
+    chosen: dict[str, Any] | None = None
+    for rank, base in enumerate(scored):
+        if base.score < FRONT * best:
+            break
+        if rank > 0 and base.params != _uniform(space, base.params):
+            continue  # a per-layer map is refined only while it is the best
+        # Per-layer deviations refine the best config only (uniform precision first).
+        for order, move in enumerate(_moves(space, base.params, per_layer=rank == 0)):
+            kind = _kind(base.params, move)
+            # The best config climbs its own batch curve whatever other configs showed.
+            own = rank == 0 and kind[0] == BATCH
+            value = base.score * (1.0 if own else ratios.get(kind, 1.0))
+            key = (-value, rank, order)
+            if value < LOSING * best or (pick is not None and key >= pick):
+                continue
+            if move in tried or _oom_bound(move, ooms):
+                continue
+            pick, chosen = key, move
+    return chosen
 
 
-def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, Any] | None:
-    """The move that turns `a` into `b` (batch up/down, or one dimension set to a value;
-    the activation dtype carries the uniform weights along), None if not a single move."""
+def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The move that turns `a` into `b`: a batch step (from, to), or one dimension set to
+    a value (the activation dtype carries the uniform weights along); None if not one move."""
     diff = {k for k in a if a[k] != b.get(k)}
     if diff == {BATCH}:
-        return (BATCH, b[BATCH] > a[BATCH])
+        return (BATCH, a[BATCH], b[BATCH])
     if ACT in diff and all(k == ACT or k.startswith("dtype:") for k in diff):
         return (ACT, b[ACT])
     if len(diff) == 1:
         (name,) = diff
+        if name.startswith("dtype:"):
+            return ("dtype:", b[name])  # one layer to this dtype, whichever layer
         return (name, b[name])
     return None
 
 
-def _losing_moves(history: Sequence[Observed]) -> set[tuple[str, Any]]:
-    """Moves that lost by more than 20% every time they were measured (a failed or
-    infeasible result loses): tried last from a new incumbent, not skipped, since
-    dimensions interact (bf16 can lose at batch 8 and win at 1024)."""
+def _move_ratios(history: Sequence[Observed]) -> dict[tuple[Any, ...], float]:
+    """Per kind of move, the best throughput ratio it has shown from a feasible config
+    (after/before; a failed or infeasible result counts 0, a trial stopped as slow its
+    throughput at the stop). The best, not the mean: dimensions interact (bf16 can lose at
+    batch 8 and win at 1024), so a move is written off only where it lost every time."""
     done = [h for h in history if h.finished and not h.oom]
-    worst: dict[tuple[str, Any], float] = {}
+    best: dict[tuple[Any, ...], float] = {}
     for a in done:
         if a.score is None:
             continue
         for b in done:
             kind = _kind(a.params, b.params)
-            if kind is not None:
-                ratio = (b.score or 0.0) / a.score
-                worst[kind] = max(worst.get(kind, 0.0), ratio)
-    return {kind for kind, best_ratio in worst.items() if best_ratio < 0.8}
+            if kind is None:
+                continue
+            after = b.score if b.score is not None else (b.speed or 0.0)
+            best[kind] = max(best.get(kind, 0.0), after / a.score)
+    return best
 
 
 def _start(space: SearchSpace) -> dict[str, Any]:
@@ -127,7 +171,9 @@ def _uniform(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _moves(space: SearchSpace, inc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _moves(
+    space: SearchSpace, inc: dict[str, Any], per_layer: bool = True
+) -> Iterator[dict[str, Any]]:
     dims = {d.name: d for d in space.dimensions}
     exps = [int(math.log2(b)) for b in dims["batch_size"].choices]
     lo, hi = exps[0], exps[-1]
@@ -152,7 +198,7 @@ def _moves(space: SearchSpace, inc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         if name != "batch_size":
             yield from flips(name)
     yield from batch(1)
-    for d in space.weight_dimensions:
+    for d in space.weight_dimensions if per_layer else ():
         yield from flips(d.name)
 
 
@@ -177,17 +223,22 @@ def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:
             constraints = list(t.constraints.values())
             if constraints and all(c <= 0 for c in constraints) and math.isfinite(t.values[0]):
                 score = t.values[0]
-        oom = t.user_attrs.get("status") == "oom"
-        out.append(Observed(dict(t.params), score, oom, finished=t.state not in running))
+        status = trial_status(t)
+        speed = None
+        if status == Status.SLOW:  # stopped after warm-up: how fast it was by then
+            speed = (TrialRecord.of(t).metrics or {}).get("throughput_samples_per_s")
+        oom = status == Status.OOM
+        out.append(Observed(dict(t.params), score, oom, t.state not in running, speed))
     return out
 
 
 class AutotuneSampler(optuna.samplers.BaseSampler):
-    """The pattern search above as an Optuna sampler; TPE once it has converged.
+    """The strategy above as an Optuna sampler.
 
     The plan is made in `before_trial` from every trial of the study (the running ones
-    included); params the plan does not fix, and whole trials after convergence, come from
-    the fallback sampler."""
+    included). Once no candidate is left the plan is the best config again (recorded by the
+    tuner without a run). Only while nothing feasible is known and the start's moves are
+    used up (every one failed or infeasible) do trials come from the fallback TPE sampler."""
 
     def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
         self._space = space
@@ -199,7 +250,14 @@ class AutotuneSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-        self._plans[trial._trial_id] = plan_next(self._space, observe(others))
+        history = observe(others)
+        plan = plan_next(self._space, history)
+        scored = [h for h in history if h.score is not None]
+        if plan is None and scored:
+            # Nothing untried is worth compiling: the best again, which the tuner records
+            # as a copy of its outcome without running anything.
+            plan = max(scored, key=lambda h: h.score).params
+        self._plans[trial._trial_id] = plan
         self._fallback.before_trial(study, trial)
 
     def infer_relative_search_space(

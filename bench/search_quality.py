@@ -20,7 +20,8 @@ by pooled measurements (first measurement and re-measurements), and is valued at
 pooled figure; the grid best is the best pooled figure of the re-measured top 5.
 Wall time is the sum of the measured per-config worker times (spawn, compile, warm-up,
 timing) of the configs a strategy ran; repeats of a measured config cost nothing, as in
-the tuner.
+the tuner. "Configs run" counts the distinct configs measured in 50 trials, "compiled"
+those at a level above 0 (a new inductor graph each, the bulk of a study's time).
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def replay(
         directions=["maximize", "minimize"], sampler=make_sampler(strategy, space, seed)
     )
     seen: dict[str, float] = {}
-    curve, wall, ran = [], 0.0, set()
+    curve, wall, ran, compiled = [], 0.0, set(), 0
     pick: str | None = None
     for _ in range(budget):
         trial = study.ask()
@@ -209,6 +210,7 @@ def replay(
         if key not in ran:
             ran.add(key)
             wall += point["wall_s"] or 0.0
+            compiled += config.optimization_level > 0
         write_trial(trial, status=point["status"])
         if point["status"] == Status.OOM:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -231,6 +233,8 @@ def replay(
         "at50": curve[-1],
         "trials_to_95": reach,
         "wall_s": wall,
+        "configs_run": len(ran),
+        "compiled": compiled,
         "pick": label(TrialConfig.from_dict(json.loads(pick))) if pick else None,
     }
 
@@ -276,16 +280,18 @@ def main() -> None:
                 f"| {model} | {label(TrialConfig.from_dict(json.loads(best_key)))}, "
                 f"{best:,.0f}/s | {strategy} | {spread([r['at15'] for r in runs], '.2f')} | "
                 f"{spread([r['at50'] for r in runs], '.2f')} | "
-                f"{statistics.median(reach):g} | {spread([r['wall_s'] for r in runs], '.0f')} |"
+                f"{statistics.median(reach):g} | {spread([r['wall_s'] for r in runs], '.0f')} | "
+                f"{statistics.median(r['configs_run'] for r in runs):g} "
+                f"({statistics.median(r['compiled'] for r in runs):g}) |"
             )
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"CPU: {cpu['model']} (bf16: {', '.join(cpu['bf16_flags']) or 'none'})")
     print(f"{args.seeds} seeds, {args.budget} trials; median (min-max) over seeds\n")
     print(
         "| workload | grid best (re-measured) | strategy | best/grid @15 | best/grid @50 "
-        "| trials to 95% | wall s (sum of worker times) |"
+        "| trials to 95% | wall s (sum of worker times) | configs run (compiled) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from autotune.backends import get_backend
-from autotune.sampler import BATCH, AutotuneSampler, Observed, make_sampler, plan_next
+from autotune.sampler import BATCH, AutotuneSampler, Observed, make_sampler, observe, plan_next
 from search_spaces import SearchSpace, default_space
 from studies import get_study
 
@@ -101,16 +101,18 @@ def test_no_batch_at_or_above_one_that_ran_out_of_memory():
     space = cpu_space()
     f = landscape(12, "fp32", 2, False, oom_exp=8)
     history = run_plan(space, f, 40)
-    ooms = [h.params for h in history if h.oom]
+    ooms = [(i, h.params) for i, h in enumerate(history) if h.oom]
     assert ooms, "the landscape runs out of memory above 128"
-    for o in ooms:
-        same = [
+    for i, o in ooms:
+        later = [
             h
-            for h in history
+            for h in history[i + 1 :]
             if {k: v for k, v in h.params.items() if k != BATCH}
             == {k: v for k, v in o.items() if k != BATCH}
         ]
-        assert [h.params[BATCH] for h in same if h.params[BATCH] > o[BATCH]] == []
+        # After an OOM, the same config is never run at that batch or above (a smaller
+        # batch may still fit: x4 steps come before x2 steps).
+        assert [h.params[BATCH] for h in later if h.params[BATCH] >= o[BATCH]] == []
 
 
 def test_converges_then_returns_none():
@@ -122,7 +124,7 @@ def test_converges_then_returns_none():
     assert len(history) < space.size()  # a local optimum is reached without the full grid
 
 
-def test_sampler_in_a_real_optuna_study_follows_the_plan_then_tpe():
+def test_sampler_in_a_real_optuna_study_follows_the_plan_then_repeats_the_best():
     space = default_space(get_study("mnist"), get_backend("cpu")).narrowed(
         {"batch_size": {"min": 16, "max": 64}, "weight_dtypes": {"*": ["fp32"]}}
     )
@@ -137,8 +139,86 @@ def test_sampler_in_a_real_optuna_study_follows_the_plan_then_tpe():
         trial.set_constraint("accuracy_drop", -1.0)  # feasible
         study.tell(trial, [f(trial.params)])
     assert seen[0] == plan_next(space, [])
-    planned = run_plan(space, f, 200)
-    assert seen[: len(planned)] == [h.params for h in planned]  # then TPE takes over
+    planned = [h.params for h in run_plan(space, f, 200)]
+    assert seen[: len(planned)] == planned
+    # Nothing left worth compiling: the best again (the tuner copies its outcome, runs
+    # nothing), never a new config.
+    best = max(planned, key=f)
+    assert seen[len(planned) :] == [best] * (len(seen) - len(planned))
+
+
+def bf16_speedup(factor: float):
+    """bf16 `factor` x faster than fp32 at every batch (AMX: ~8; an AVX2-only EPYC: ~1/8);
+    batch peaks at 2**8; level 1 best; mixed maps lose 50% (casts, slower layers)."""
+
+    def f(params: dict) -> float:
+        value = 1000.0 * math.exp(-0.15 * (params[BATCH] - 8) ** 2)
+        value *= factor if params["activation_dtype"] == "bf16" else 1.0
+        value *= {1: 1.5}.get(params["optimization_level"], 1.0)
+        weights = {v for k, v in params.items() if k.startswith("dtype:")}
+        return value * (1.0 if weights == {params["activation_dtype"]} else 0.5)
+
+    return f
+
+
+@pytest.mark.parametrize(("factor", "loser"), [(8.0, "fp32"), (1 / 8, "bf16")])
+def test_a_dtype_measured_8x_slower_is_not_compiled_again(factor, loser):
+    """The machine decides which dtype loses; once measured, configs in it are dominated
+    by known results and never proposed again (they would only be stopped as slow)."""
+    space = cpu_space()
+    f = bf16_speedup(factor)
+    history = run_plan(space, f, 50)
+    in_loser = [h for h in history if h.params["activation_dtype"] == loser]
+    assert len(in_loser) == 1  # the start (fp32) or the first flip (bf16)
+    best = max(h.score for h in history)
+    assert best == pytest.approx(1000.0 * max(factor, 1.0) * 1.5)
+
+
+def test_per_layer_deviations_refine_the_best_and_one_loss_writes_them_off():
+    """A mixed map that loses 50% is measured once: the other layers' deviations are
+    valued from it (one layer -> fp32, whichever layer) and not compiled."""
+    space = cpu_space()
+    history = run_plan(space, bf16_speedup(8.0), 50)
+
+    def mixed(h: Observed) -> bool:
+        return len({h.params[d.name] for d in space.weight_dimensions}) > 1
+
+    losses = [h for h in history if mixed(h)]
+    assert len(space.weight_dimensions) == 4 and len(losses) == 1
+    (loss,) = losses
+    assert loss.score == pytest.approx(0.5 * max(h.score for h in history))
+
+
+def test_configs_within_noise_of_the_best_are_refined_too():
+    """channels_last alone and level 1 alone each lose a little, together they win 1.4x:
+    a climb from the best alone stops at a local optimum; the moves of configs near the
+    front find the pair."""
+    space = cpu_space()
+
+    def f(params: dict) -> float:
+        value = 1000.0 * math.exp(-0.15 * (params[BATCH] - 6) ** 2)
+        value *= 3.0 if params["activation_dtype"] == "bf16" else 1.0
+        cl, level = params["channels_last"], params["optimization_level"]
+        value *= 1.5 if (cl and level == 1) else 0.97 if cl else 0.95 if level == 1 else 1.0
+        weights = {v for k, v in params.items() if k.startswith("dtype:")}
+        return value * (1.0 if weights == {params["activation_dtype"]} else 0.7)
+
+    history = run_plan(space, f, 30)
+    best = max(history, key=lambda h: h.score)
+    assert best.params["channels_last"] and best.params["optimization_level"] == 1
+    assert best.score == pytest.approx(1000.0 * 3.0 * 1.5)
+
+
+def test_a_trial_stopped_as_slow_is_seen_with_its_speed():
+    space = cpu_space()
+    study = optuna.create_study(directions=["maximize"])
+    trial = study.ask()
+    space.suggest(trial)
+    trial.set_user_attr("status", "slow")
+    trial.set_user_attr("metrics", {"throughput_samples_per_s": 123.0})
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    (seen,) = observe(study.get_trials())
+    assert seen.score is None and seen.speed == 123.0 and not seen.oom
 
 
 def test_unknown_sampler_name():

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autotune.config import Status
+from autotune.errors import NothingFoundError
 from autotune.measure import Measurement
 from autotune.records import TrialRecord, block_times, named_constraints, study_record
 
@@ -159,6 +160,22 @@ def best_feasible(rows: list[TrialRow]) -> TrialRow | None:
     feasible = _feasible(rows)
     pool = [r for r in feasible if r.confirmed] or feasible
     return min(pool, key=_rank) if pool else None
+
+
+def winner(study: optuna.Study) -> TrialRow:
+    """The trial `autotune export` exports: `best_feasible` over the stored trials.
+    NothingFoundError, naming the constraint, when no trial meets it."""
+    row = best_feasible(trial_rows(study))
+    if row is None:
+        meta = study_record(study)
+        drop = "?" if meta.max_accuracy_drop is None else meta.max_accuracy_drop
+        raise NothingFoundError(
+            f"study {study.study_name!r} has no feasible trial "
+            f"(none measured within {drop} points of fp32"
+            + (f" and {meta.min_agreement:g}% agreement" if meta.min_agreement else "")
+            + ")"
+        )
+    return row
 
 
 def confirmation_candidates(rows: list[TrialRow], k: int) -> list[TrialRow]:

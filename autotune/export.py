@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import TrialRow, best_feasible, seed_recipe_row, trial_rows
+from autotune.analysis import TrialRow, seed_recipe_row, trial_rows, winner
 from autotune.backends import get_backend, tt_export
 from autotune.config import TrialConfig
-from autotune.errors import NothingFoundError, UsageError
+from autotune.errors import UsageError
 from autotune.storage import STUDY_ATTR
 
 if TYPE_CHECKING:
@@ -47,21 +47,8 @@ EXPORTED_METRICS = (
 )
 
 
-def pick(study: optuna.Study) -> TrialRow:
-    row = best_feasible(trial_rows(study))
-    if row is None:
-        meta = study.user_attrs.get(STUDY_ATTR, {})
-        raise NothingFoundError(
-            f"study {study.study_name!r} has no feasible trial "
-            f"(none measured within {meta.get('max_accuracy_drop', '?')} points of fp32"
-            + (f" and {meta['min_agreement']:g}% agreement" if meta.get("min_agreement") else "")
-            + ")"
-        )
-    return row
-
-
 def export_dict(study: optuna.Study) -> dict[str, Any]:
-    row = pick(study)
+    row = winner(study)
     config = TrialConfig.from_dict(row.config)
     backend = get_backend(config.backend)
     trial = study.trials[row.number]

@@ -1,19 +1,14 @@
 """Tenstorrent backend: PyTorch -> Tenstorrent's torch-xla -> PJRT plugin ``pjrt-plugin-tt``.
 
 Written against tt-xla's public API. One trial follows tt-xla's
-``examples/pytorch/mnist_performant.py`` step by step; the calls are written once, in
-``tt_recipe.py``, which this backend runs and the exported script prints:
-
-1. tuner: ``worker_env`` puts ``TT_RUNTIME_TRACE_REGION_SIZE`` into the worker's environment
-   at spawn (the runtime reads it once, when torch_xla is imported; too late afterwards);
-2. worker, ``initialize``: ``torch_xla.runtime.set_device_type("TT")``;
-3. ``prepare``: ``model.eval()``, ``model.to(torch.bfloat16)``,
-   ``tt_torch.apply_weight_dtype_overrides(model, {name: dtype})`` (before compile, only for
-   a non-empty map), ``torch_xla.set_custom_compile_options(compile_options(config))``,
-   ``model.compile(backend="tt")``, ``device = xm.xla_device()``, ``model.to(device)``;
-4. the bf16 input is made once (``host_input``), outside the timed loop, as the seed builds
-   its bf16 input once; each timed iteration: ``x.to(device)``, the model, ``y.to("cpu")``;
-   ``xm.wait_device_ops()`` at block ends.
+``examples/pytorch/mnist_performant.py`` step by step. The calls are written once, as the
+steps of ``tt_recipe.py``: this backend runs them (``initialize``: ``SELECT_DEVICE``,
+``set_device_type("TT")``; ``prepare``: ``PREPARE``, from ``model.eval()`` to
+``model.to(device)``; ``host_input``: ``CAST_INPUT``, the bf16 input made once outside the
+timed loop; ``to_device``: ``TO_DEVICE``) and the exported script prints them. Around them,
+``worker_env`` puts ``TT_RUNTIME_TRACE_REGION_SIZE`` into the worker's environment at spawn
+(the runtime reads it once, when torch_xla is imported; too late afterwards), and
+``synchronize`` is ``xm.wait_device_ops()``, at block ends.
 
 Compile options: every value is a string. tt-xla's plugin receives a ``map<string, string>``
 (torch_xla stringifies what it is given) and parses ``optimization_level`` with ``std::stoi``
@@ -40,7 +35,6 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends import tt_recipe
@@ -204,7 +198,7 @@ class TTBackend(Backend):
 
         if x.dtype != torch.bfloat16:  # a batch not made by host_input (eval set): cast it
             x = x.to(torch.bfloat16)
-        return tt_recipe.TO_DEVICE(SimpleNamespace(inputs=x, device=self._device))
+        return tt_recipe.TO_DEVICE(tt_recipe.names(inputs=x, device=self._device))
 
     def synchronize(self) -> None:
         import torch_xla.core.xla_model as xm

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -40,7 +39,6 @@ from autotune.report import reference_line
 from search_spaces import default_space, recipe_params
 from studies import get_study
 
-ROOT = Path(__file__).resolve().parent.parent
 HAS_GPU = torch.cuda.is_available()
 
 
@@ -68,24 +66,6 @@ def cfg(**kw) -> TrialConfig:
 # --- tuner side: options, space, recipe --------------------------------------------------
 
 
-def test_compile_options_per_level():
-    backend = CUDABackend()
-    assert backend.compile_options(cfg(optimization_level=0)) == {}
-    assert backend.compile_options(cfg(optimization_level=1)) == {
-        "backend": "inductor",
-        "dynamic": False,
-    }
-    assert backend.compile_options(cfg(optimization_level=2)) == {
-        "backend": "inductor",
-        "dynamic": False,
-        "mode": "max-autotune-no-cudagraphs",
-    }
-    # The trace knob (our CUDA graphs) does not change what torch.compile receives.
-    assert backend.compile_options(cfg(optimization_level=2, trace=True)) == (
-        backend.compile_options(cfg(optimization_level=2))
-    )
-
-
 def test_level_2_is_max_autotune_without_inductor_cudagraphs():
     from torch._inductor import list_mode_options
 
@@ -95,8 +75,12 @@ def test_level_2_is_max_autotune_without_inductor_cudagraphs():
     # Plain "max-autotune" would add inductor's own CUDA graphs on top of ours.
     assert not options.get("triton.cudagraphs")
     assert list_mode_options("max-autotune").get("triton.cudagraphs") is True
-    for level in (1, 2):  # torch.compile accepts exactly these keyword arguments
-        torch.compile(nn.Identity(), **CUDABackend().compile_options(cfg(optimization_level=level)))
+    # The trace knob (our CUDA graphs) does not change what torch.compile receives.
+    backend = CUDABackend()
+    for level in (0, 1, 2):
+        assert backend.compile_options(cfg(optimization_level=level, trace=True)) == (
+            backend.compile_options(cfg(optimization_level=level))
+        )
 
 
 def test_space_offers_the_issue_knobs():
@@ -134,19 +118,6 @@ def test_seed_recipe_is_batch_64_bf16_compiled_with_cuda_graphs():
     assert recipe_params(space.narrowed({"trace": [False]}), CUDABackend.seed_recipe) is None
     assert recipe_params(space.narrowed({"batch_size": [128]}), CUDABackend.seed_recipe) is None
     assert recipe_params(space, get_backend("cpu").seed_recipe) is None
-
-
-def test_backend_module_and_tuner_side_calls_import_no_torch():
-    code = (
-        "import sys\n"
-        "from autotune.backends import get_backend\n"
-        "from autotune.config import TrialConfig\n"
-        "b = get_backend('cuda')\n"
-        "b.compile_options(TrialConfig('mnist', 'cuda', 64, 2))\n"
-        "b.classify('CUDA out of memory')\n"
-        "assert 'torch' not in sys.modules, 'torch imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
 # --- OOM and other failures, from the real error text ----------------------------------------
@@ -191,19 +162,6 @@ def test_cuda_oom_error_is_oom():
         "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
     )
     assert backend.classify(worker_text(cublas)) is Status.OOM
-
-
-def test_other_cuda_failures_are_not_oom():
-    backend = CUDABackend()
-    illegal = RuntimeError("CUDA error: an illegal memory access was encountered")
-    assert backend.classify(worker_text(illegal)) is None  # a crash
-    capture = RuntimeError("CUDA error: operation not permitted when stream is capturing")
-    assert backend.classify(worker_text(capture)) is Status.COMPILE_ERROR
-    fp8 = RuntimeError(
-        "fp8_e4m3 weights need compute capability >= 8.9; this GPU (Tesla T4 (compute "
-        "capability 7.5)) has no hardware fp8"
-    )
-    assert backend.classify(worker_text(fp8)) is Status.COMPILE_ERROR
 
 
 @pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU: the trial would run")

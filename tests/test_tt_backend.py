@@ -281,83 +281,13 @@ def test_trace_region_error_then_retry_with_larger_region(reference, standin, mo
     assert backend.with_larger_trace_region(retry, first.stderr_tail) is None  # once only
 
 
-# --- tuner-side units -----------------------------------------------------------------------
-
-# Messages as tt-metal and tt-xla print them (bank_manager.cpp, program.cpp, mesh_trace.cpp,
-# module_builder.cc, MLIR diagnostics), each followed by the generic Python error.
-CLASSIFY = [
-    (
-        "Out of Memory: Not enough space to allocate 55444480 B L1 buffer across 70 banks, "
-        "where each bank needs to store 792064 B, but bank size is 1393472 B",
-        Status.OOM,
-    ),
-    (
-        "Out of Memory: Not enough space to allocate 570425344 B DRAM buffer across 8 banks",
-        Status.OOM,
-    ),
-    (
-        "Out of Memory: Not enough space to allocate 4096 B L1_SMALL buffer across 64 banks",
-        Status.OOM,
-    ),
-    (
-        "Statically allocated circular buffers on core range [(x=0,y=0) - (x=7,y=7)] grow to "
-        "3445728 B which is beyond max L1 size of 1499136 B",
-        Status.OOM,
-    ),
-    (
-        "Statically allocated circular buffers in program 166 clash with L1 buffers on core "
-        "range [(x=0,y=0) - (x=4,y=7)]. L1 buffer allocated at 600256",
-        Status.OOM,
-    ),
-    (
-        "Creating trace buffers of size 7929856B on MeshDevice 3, but only 2097152B is "
-        "allocated for trace region.",
-        Status.TRACE_ERROR,
-    ),
-    (
-        "Always | FATAL | Creating trace buffers of size 751616B on device 0, but only 0B is "
-        "allocated for trace region.",
-        Status.TRACE_ERROR,
-    ),
-    ("module_builder.cc:1034 ERR| Failed to run TTIRToTTNNCommon pipeline", Status.COMPILE_ERROR),
-    ("ERR| Failed to convert from SHLO to TTIR module", Status.COMPILE_ERROR),
-    ("ERR| Failed to generate flatbuffer binary", Status.COMPILE_ERROR),
-    (
-        "loc(\"dot.391\"): error: 'ttnn.scaled_dot_product_attention' op Query and result "
-        "must have the same element type",
-        Status.COMPILE_ERROR,
-    ),
-    ("<unknown>:0: error: failed to legalize operation 'ttir.gather'", Status.COMPILE_ERROR),
-]
-
-
-@pytest.mark.parametrize(("text", "status"), CLASSIFY)
-def test_classify_real_messages(text, status):
-    full = (
-        f"some log line\n{text}\nTraceback (most recent call last):\nRuntimeError: Error code: 13\n"
-    )
-    assert TTBackend().classify(full) is status
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "RuntimeError: Error code: 13",
-        "ValueError: Error code: 13",
-        'Traceback (most recent call last):\n  File "worker.py", line 3, in main\nKeyError: x',
-        "TypeError: linear(): argument 'input' must be Tensor, not NoneType",
-        "warning: the trace region is large",
-    ],
-)
-def test_classify_leaves_other_failures_unclassified(text):
-    assert TTBackend().classify(text) is None
+# --- tuner-side units (classification and the rest of the contract: test_backend_contract.py)
 
 
 def test_compile_options_and_env():
     tt = get_backend("tt")
     assert isinstance(tt, TTBackend)
     assert tt.visible_devices_env == "TT_METAL_VISIBLE_DEVICES"  # one chip per worker (--devices)
-    assert tt.compile_options(tt_config()) == {"optimization_level": "0", "enable_trace": "false"}
     assert tt.worker_env(tt_config()) == {}
     on = tt_config(
         optimization_level=2, trace=True, extras=(("experimental_weight_dtype", "none"),)
@@ -413,20 +343,6 @@ def test_tt_space_for_mnist():
     assert dims["optimization_level"] == (0, 1, 2)
     assert dims["activation_dtype"] == ("bf16",)
     assert dims["experimental_weight_dtype"] == ("none", "bfp_bf8", "bfp_bf4")
-
-
-def test_tuner_side_imports_no_device_library():
-    code = (
-        "import sys; from autotune.backends import get_backend; from autotune.config import "
-        "TrialConfig; b = get_backend('tt'); c = TrialConfig('mnist', 'tt', 64, 2, True, 'bf16'); "
-        "b.compile_options(c); b.worker_env(c); b.classify('x'); b.with_larger_trace_region(c); "
-        "print(sorted(m for m in ('torch', 'torch_xla', 'tt_torch') if m in sys.modules))"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(STANDIN)])}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert out.stdout.strip() == "[]"
 
 
 # --- the stand-in's apply_weight_dtype_overrides follows tt_torch's rules -------------------

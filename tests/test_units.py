@@ -126,13 +126,6 @@ def test_narrowing():
         cpu_space().narrowed({"optimization_level": []})
 
 
-def test_study_weights_match_the_model():
-    study = get_study("mnist")
-    model = study.build_model()
-    params = {name for name, _ in model.named_parameters()}
-    assert {w.name for w in study.weights} == {n for n in params if n.endswith(".weight")}
-
-
 # --- measurement -----------------------------------------------------------------------
 
 
@@ -351,14 +344,6 @@ def test_plot_data(tmp_path):
     ]
     assert data.pick.trial == 2 and data.pick_throughput == 300.0
     assert data.unmeasured == 1
-
-
-def test_cpu_compile_options_differ_by_level():
-    cpu = get_backend("cpu")
-    opts = [cpu.compile_options(cfg(optimization_level=level)) for level in (0, 1, 2)]
-    assert opts[0] == {}
-    assert opts[1] == {"backend": "inductor", "dynamic": False}
-    assert opts[2] == {"backend": "inductor", "dynamic": False, "options": {"freezing": True}}
 
 
 def test_autotune_sampler_starts_from_a_neutral_uniform_config():

@@ -147,7 +147,7 @@ def test_eval_data_is_the_real_mnist_test_set(trained, data):
     # Normalised as in training (studies.mnist.normalize): mean about 0, std about 1.
     assert abs(images.mean().item()) < 0.05 and 0.9 < images.std().item() < 1.1
     assert labels is not None and labels.shape == (10_000,) and labels.dtype == torch.int64
-    assert 0 <= labels.min().item() and labels.max().item() <= 9
+    assert labels.min().item() >= 0 and labels.max().item() <= 9
     assert torch.bincount(labels, minlength=10).tolist() == MNIST_TEST_LABEL_COUNTS
 
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
 from autotune.config import TrialResult
 from autotune.errors import UsageError
 from autotune.export import PROTOCOL_KEYS, check_schema, load_config
 
-DEFAULT_MAX_SLOWDOWN = 0.10
+DEFAULT_MAX_SLOWDOWN = defaults.MAX_SLOWDOWN
 ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
 
 
@@ -180,7 +181,7 @@ class VerifyReport:
 def verify(
     path: Path,
     *,
-    rounds: int = 3,
+    rounds: int = defaults.VERIFY_ROUNDS,
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
     max_accuracy_drop: float | None = None,
     worker_python: str | None = None,

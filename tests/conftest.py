@@ -81,7 +81,7 @@ FAST_ARGS = (
     "0",
 )
 # Without queued starting points: for tests of re-queued trials, which run after the queue.
-UNSEEDED_ARGS = (*FAST_ARGS, "--no-seed")
+UNSEEDED_ARGS = (*FAST_ARGS, "--no-starting-points")
 
 
 def _free_port() -> int:

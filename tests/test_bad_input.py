@@ -111,6 +111,24 @@ def test_help_is_fast_and_torch_free():
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_no_seed_is_a_hidden_alias_of_no_starting_points():
+    """Old scripts keep working; --help names only the new flag (seed = the RNG seed)."""
+    import contextlib
+    import io
+
+    from autotune.cli import build_parser
+
+    parse = build_parser().parse_args
+    for flag in ("--no-starting-points", "--no-seed"):
+        assert parse(["study", "--model", "mnist", flag]).no_starting_points
+    assert not parse(["study", "--model", "mnist"]).no_starting_points
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+        parse(["study", "--help"])
+    assert "--no-starting-points" in help_text.getvalue()
+    assert "--no-seed" not in help_text.getvalue()
+
+
 def _pythons() -> list[str]:
     """This interpreter, plus real 3.11/3.12 interpreters found on PATH or in pyenv."""
     import glob

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from autotune.analysis import trial_rows
+from autotune.cli.views import plot_table
 from autotune.plots import ParetoPlotData, draw, pareto_plot_data, render
 
 MAX_DROP = 0.5
@@ -142,3 +143,26 @@ def test_agreement_constraint_is_named(tmp_path):
     svg = io.BytesIO()
     draw(data, svg, "svg")
     assert b"agreement &gt;= 99.9%" in svg.getvalue()
+
+
+def test_plot_table_marks_the_front_and_the_pick(tmp_path):
+    """`autotune plot --format table`: every measured point, fastest first, the rest counted."""
+    # Trial 1 (300/s, 0.2 pt) is the pick and dominates trial 2; trial 3 is infeasible.
+    study = study_of(tmp_path, [(100.0, 0.1), (300.0, 0.2), (200.0, 0.4), (500.0, 2.0)], ["oom"])
+    data = data_of(study)
+    lines = plot_table(data).splitlines()
+    assert lines[0] == data.title and lines[1].split() == [
+        "#", "samples/s", "drop(pt)", "feasible", "front", "pick"
+    ]  # fmt: skip
+    body = {int(line.split()[0]): line.split()[1:] for line in lines[3:7]}
+    assert list(body) == [3, 1, 2, 0]
+    assert body[1] == ["300", "0.200", "yes", "yes", "yes"]
+    assert body[2] == ["200", "0.400", "yes"]  # neither on the front nor the pick
+    assert body[3][:3] == ["500", "2.000", "no"]
+    assert lines[7:] == ["1 not measured (1 oom)"]
+
+
+def test_plot_table_of_a_study_with_nothing_measured(tmp_path):
+    data = data_of(study_of(tmp_path, [], ["oom", "crash"]))
+    lines = plot_table(data).splitlines()
+    assert lines[-1] == data.message and "2 of 2 trials failed" in data.message

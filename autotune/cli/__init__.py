@@ -1,4 +1,4 @@
-"""The `autotune` command. Data goes to stdout, messages to stderr.
+"""The `autotune` command. Data goes to stdout, messages to stderr (`output`, the one sink).
 
 Exit codes: 0 ok, 1 nothing found, 2 usage or input error, 130 interrupted.
 Heavy imports (torch, optuna, matplotlib) happen inside the subcommands, so --help is fast.
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from autotune.cli import results, sensitivity, study
+from autotune.cli import output, results, sensitivity, study
 from autotune.cli.common import EPILOG, parse_size
 from autotune.errors import AutotuneError
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
+        output.say("interrupted; rerun the same command to resume")
         return 130
     except BrokenPipeError:  # e.g. `autotune show ... | head`: the reader left, that's fine
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except AutotuneError as exc:
         if args.debug:
             raise
-        print(f"autotune: {exc}", file=sys.stderr)
+        output.say(str(exc))
         return exc.exit_code
 
 

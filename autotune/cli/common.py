@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
 from autotune.storage import DEFAULT_STORAGE
 
 EPILOG = """examples:
@@ -47,7 +48,10 @@ def storage_args(p: argparse.ArgumentParser, study_required: bool) -> None:
 def host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-python", help="interpreter that runs trials (default: this one)")
     p.add_argument(
-        "--jobs", type=int, default=1, help="trials run at once on this host (default 1)"
+        "--jobs",
+        type=int,
+        default=defaults.JOBS,
+        help=f"trials run at once on this host (default {defaults.JOBS})",
     )
     p.add_argument(
         "--devices",
@@ -57,7 +61,7 @@ def host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--heartbeat",
         type=int,
-        default=10,
+        default=defaults.HEARTBEAT_S,
         metavar="SECONDS",
         help="heartbeat interval; a trial silent for 3 intervals is re-queued",
     )

@@ -1,13 +1,13 @@
-"""Commands on a finished (or running) study: show, plot, export, verify, report."""
+"""Commands on a study's results: show, plot, export, verify, report."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
+from autotune.cli import output
 from autotune.cli.common import storage_args
 from autotune.errors import NothingFoundError, UsageError
 
@@ -21,7 +21,7 @@ EXPORT_EPILOG = """examples:
 def add_parsers(sub: Any) -> None:
     sh = sub.add_parser("show", help="list a study's trials")
     storage_args(sh, study_required=True)
-    sh.add_argument("--format", choices=["table", "json"], default="table")
+    output.add_format(sh, "the trials")
 
     p = sub.add_parser("plot", help="draw throughput vs accuracy drop with the Pareto front")
     storage_args(p, study_required=True)
@@ -32,11 +32,12 @@ def add_parsers(sub: Any) -> None:
         default=Path("pareto.png"),
         help="image file; .png or .svg (default pareto.png)",
     )
+    # "image", the old name of drawing (no --format), is still accepted.
     p.add_argument(
         "--format",
-        choices=["image", "json"],
-        default="image",
-        help="json prints the plotted data instead of drawing",
+        choices=(*output.FORMATS, "image"),
+        metavar="{" + ",".join(output.FORMATS) + "}",
+        help="print the plotted points as a table or as JSON instead of drawing",
     )
 
     e = sub.add_parser(
@@ -48,13 +49,16 @@ def add_parsers(sub: Any) -> None:
     )
     storage_args(e, study_required=True)
     e.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    # The format of the file written (to stdout without -o), not a rendering of it:
+    # no table here. json is the same JSON document as elsewhere.
     e.add_argument(
         "--format",
         choices=["json", "tt-mixed-precision", "script"],
         default="json",
-        help="json: autotune's config (default); tt-mixed-precision: tt-xla's {weight: dtype} "
-        "map for tt_torch.apply_weight_dtype_overrides; script: a runnable tt-xla script "
-        "(the map also for --emulate tt studies; the script for --backend tt studies)",
+        help="file format. json: autotune's config (default); tt-mixed-precision: tt-xla's "
+        "{weight: dtype} map for tt_torch.apply_weight_dtype_overrides; script: a runnable "
+        "tt-xla script (the map also for --emulate tt studies; the script for --backend tt "
+        "studies)",
     )
     v = sub.add_parser(
         "verify",
@@ -65,13 +69,19 @@ def add_parsers(sub: Any) -> None:
         "export's. Exit 0: it holds here; 1: it does not (the reason on stderr); 2: bad input.",
     )
     v.add_argument("export", type=Path, metavar="EXPORT.json", help="written by autotune export")
-    v.add_argument("--rounds", type=int, default=3, help="fresh processes to run (default 3)")
+    v.add_argument(
+        "--rounds",
+        type=int,
+        default=defaults.VERIFY_ROUNDS,
+        help=f"fresh processes to run (default {defaults.VERIFY_ROUNDS})",
+    )
     v.add_argument(
         "--max-slowdown",
         type=float,
-        default=0.10,
+        default=defaults.MAX_SLOWDOWN,
         metavar="FRACTION",
-        help="fail when the median throughput is more than this below the export's (default 0.10)",
+        help="fail when the median throughput is more than this below the export's "
+        f"(default {defaults.MAX_SLOWDOWN:.2f})",
     )
     v.add_argument(
         "--max-accuracy-drop",
@@ -79,7 +89,7 @@ def add_parsers(sub: Any) -> None:
         metavar="POINTS",
         help="top-1 drop vs fp32 (here) allowed; default: the study's constraint",
     )
-    v.add_argument("--format", choices=["table", "json"], default="table")
+    output.add_format(v, "the comparison")
     v.add_argument("--worker-python", help="interpreter that runs the rounds (default: this one)")
     v.add_argument("--cache-dir", type=Path, help="compile cache (default ~/.cache/autotune)")
 
@@ -97,54 +107,52 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from autotune.analysis import failure_counts, trial_rows
-    from autotune.report import trial_table
-    from autotune.storage import STUDY_ATTR, load_study
+    from autotune.cli import views
+    from autotune.records import study_record
+    from autotune.storage import load_study
 
     study = load_study(args.storage, args.study_name)
     rows = trial_rows(study)
-    if args.format == "json":
-        payload = {
-            "study": study.study_name,
-            "meta": study.user_attrs.get(STUDY_ATTR, {}),
-            "failures": failure_counts(rows),
-            "trials": [r.__dict__ | {"throughput": r.throughput} for r in rows],
-        }
-        print(json.dumps(payload, indent=1, default=str))
-        return 0
-    print(trial_table(rows))
     failures = failure_counts(rows)
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "none"
-    print(f"\n{len(rows)} trials; not measured, by reason: {summary}")
+    if args.format == "json":
+        meta = study_record(study).to_attrs()
+        output.data_json(views.show_json(study.study_name, meta, rows, failures))
+    else:
+        output.data(views.show_table(rows, failures))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from autotune.analysis import trial_rows
+    from autotune.cli import views
     from autotune.plots import draw, pareto_plot_data
-    from autotune.storage import STUDY_ATTR, load_study
+    from autotune.records import study_record
+    from autotune.storage import load_study
 
     study = load_study(args.storage, args.study_name)
-    meta = study.user_attrs.get(STUDY_ATTR, {})
+    meta = study_record(study)
+    drop = meta.max_accuracy_drop
     data = pareto_plot_data(
         trial_rows(study),
-        model=meta.get("model", "?"),
-        backend=meta.get("backend", "?"),
-        device=meta.get("reference_environment", {}).get("device", "unknown device"),
-        max_accuracy_drop=meta.get("max_accuracy_drop", 0.5),
-        min_agreement=meta.get("min_agreement"),
+        model=meta.model or "?",
+        backend=meta.backend or "?",
+        device=meta.reference_environment.get("device", "unknown device"),
+        max_accuracy_drop=drop if drop is not None else defaults.MAX_ACCURACY_DROP,
+        min_agreement=meta.min_agreement,
     )
     if args.format == "json":
-        print(json.dumps(data._asdict(), indent=1))
+        output.data_json(data._asdict())
+        return 0
+    if args.format == "table":
+        output.data(views.plot_table(data))
         return 0
     if args.output.suffix not in (".png", ".svg"):
         raise UsageError(f"plot output must end in .png or .svg, not {args.output.name!r}")
     if data.message is not None:
         raise NothingFoundError(f"study {args.study_name!r}: {data.message}")
     draw(data, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+    output.wrote(args.output)
     return 0
-
-
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -157,11 +165,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     text = render(data, args.format)
     save(text, args.output, args.format)
     for note in notes(data, args.format):
-        print(f"autotune: note: {note}", file=sys.stderr)
+        output.say(f"note: {note}")
     if args.output is None:
-        sys.stdout.write(text)
+        output.data(text, end="")
     else:
-        print(f"wrote {args.output}", file=sys.stderr)
+        output.wrote(args.output)
     return 0
 
 
@@ -177,12 +185,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
     )
     if args.format == "json":
-        print(json.dumps(report.to_dict(), indent=1))
+        output.data_json(report.to_dict())
     else:
-        print(render_text(report))
+        output.data(render_text(report))
     reason = report.failure()
     if reason is not None:
-        print(f"autotune: verify failed: {reason}", file=sys.stderr)
+        output.say(f"verify failed: {reason}")
         return 1
     return 0
 
@@ -193,6 +201,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"report output must end in .html, not {args.output.name!r}")
     write_report(args.storage, args.study_name, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+    output.wrote(args.output)
     return 0
-

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from autotune.cli import output
 from autotune.errors import UsageError
 from autotune.storage import DEFAULT_STORAGE
 
@@ -26,17 +25,16 @@ def add_parsers(sub: Any) -> None:
     )
     se.add_argument("--eval-limit", type=int, help="evaluate on the first N samples only")
     se.add_argument("--recompute", action="store_true", help="ignore the cached result")
-    se.add_argument("--format", choices=["table", "json"], default="table")
+    output.add_format(se, "each layer's accuracy drop and error")
     se.add_argument("-o", "--output", type=Path, help="also draw a bar chart (.png or .svg)")
     se.add_argument(
         "--cache-dir", type=Path, help="result and reference cache (default ~/.cache/autotune)"
     )
 
 
-
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from autotune import sensitivity as sens
-    from autotune.report import format_table
+    from autotune.cli import views
     from autotune.runner import RunnerSettings
     from autotune.tuner import default_cache_dir
     from studies import get_study
@@ -55,36 +53,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     )
     if args.output is not None:
         sens.draw(sens.plot_data(args.model, rows), args.output)
-        print(f"wrote {args.output}", file=sys.stderr)
+        output.wrote(args.output)
     if args.format == "json":
-        print(
-            json.dumps(
-                {
-                    "model": args.model,
-                    "rule": sens.NUMERICS_RULE,
-                    "rows": [r._asdict() for r in rows],
-                },
-                indent=1,
-            )
-        )
-        return 0
-    ordered = [rows[0], *sorted(rows[1:], key=lambda r: (r.dtype, r.score), reverse=True)]
-    print(
-        format_table(
-            ["weight", "dtype", "drop(pt)", "changed(%)", "pcc", "max|err|", "mean|err|"],
-            [
-                [
-                    r.weight or "(none: all bf16)",
-                    r.dtype,
-                    f"{r.accuracy_drop:.3f}",
-                    f"{100 * (1 - r.agreement):.2f}",
-                    f"{r.pcc:.5f}",
-                    f"{r.max_abs_error:.3g}",
-                    f"{r.mean_abs_error:.3g}",
-                ]
-                for r in ordered
-            ],
-        )
-    )
+        output.data_json(views.sensitivity_json(args.model, sens.NUMERICS_RULE, rows))
+    else:
+        output.data(views.sensitivity_table(rows))
     return 0
-

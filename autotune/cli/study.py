@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
+from autotune.cli import output
 from autotune.cli.common import EPILOG, host_args, host_options, parse_size, storage_args
 from autotune.errors import UsageError
 
@@ -19,7 +20,11 @@ def add_parsers(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--model", required=True, help="study to tune (e.g. mnist)")
-    s.add_argument("--backend", default="cpu", help="device family: cpu (default), cuda, tt")
+    s.add_argument(
+        "--backend",
+        default=defaults.BACKEND,
+        help=f"device family: cpu, cuda, tt (default {defaults.BACKEND})",
+    )
     s.add_argument(
         "--emulate",
         choices=["tt"],
@@ -29,30 +34,36 @@ def add_parsers(sub: Any) -> None:
     s.add_argument(
         "--confirm",
         type=int,
-        default=3,
+        default=defaults.CONFIRM,
         metavar="K",
         help="re-measure the K best feasible trials, then the top one while it is not "
-        "re-measured (at most 2K in all); the pick pools all measurements (default 3; "
-        "0: no re-measurement)",
+        "re-measured (at most 2K in all); the pick pools all measurements (default "
+        f"{defaults.CONFIRM}; 0: no re-measurement)",
     )
     s.add_argument(
-        "--no-seed",
+        "--no-starting-points",
         action="store_true",
-        help="do not queue the sensitivity-ordered dtype maps (block-float spaces) before sampling",
+        help="skip the sensitivity pass and its dtype maps queued as starting points (done "
+        "only where the space offers block-float dtypes); the model's recipe is still queued",
+    )
+    # The flag's first name, from before "seed" meant only the sampler's RNG seed.
+    s.add_argument(
+        "--no-seed", dest="no_starting_points", action="store_true", help=argparse.SUPPRESS
     )
     s.add_argument(
         "--trials",
         type=int,
-        default=50,
+        default=defaults.TRIALS,
         help="total finished trials the study should have (rerun to resume)",
     )
     storage_args(s, study_required=False)
     s.add_argument(
         "--max-accuracy-drop",
         type=float,
-        default=0.5,
+        default=defaults.MAX_ACCURACY_DROP,
         metavar="POINTS",
-        help="feasible = top-1 within this many points of fp32 (default 0.5)",
+        help="feasible = top-1 within this many points of fp32 "
+        f"(default {defaults.MAX_ACCURACY_DROP:g})",
     )
     s.add_argument(
         "--min-agreement",
@@ -65,40 +76,42 @@ def add_parsers(sub: Any) -> None:
     s.add_argument(
         "--measure-seconds",
         type=float,
-        default=1.0,
-        help="timed seconds per trial after warmup (default 1)",
+        default=defaults.MEASURE_SECONDS,
+        help=f"timed seconds per trial after warmup (default {defaults.MEASURE_SECONDS:g})",
     )
     s.add_argument(
         "--timeout-per-trial",
         type=float,
-        default=300.0,
+        default=defaults.TIMEOUT_S,
         metavar="SECONDS",
-        help="kill a trial's process group after this long (default 300)",
+        help=f"kill a trial's process group after this long (default {defaults.TIMEOUT_S:g})",
     )
     s.add_argument(
         "--memory-limit",
         type=parse_size,
         metavar="SIZE",
-        help="cap each worker's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)",
+        help="cap each trial process's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)",
     )
     s.add_argument("--seed", type=int, help="sampler seed, for repeatable searches")
     s.add_argument(
         "--sampler",
-        choices=("autotune", "tpe", "random"),
-        default="autotune",
+        choices=defaults.SAMPLERS,
+        default=defaults.SAMPLER,
         help="search strategy: autotune's (climbs batch size and uniform precision, then "
         "TPE; default), plain TPE, or random",
     )
     s.add_argument(
         "--stop-slower",
         type=float,
-        default=3.0,
+        default=defaults.STOP_RATIO,
         metavar="X",
         help="stop a trial after warm-up when it is X times slower than the best feasible "
-        "one so far (pruned as slow: not timed, not evaluated; default 3; 0 never stops)",
+        f"one so far (pruned as slow: not timed, not evaluated; default {defaults.STOP_RATIO:g}; "
+        "0 never stops)",
     )
     s.add_argument("--eval-limit", type=int, help="evaluate accuracy on the first N samples only")
     host_args(s)
+    output.add_format(s, "the Pareto set at the end")
 
     w = sub.add_parser(
         "worker",
@@ -108,7 +121,7 @@ def add_parsers(sub: Any) -> None:
     )
     storage_args(w, study_required=True)
     host_args(w)
-
+    output.add_format(w, "the Pareto set at the end")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -121,7 +134,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     opts = StudyOptions(
         model=args.model,
         backend=f"{args.backend}-emulate-{args.emulate}" if args.emulate else args.backend,
-        seed_from_sensitivity=not args.no_seed,
+        sensitivity_starting_points=not args.no_starting_points,
         confirm=args.confirm,
         trials=args.trials,
         max_accuracy_drop=args.max_accuracy_drop,
@@ -139,51 +152,55 @@ def cmd_study(args: argparse.Namespace) -> int:
     )
     tuner = Tuner(opts)
     space = tuner.space
-    print(
+    output.tell(
         f"study {opts.name!r}: {opts.model} on {opts.backend}, {len(space.dimensions)} "
         f"dimensions, {space.size():,} configs; feasible = top-1 drop <= "
         f"{opts.max_accuracy_drop:g} points vs fp32"
         + (f", agreement >= {opts.min_agreement:g}%" if opts.min_agreement is not None else "")
-        + f"; storage {shown(opts.storage)}",
-        file=sys.stderr,
+        + f"; storage {shown(opts.storage)}"
     )
-    return _run_and_summarise(tuner)
+    return _run_and_summarise(tuner, args.format)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from autotune.storage import STUDY_ATTR, load_study
+    from autotune.records import read_study
+    from autotune.storage import load_study
     from autotune.tuner import StudyOptions, Tuner
 
     host = host_options(args)
-    meta = load_study(args.storage, args.study_name).user_attrs.get(STUDY_ATTR)
-    if not meta or "options" not in meta:
+    record = read_study(load_study(args.storage, args.study_name))
+    if record is None or not record.made_by_tuner:
         raise UsageError(f"study {args.study_name!r} was not created by autotune study")
-    tuner = Tuner(StudyOptions.from_study(meta, **host), join_existing=True)
-    print(
+    tuner = Tuner(StudyOptions.from_study(record, **host), join_existing=True)
+    output.tell(
         f"joined study {args.study_name!r}: budget {tuner.budget} trials, "
-        f"{tuner.counted_trials()} done",
-        file=sys.stderr,
+        f"{tuner.counted_trials()} done"
     )
-    return _run_and_summarise(tuner)
+    return _run_and_summarise(tuner, args.format)
 
 
-def _run_and_summarise(tuner: Any) -> int:
+def _run_and_summarise(tuner: Any, fmt: str) -> int:
     from autotune.analysis import best_feasible, pareto_front, seed_recipe_row, trial_rows
-    from autotune.report import reference_line, trial_table
+    from autotune.cli import views
 
     # One line each: trials sharing this host's cores, CPU trials on different machines.
     said = [m for m in (tuner.jobs_note(), tuner.machine_warning()) if m is not None]
     for line in said:
-        print(f"autotune: {line}", file=sys.stderr)
+        output.say(line)
     tuner.run()
     late = tuner.machine_warning()  # another host may have joined meanwhile
     if late is not None and late not in said:
-        print(f"autotune: {late}", file=sys.stderr)
+        output.say(late)
     rows = trial_rows(tuner.study)
-    print(f"Pareto set of study {tuner.opts.name!r} ({len(rows)} trials):")
-    print(trial_table(pareto_front(rows)))
-    reference = seed_recipe_row(tuner.study, rows)
-    if reference is not None:
-        print(reference_line(reference, best_feasible(rows)))
+    summary = (
+        tuner.opts.name,
+        rows,
+        pareto_front(rows),
+        seed_recipe_row(tuner.study, rows),
+        best_feasible(rows),
+    )
+    if fmt == "json":
+        output.data_json(views.pareto_json(*summary))
+    else:
+        output.data(views.pareto_table(*summary))
     return 0
-

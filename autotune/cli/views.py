@@ -1,0 +1,121 @@
+"""What the commands print, built from their data: tables and JSON documents.
+
+Imported inside the commands (it reads trial rows and plot data), so --help stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autotune.report import format_table, reference_line, trial_table
+
+if TYPE_CHECKING:
+    from autotune.analysis import TrialRow
+    from autotune.plots import ParetoPlotData
+
+
+def trial_json(row: TrialRow) -> dict[str, Any]:
+    return row.__dict__ | {"throughput": row.throughput}
+
+
+def failures_line(rows: list[TrialRow], failures: dict[str, int]) -> str:
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(failures.items())) or "none"
+    return f"{len(rows)} trials; not measured, by reason: {summary}"
+
+
+def show_table(rows: list[TrialRow], failures: dict[str, int]) -> str:
+    return f"{trial_table(rows)}\n\n{failures_line(rows, failures)}"
+
+
+def show_json(
+    name: str, meta: dict[str, Any], rows: list[TrialRow], failures: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "study": name,
+        "meta": meta,
+        "failures": failures,
+        "trials": [trial_json(r) for r in rows],
+    }
+
+
+def pareto_table(
+    name: str,
+    rows: list[TrialRow],
+    front: list[TrialRow],
+    reference: TrialRow | None,
+    best: TrialRow | None,
+) -> str:
+    """The end of a study: its Pareto set, and the pick against the model's own recipe."""
+    text = f"Pareto set of study {name!r} ({len(rows)} trials):\n{trial_table(front)}"
+    if reference is not None:
+        text += "\n" + reference_line(reference, best)
+    return text
+
+
+def pareto_json(
+    name: str,
+    rows: list[TrialRow],
+    front: list[TrialRow],
+    reference: TrialRow | None,
+    best: TrialRow | None,
+) -> dict[str, Any]:
+    return {
+        "study": name,
+        "trials": len(rows),
+        "pareto": [trial_json(r) for r in front],
+        "best": None if best is None else trial_json(best),
+        "reference": None if reference is None else trial_json(reference),
+    }
+
+
+def plot_table(data: ParetoPlotData) -> str:
+    """The points of the Pareto plot, best throughput first; the pick and the front marked."""
+    front = {p.trial for p in data.front}
+    pick = data.pick.trial if data.pick is not None else None
+    points = [(p, True) for p in data.feasible] + [(p, False) for p in data.infeasible]
+    points.sort(key=lambda item: -item[0].throughput)
+    table = format_table(
+        ["#", "samples/s", "drop(pt)", "feasible", "front", "pick"],
+        [
+            [
+                str(p.trial),
+                f"{p.throughput:,.0f}",
+                f"{p.accuracy_drop:.3f}",
+                "yes" if feasible else "no",
+                "yes" if p.trial in front else "",
+                "yes" if p.trial == pick else "",
+            ]
+            for p, feasible in points
+        ],
+    )
+    lines = [data.title, table]
+    if data.message is not None:  # nothing measured: the message says why
+        lines.append(data.message)
+    elif data.unmeasured:
+        by_reason = ", ".join(f"{n} {status}" for status, n in data.failures.items())
+        lines.append(f"{data.unmeasured} not measured ({by_reason})")
+    return "\n".join(lines)
+
+
+def sensitivity_json(model: str, rule: str, rows: list[Any]) -> dict[str, Any]:
+    return {"model": model, "rule": rule, "rows": [r._asdict() for r in rows]}
+
+
+def sensitivity_table(rows: list[Any]) -> str:
+    """The all-bf16 baseline first, then each dtype's layers, most sensitive first."""
+    ordered = [rows[0], *sorted(rows[1:], key=lambda r: (r.dtype, r.score), reverse=True)]
+    return format_table(
+        ["weight", "dtype", "drop(pt)", "changed(%)", "pcc", "max|err|", "mean|err|"],
+        [
+            [
+                r.weight or "(none: all bf16)",
+                r.dtype,
+                f"{r.accuracy_drop:.3f}",
+                f"{100 * (1 - r.agreement):.2f}",
+                f"{r.pcc:.5f}",
+                f"{r.max_abs_error:.3g}",
+                f"{r.mean_abs_error:.3g}",
+            ]
+            for r in ordered
+        ],
+    )

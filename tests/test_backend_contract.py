@@ -63,7 +63,13 @@ WORKER_STUDY = "mnist"
 WORKER_BATCH = 32
 
 
-@pytest.fixture(scope="module", params=list(IMPLEMENTATIONS))
+@pytest.fixture(
+    scope="module",
+    # `-m cuda` (bench/gpu_check.sh's selection) picks cuda's cases here too.
+    params=[
+        pytest.param(i, marks=pytest.mark.cuda) if i in NEEDS_GPU else i for i in IMPLEMENTATIONS
+    ],
+)
 def impl(request: pytest.FixtureRequest) -> str:
     return request.param
 

@@ -12,7 +12,7 @@
 #      image's python3 when it has one (the lent machines have no network), the packages from
 #      .gpu_wheels added with pip --target; else a fresh venv with pip install torch==2.13.0
 #      (PyPI's Linux x86_64 wheel is a CUDA build) and the project's test extra (network);
-#   2. the GPU tests: pytest -m cuda tests/test_cuda_backend.py;
+#   2. the GPU tests: pytest -m cuda tests/test_cuda_backend.py tests/test_backend_contract.py;
 #   3. a 30-trial MNIST study on cuda (the seed recipe is its first trial, the reference),
 #      stopped by its time limit if slower (results.json says how many trials finished);
 #   4. the study's pick and the seed recipe re-measured in this run, interleaved;
@@ -112,7 +112,7 @@ step check-imports 120 "$LOG" "$PY" -c \
 
 # 2. The GPU tests.
 step pytest-cuda "$(min 120 $(($(left) - 300)))" "$OUT/pytest.log" \
-  "$PY" -m pytest -m cuda tests/test_cuda_backend.py -q -rs -p no:cacheprovider
+  "$PY" -m pytest -m cuda tests/test_cuda_backend.py tests/test_backend_contract.py -q -rs -p no:cacheprovider
 
 # 3. The study (stopped by the time limit, it keeps its finished trials; exit 130).
 STORAGE="sqlite:///$OUT/study.db"

@@ -127,6 +127,36 @@ def test_server_is_single_threaded_between_forks(forked_and_spawned):
     assert _threads(server.proc.pid) == 1  # and after serving trials
 
 
+def test_warm_up_fills_inductors_per_process_caches_without_a_thread():
+    """What every forked trial would otherwise compute on its first compile (the ISA
+    probes alone spawn ~10 processes), done once in the server: filled, and no thread."""
+    code = (
+        "import threading\n"
+        "from autotune import forkserver\n"
+        "from torch._inductor import cpu_vec_isa\n"
+        "from torch._inductor.fx_passes import joint_graph, post_grad\n"
+        "assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 0\n"
+        "forkserver.warm_inductor()\n"
+        "print(cpu_vec_isa.valid_vec_isa_list.cache_info().currsize,"
+        " joint_graph.lazy_init.cache_info().currsize,"
+        " post_grad.lazy_init.cache_info().currsize, threading.active_count())\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "1", "1", "1"]
+
+
+def test_compiled_trial_forked_after_warm_up_equals_spawned(settings, reference):
+    job = replace(_job("PROBE", reference), config=TrialConfig(f"{FIXTURE}:PROBE", "cpu", 64, 2))
+    forked = run_job(job, settings)
+    spawned = run_job(job, replace(settings, fork_trials=False))
+    assert forked.status is spawned.status is Status.OK, (forked.message, spawned.message)
+    for key in ("accuracy", "agreement", "pcc"):
+        assert forked.metrics[key] == spawned.metrics[key]
+
+
 def test_hanging_child_and_its_group_are_killed_on_timeout(settings, probe_dir):
     before = _probes(probe_dir)
     start = time.monotonic()

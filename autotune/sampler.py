@@ -123,7 +123,9 @@ def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     if len(diff) == 1:
         (name,) = diff
         if name.startswith("dtype:"):
-            return ("dtype:", b[name])  # one layer to this dtype, whichever layer
+            # One layer to this dtype, whichever layer; away from the activation dtype
+            # (a deviation) or back to it (towards uniform) are different moves.
+            return ("dtype:", b[name], b[name] == b.get(ACT))
         return (name, b[name])
     return None
 

@@ -23,12 +23,13 @@ curve whatever others showed (dimensions interact: bf16 halves the bytes per sam
 
 The next trial is the highest-valued candidate (ties: the better base, then the order
 above): the best config's moves first (a climb), then those of configs within noise of
-it. A candidate valued under LOSING x the best is not proposed: known results say it
-loses (e.g. fp32 where bf16 measured 8x faster, or the reverse on a CPU without native
-bf16), and compiling it would only have it stopped as slow. When no candidate is left
-the strategy returns None and the sampler repeats the best config, which the tuner
-records without running anything. Trials still running count as tried, so parallel
-slots and hosts never pick the same move.
+it. A candidate valued under LOSING x the best is not proposed once its kind of move has
+lost WRITE_OFF times (after a single loss, which may be noise, it is only tried last):
+known results say it loses (e.g. fp32 where bf16 measured 8x faster, or the reverse on a
+CPU without native bf16), and compiling it would only have it stopped as slow. When no
+candidate is left the strategy returns None and the sampler repeats the best config,
+which the tuner records without running anything. Trials still running count as tried,
+so parallel slots and hosts never pick the same move.
 
 The strategy is stateless: it is recomputed from the study's trials at every ask, so it
 resumes and works across hosts like any Optuna sampler.
@@ -74,6 +75,7 @@ class Observed:
 
 FRONT = 0.5  # configs within this share of the best throughput are bases for moves
 LOSING = 0.7  # a move valued under this share of the best is not proposed (not compiled)
+WRITE_OFF = 2  # ... once that kind of move lost this many times (one may be noise)
 
 
 def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any] | None:
@@ -89,7 +91,7 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
                 return candidate
         return None
     best = scored[0].score
-    ratios = _move_ratios(history)
+    ratios, seen = _move_ratios(history)
     pick: tuple[float, int, int] | None = None
     chosen: dict[str, Any] | None = None
     for rank, base in enumerate(scored):
@@ -104,7 +106,13 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
             own = rank == 0 and kind[0] == BATCH
             value = base.score * (1.0 if own else ratios.get(kind, 1.0))
             key = (-value, rank, order)
-            if value < LOSING * best or (pick is not None and key >= pick):
+            # Written off once it lost in two configs; after one loss (noise, a busy
+            # machine) it is only tried last. A batch step carried over is written off at
+            # once: the best config climbs its own batch curve anyway.
+            losses = seen.get(kind, 0) + (WRITE_OFF if kind[0] == BATCH else 0)
+            if (value < LOSING * best and losses >= WRITE_OFF) or (
+                pick is not None and key >= pick
+            ):
                 continue
             if move in tried or _oom_bound(move, ooms):
                 continue
@@ -130,13 +138,17 @@ def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     return None
 
 
-def _move_ratios(history: Sequence[Observed]) -> dict[tuple[Any, ...], float]:
+def _move_ratios(
+    history: Sequence[Observed],
+) -> tuple[dict[tuple[Any, ...], float], dict[tuple[Any, ...], int]]:
     """Per kind of move, the best throughput ratio it has shown from a feasible config
     (after/before; a failed or infeasible result counts 0, a trial stopped as slow its
-    throughput at the stop). The best, not the mean: dimensions interact (bf16 can lose at
-    batch 8 and win at 1024), so a move is written off only where it lost every time."""
+    throughput at the stop), and how many times it was seen. The best, not the mean:
+    dimensions interact (bf16 can lose at batch 8 and win at 1024), so a move is written
+    off only where it lost every time."""
     done = [h for h in history if h.finished and not h.oom]
     best: dict[tuple[Any, ...], float] = {}
+    seen: dict[tuple[Any, ...], int] = {}
     for a in done:
         if a.score is None:
             continue
@@ -146,7 +158,8 @@ def _move_ratios(history: Sequence[Observed]) -> dict[tuple[Any, ...], float]:
                 continue
             after = b.score if b.score is not None else (b.speed or 0.0)
             best[kind] = max(best.get(kind, 0.0), after / a.score)
-    return best
+            seen[kind] = seen.get(kind, 0) + 1
+    return best, seen
 
 
 def _start(space: SearchSpace) -> dict[str, Any]:

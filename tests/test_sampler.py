@@ -162,21 +162,22 @@ def bf16_speedup(factor: float):
 
 
 @pytest.mark.parametrize(("factor", "loser"), [(8.0, "fp32"), (1 / 8, "bf16")])
-def test_a_dtype_measured_8x_slower_is_not_compiled_again(factor, loser):
-    """The machine decides which dtype loses; once measured, configs in it are dominated
-    by known results and never proposed again (they would only be stopped as slow)."""
+def test_a_dtype_measured_8x_slower_twice_is_not_compiled_again(factor, loser):
+    """The machine decides which dtype loses; once it lost in two configs (one may be
+    noise), configs in it are dominated by known results and never proposed again (they
+    would only be stopped as slow)."""
     space = cpu_space()
     f = bf16_speedup(factor)
     history = run_plan(space, f, 50)
     in_loser = [h for h in history if h.params["activation_dtype"] == loser]
-    assert len(in_loser) == 1  # the start (fp32) or the first flip (bf16)
+    assert len(in_loser) == 2  # the start (fp32) or the first flip (bf16), one retry
     best = max(h.score for h in history)
     assert best == pytest.approx(1000.0 * max(factor, 1.0) * 1.5)
 
 
-def test_per_layer_deviations_refine_the_best_and_one_loss_writes_them_off():
-    """A mixed map that loses 50% is measured once: the other layers' deviations are
-    valued from it (one layer -> fp32, whichever layer) and not compiled."""
+def test_per_layer_deviations_refine_the_best_and_two_losses_write_them_off():
+    """Mixed maps that lose 50% are measured twice: the other layers' deviations are
+    valued from them (one layer -> fp32, whichever layer) and not compiled."""
     space = cpu_space()
     history = run_plan(space, bf16_speedup(8.0), 50)
 
@@ -184,9 +185,30 @@ def test_per_layer_deviations_refine_the_best_and_one_loss_writes_them_off():
         return len({h.params[d.name] for d in space.weight_dimensions}) > 1
 
     losses = [h for h in history if mixed(h)]
-    assert len(space.weight_dimensions) == 4 and len(losses) == 1
-    (loss,) = losses
-    assert loss.score == pytest.approx(0.5 * max(h.score for h in history))
+    assert len(space.weight_dimensions) == 4 and len(losses) == 2
+    best = max(h.score for h in history)
+    assert [h.score for h in losses] == pytest.approx([0.5 * best] * 2)
+
+
+def test_one_bad_measurement_does_not_write_a_switch_off():
+    """channels_last wins 1.3x everywhere, but its first measurement comes out at 0.1x
+    (a busy machine): it is tried again, last, and found."""
+    space = cpu_space()
+    f = landscape(8, "bf16", 1, True)
+    history: list[Observed] = []
+    for _ in range(50):
+        params = plan_next(space, history)
+        if params is None:
+            break
+        value = f(params)
+        if params["channels_last"] and not any(h.params["channels_last"] for h in history):
+            value *= 0.1 / 1.3
+        history.append(Observed(params, value))
+    best = max(history, key=lambda h: h.score)
+    assert best.params["channels_last"]  # beats every config without it
+    # (The outlier hit the optimum itself, batch 256: a config runs once, so the best
+    # found is a batch step away, 1.3 x exp(-0.15) of the best without channels_last.)
+    assert best.score == pytest.approx(1000.0 * 3.0 * 2.0 * 1.3 * math.exp(-0.15))
 
 
 def test_configs_within_noise_of_the_best_are_refined_too():

@@ -20,7 +20,7 @@ from autotune.analysis import TrialRow, seed_recipe_row, trial_rows, winner
 from autotune.backends import get_backend, tt_export
 from autotune.config import TrialConfig
 from autotune.errors import UsageError
-from autotune.storage import STUDY_ATTR
+from autotune.records import TrialRecord, study_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,8 +52,8 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
     config = TrialConfig.from_dict(row.config)
     backend = get_backend(config.backend)
     trial = study.trials[row.number]
-    env_info = trial.user_attrs.get("environment", {})
-    meta = study.user_attrs.get(STUDY_ATTR, {})
+    env_info = TrialRecord.of(trial).environment or {}
+    meta = study_record(study)
     return {
         "schema": EXPORT_SCHEMA,
         "model": config.model,
@@ -73,18 +73,18 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "throughput_samples_per_s": row.confirmed_throughput,
             "throughput_measurements": [row.throughput, *row.confirmations],
             # fp32's top-1 on the same eval set: accuracy_drop is relative to it.
-            "reference_accuracy": meta.get("reference_accuracy"),
+            "reference_accuracy": meta.reference_accuracy,
         },
         # How dtype dimensions map to weights, when layers were grouped (deep models).
         "weight_groups": {
             label: members
-            for label, members in meta.get("weight_groups", {}).items()
+            for label, members in meta.weight_groups.items()
             if members != [label]
         },
-        "protocol": {k: meta.get("options", {}).get(k) for k in PROTOCOL_KEYS},
+        "protocol": {k: meta.options.get(k) for k in PROTOCOL_KEYS},
         "constraint": {
-            "max_accuracy_drop": meta.get("max_accuracy_drop"),
-            "min_agreement_percent": meta.get("min_agreement"),
+            "max_accuracy_drop": meta.max_accuracy_drop,
+            "min_agreement_percent": meta.min_agreement,
             "unit": "top-1 points vs fp32",
         },
         # The backend's seed recipe measured in the same study (None where it has none).
@@ -122,7 +122,7 @@ def check_format(study: optuna.Study, fmt: str) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
     if fmt in tt_export.FORMATS:
-        backend = study.user_attrs.get(STUDY_ATTR, {}).get("backend")
+        backend = study_record(study).backend
         tt_export.require_tt(backend, fmt, study.study_name)
 
 

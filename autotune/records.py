@@ -219,7 +219,7 @@ def trial_status(trial: optuna.trial.FrozenTrial) -> str | None:
 
 
 def write_trial(trial: optuna.Trial, **values: Any) -> None:
-    """Set fields of a running trial's record (names as in `TrialRecord`)."""
+    """Set fields of a running trial's record (names as in `TrialRecord`; None: skipped)."""
     for key, value in _attrs(values).items():
         trial.set_user_attr(key, value)
 
@@ -272,7 +272,8 @@ def _attrs(values: dict[str, Any]) -> dict[str, Any]:
     unknown = set(values) - known
     if unknown:
         raise TypeError(f"not a TrialRecord field: {', '.join(sorted(unknown))}")
-    return {_STORED_AS.get(k, k): v for k, v in values.items()}
+    # None is "not written" in a TrialRecord, so a None value writes nothing.
+    return {_STORED_AS.get(k, k): v for k, v in values.items() if v is not None}
 
 
 # --- the sensitivity pass -------------------------------------------------------------------

@@ -96,7 +96,7 @@ class StudyOptions:
     # A trial slower than the best feasible one so far by this factor after warm-up stops
     # there (pruned as "slow": not timed, not evaluated). 0 measures every trial in full.
     stop_ratio: float = defaults.STOP_RATIO
-    seed_from_sensitivity: bool = True  # queue sensitivity-ordered dtype maps as starting points
+    sensitivity_starting_points: bool = True  # queue sensitivity-ordered dtype maps first
     # Re-measure this many top trials, then the top until it is re-measured.
     confirm: int = defaults.CONFIRM
     # This host only.
@@ -127,10 +127,10 @@ class StudyOptions:
         return {k: v for k, v in asdict(self).items() if k not in host}
 
     @classmethod
-    def from_study(cls, meta: dict[str, Any], **host: Any) -> StudyOptions:
+    def from_study(cls, record: StudyRecord, **host: Any) -> StudyOptions:
         """Options of an existing study (for `autotune worker`), plus this host's settings."""
         known = {f.name for f in fields(cls)}
-        shared = {k: v for k, v in meta.get("options", {}).items() if k in known}
+        shared = {k: v for k, v in record.options.items() if k in known}
         return cls(**shared, **host)
 
 

@@ -1,8 +1,12 @@
-"""The storage layout of a trial (autotune.records), on a real SQLite storage: constraints
-visible to both Optuna 5 and optuna-dashboard 0.21, raw block times out of the user attrs,
-and studies written before the move still read."""
+"""The storage layout of a study and its trials (autotune.records), on a real SQLite
+storage: typed records that round-trip, constraints visible to both Optuna 5 and
+optuna-dashboard 0.21, raw block times out of the user attrs, studies written by earlier
+layouts still read, and no other module touching Optuna user attributes."""
 
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import optuna
 import pytest
@@ -10,11 +14,27 @@ import pytest
 from autotune.analysis import trial_rows
 from autotune.records import (
     BLOCK_TIMES_ATTR,
+    FROM_SENSITIVITY,
+    SCHEMA_VERSION,
+    STUDY_ATTR,
+    SensitivityRecord,
+    StudyRecord,
+    TrialRecord,
+    add_confirmation,
     block_times,
+    enqueue,
     named_constraints,
+    overwrite_finished,
+    read_sensitivity,
+    read_study,
     set_block_times,
     set_constraints,
+    write_sensitivity,
+    write_study,
+    write_trial,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -74,3 +94,93 @@ def test_block_times_of_an_older_study(study):
         )
     )
     assert block_times(study.trials[0]) == [0.5, 0.6]
+
+
+# --- typed records ----------------------------------------------------------------------------
+
+
+def test_study_record_round_trips_and_stores_each_option_once(study):
+    assert read_study(study) is None
+    options = {"model": "mnist", "backend": "cpu", "max_accuracy_drop": 0.5, "min_agreement": 99}
+    record = StudyRecord(options={**options, "space_signature": "abc"}, trials_budget=7)
+    write_study(study, record)
+    stored = study.user_attrs[STUDY_ATTR]
+    assert stored["schema"] == SCHEMA_VERSION
+    assert not set(options) & set(stored)  # only under "options"
+    assert "reference_accuracy" not in stored  # no reference measured yet
+    back = read_study(study)
+    assert back == record and back.made_by_tuner
+    assert (back.model, back.backend, back.max_accuracy_drop, back.min_agreement) == (
+        "mnist",
+        "cpu",
+        0.5,
+        99,
+    )
+    add_confirmation(study, 3, {"iters_per_block": 1, "block_times": [0.1]})
+    add_confirmation(study, 3, {"status": "crash", "message": "x"})
+    assert [len(v) for v in read_study(study).confirmed.values()] == [2]
+
+
+def test_study_record_of_the_earlier_layout_reads(study):
+    """Schema 1 stored the identity options twice; a study made by another tool (or a test
+    fixture) may hold only the top-level keys."""
+    study.set_user_attr(
+        STUDY_ATTR,
+        {
+            "options": {"model": "mnist", "backend": "cpu", "space_signature": "s"},
+            "model": "mnist",
+            "backend": "cpu",
+            "max_accuracy_drop": 0.3,
+            "trials_budget": 4,
+            "reference_accuracy": 0.98,
+            "reference_fingerprint": "f",
+            "an_unknown_key": 1,
+        },
+    )
+    record = read_study(study)
+    assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
+    assert record.reference_accuracy == 0.98 and record.made_by_tuner
+    study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})
+    record = read_study(study)
+    assert (record.model, record.backend, record.made_by_tuner) == ("m", "cuda", False)
+
+
+def test_trial_record_fields_and_their_stored_names(study):
+    enqueue(study, {}, starting_point=FROM_SENSITIVITY)
+    enqueue(study, {}, retry_of=0)
+    first, second = study.ask(), study.ask()
+    # The stored name optuna-dashboard shows is the one studies were written with.
+    assert first.user_attrs == {"seeded": "sensitivity"} and second.user_attrs == {"retry_of": 0}
+    write_trial(first, status="ok", metrics={"accuracy": 0.9}, owner={"pid": 1})
+    with pytest.raises(TypeError, match="not a TrialRecord field: bogus"):
+        write_trial(first, bogus=1)
+    study.tell(first, [1.0, 0.0])
+    record = TrialRecord.of(study.trials[first.number])
+    assert record.starting_point == FROM_SENSITIVITY and record.status == "ok"
+    assert record.metrics == {"accuracy": 0.9} and record.timings is None
+    assert TrialRecord.from_attrs(record.to_attrs()) == record
+    # A finished trial is rewritten in the storage directly (Optuna's API refuses).
+    overwrite_finished(study, first._trial_id, status="lost", message="gone")
+    fresh = optuna.load_study(study_name=study.study_name, storage=study._storage._backend)
+    again = TrialRecord.of(fresh.trials[first.number])
+    assert (again.status, again.message, again.metrics) == ("lost", "gone", {"accuracy": 0.9})
+
+
+def test_sensitivity_record_round_trips(study):
+    assert read_sensitivity(study) is None
+    record = SensitivityRecord(rows=[{"weight": "fc1.weight", "dtype": "bfp_bf8"}], eval_limit=9)
+    write_sensitivity(study, record)
+    assert read_sensitivity(study) == record
+
+
+def test_only_records_touches_user_attrs():
+    """The one home of the stored layout: no other module reads or writes user attrs."""
+    found = subprocess.run(
+        ["git", "grep", "-l", "user_attr", "--", "autotune", "bench", "studies", "search_spaces"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode not in (0, 1):  # not a git checkout (an sdist): nothing to check
+        pytest.skip(found.stderr.strip())
+    assert found.stdout.split() == ["autotune/records.py"]

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     import optuna
 
 DEFAULT_STORAGE = "sqlite:///autotune.db"
-STUDY_ATTR = "autotune"  # our study-level metadata lives under one prefixed user attr
 
 _BACKEND_NAMES = {
     "postgresql": "PostgreSQL",

@@ -405,7 +405,9 @@ class Tuner:
             if not todo or self._stop.is_set():
                 return
             row = todo[0]
-            job = self._job(TrialConfig.from_dict(row.config), ref)
+            # Timing only: the trial's accuracy stands (same config, same weights), and the
+            # full-set evaluation would cost as much as the timing.
+            job = replace(self._job(TrialConfig.from_dict(row.config), ref), eval_limit=1)
             result = run_job(job, self.runner, cancel=self._stop)
             if result.status is Status.INTERRUPTED:
                 return

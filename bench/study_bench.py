@@ -16,6 +16,7 @@ import json
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from autotune.analysis import best_feasible, trial_rows
@@ -65,10 +66,11 @@ def main() -> None:
             cache_dir=cache,
             progress=False,
         )
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), datetime.now()  # Optuna stamps local time
         tuner = Tuner(opts)
         tuner.run()
         wall = time.perf_counter() - start
+        ended_at = datetime.now()
 
         trials = tuner.study.get_trials()
         sums: dict[str, float] = {}
@@ -76,6 +78,16 @@ def main() -> None:
             for k, v in (TrialRecord.of(t).timings or {}).items():
                 sums[k] = sums.get(k, 0.0) + v
         spawned = sum(1 for t in trials if TrialRecord.of(t).timings is not None)
+        compiled = sum(
+            1
+            for t in trials
+            if TrialRecord.of(t).timings is not None
+            and (TrialRecord.of(t).config or {}).get("optimization_level", 0) > 0
+        )
+        # Outside the trials: before the first (the fp32 reference, whose worker also starts
+        # the fork server) and after the last (confirmation re-measurements).
+        before = (min(t.datetime_start for t in trials) - started_at).total_seconds()
+        after = (ended_at - max(t.datetime_complete for t in trials)).total_seconds()
         rows = trial_rows(tuner.study)
         best = best_feasible(rows)
         statuses: dict[str, int] = {}
@@ -103,12 +115,18 @@ def main() -> None:
         "warmup": sums.get("warmup_s", 0),
         "accuracy evaluation": sums.get("eval_s", 0),
         "process start (fork server or spawn) + imports": other + worker_rest,
-        "tuner (reference, sampler, storage)": wall - sums.get("process_s", 0),
+        "before the first trial (fp32 reference, fork server start)": before,
+        "after the last trial (confirmation re-measurements)": after,
+        "tuner between trials (sampler, storage)": wall
+        - before
+        - after
+        - sums.get("process_s", 0),
     }
     best_med, seed_med = statistics.median(again["best"]), statistics.median(again["seed"])
     figures = {
         "trials": len(trials),
         "workers_spawned": spawned,
+        "workers_compiled": compiled,
         "statuses": statuses,
         "wall_s": wall,
         "breakdown_s": breakdown,
@@ -122,11 +140,12 @@ def main() -> None:
         "seed_config": seed_cfg.to_dict(),
     }
     print(
-        f"study: {len(trials)} trials ({spawned} workers spawned) in {wall:.0f} s; "
+        f"study: {len(trials)} trials ({spawned} workers spawned, {compiled} of them compiled; "
+        f"the rest copied the outcome of an earlier trial) in {wall:.0f} s; "
         f"statuses {statuses}"
     )
     for k, v in breakdown.items():
-        print(f"  {k:38s} {v:7.1f} s  {100 * v / wall:5.1f} %")
+        print(f"  {k:58s} {v:7.1f} s  {100 * v / wall:5.1f} %")
     print(f"share outside timed measurement: {100 * figures['share_outside_measurement']:.0f} %")
     print(f"best feasible: trial {best.number} {best.config}")
     print(

@@ -41,20 +41,20 @@ class TrialConfig:
     trace: bool = False
     activation_dtype: str = "fp32"
     weight_dtypes: tuple[tuple[str, str], ...] = ()
-    extras: tuple[tuple[str, Any], ...] = ()
+    knobs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs compare and hash equal whatever the input order.
         object.__setattr__(self, "weight_dtypes", tuple(sorted(map(tuple, self.weight_dtypes))))
-        object.__setattr__(self, "extras", tuple(sorted(map(tuple, self.extras))))
+        object.__setattr__(self, "knobs", tuple(sorted(map(tuple, self.knobs))))
 
     @property
     def weight_dtype_map(self) -> dict[str, str]:
         return dict(self.weight_dtypes)
 
     @property
-    def extra(self) -> dict[str, Any]:
-        return dict(self.extras)
+    def knob_map(self) -> dict[str, Any]:
+        return dict(self.knobs)
 
     def with_batch_size(self, batch_size: int) -> TrialConfig:
         return replace(self, batch_size=batch_size)
@@ -66,14 +66,15 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["weight_dtypes"] = self.weight_dtype_map
-        d["extras"] = self.extra
+        d["knobs"] = self.knob_map
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
         d = dict(d)
         d["weight_dtypes"] = tuple(d.get("weight_dtypes", {}).items())
-        d["extras"] = tuple(d.get("extras", {}).items())
+        # Records written before the rename call the backend's knobs "extras".
+        d["knobs"] = tuple(d.pop("extras", d.get("knobs", {})).items())
         return cls(**d)
 
 

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 # 2 added "protocol" (how the trial was measured, for `autotune verify`), the fp32 top-1,
 # and the host to the provenance. Readers accept every version listed here.
-EXPORT_SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)
+EXPORT_SCHEMA = 3  # 3: the backend's knobs under "knobs" ("backend_options" before)
+READABLE_SCHEMAS = (1, 2, 3)
 # The measurement settings a replay must repeat (StudyOptions fields).
 PROTOCOL_KEYS = ("measure_seconds", "warmup_iters", "eval_limit", "memory_limit_bytes", "timeout_s")
 EXPORTED_METRICS = (
@@ -63,7 +63,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "enable_trace": config.trace,
         "weight_dtype_overrides": config.weight_dtype_map,
         "activation_dtype": config.activation_dtype,
-        "backend_options": config.extra,
+        "knobs": config.knob_map,
         "compile_options": backend.compile_options(config),
         "env": backend.worker_env(config),
         "metrics": {
@@ -168,7 +168,8 @@ def load_config(source: str | Path | dict[str, Any]) -> TrialConfig:
         trace=data["enable_trace"],
         activation_dtype=data["activation_dtype"],
         weight_dtypes=tuple(data["weight_dtype_overrides"].items()),
-        extras=tuple(data.get("backend_options", {}).items()),
+        # Schemas 1-2 called the knobs "backend_options".
+        knobs=tuple(data.get("knobs", data.get("backend_options", {})).items()),
     )
 
 

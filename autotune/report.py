@@ -15,8 +15,9 @@ def config_label(config: dict[str, Any]) -> str:
     if config.get("trace"):
         parts.append("trace")
     parts.append(config.get("activation_dtype", "?"))
-    parts += [k for k, v in config.get("extras", {}).items() if v is True]
-    parts += [f"{k}={v}" for k, v in config.get("extras", {}).items() if not isinstance(v, bool)]
+    knobs = config.get("knobs", config.get("extras", {}))  # "extras": records before the rename
+    parts += [k for k, v in knobs.items() if v is True]
+    parts += [f"{k}={v}" for k, v in knobs.items() if not isinstance(v, bool)]
     act = config.get("activation_dtype")
     # "activation": the cuda backend's name for "the activation dtype" (nothing lowered).
     lowered = {

@@ -168,7 +168,7 @@ def build_grid(model: str, path: Path, seconds: float, log: Any) -> dict[str, An
 
 
 def label(config: TrialConfig) -> str:
-    cl = " cl" if config.extra.get("channels_last") else ""
+    cl = " cl" if config.knob_map.get("channels_last") else ""
     return f"bs{config.batch_size} O{config.optimization_level} {config.activation_dtype}{cl}"
 
 

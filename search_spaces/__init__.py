@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 WEIGHT_PREFIX = "dtype:"
-EXTRA_PREFIX = "extra:"
+KNOB_PREFIX = "knob:"
 
 
 class SpaceError(UsageError):
@@ -52,7 +52,7 @@ class SpaceError(UsageError):
 class Dimension:
     """One searched dimension: an Optuna categorical over `choices`.
 
-    `target` names where the value goes in the TrialConfig: a field name, "extra:<knob>"
+    `target` names where the value goes in the TrialConfig: a field name, "knob:<name>"
     for a backend knob, or "dtype:<label>" for a weight dtype; then `members` are the weight
     names or globs that take the value (one layer, or a group of layers).
     """
@@ -116,20 +116,20 @@ class SearchSpace:
         """The config for one value per dimension (keyed by dimension name)."""
         fields: dict[str, Any] = {}
         weights: dict[str, str] = {}
-        extras: dict[str, Any] = {}
+        knobs: dict[str, Any] = {}
         for d in self.dimensions:
             value = values[d.name]
             if d.members:
                 weights.update(dict.fromkeys(d.members, value))
-            elif d.target.startswith(EXTRA_PREFIX):
-                extras[d.target[len(EXTRA_PREFIX) :]] = value
+            elif d.target.startswith(KNOB_PREFIX):
+                knobs[d.target[len(KNOB_PREFIX) :]] = value
             else:
                 fields[d.target] = value
         return TrialConfig(
             model=self.model,
             backend=self.backend,
             weight_dtypes=tuple(weights.items()),
-            extras=tuple(extras.items()),
+            knobs=tuple(knobs.items()),
             **fields,
         )
 
@@ -235,7 +235,7 @@ def default_space(
             "dtype of activations and of layers the weight map leaves alone",
         )
     )
-    dims += [Dimension(k.name, EXTRA_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
+    dims += [Dimension(k.name, KNOB_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
     names = [w.name for w in study.weights if w.kind in backend.weight_kinds]
     dims += [
         Dimension(
@@ -292,7 +292,7 @@ def recipe_params(
         if d.members:
             value = recipe.get("weights", d.choices[0])
         else:
-            value = recipe.get(d.target.removeprefix(EXTRA_PREFIX), d.choices[0])
+            value = recipe.get(d.target.removeprefix(KNOB_PREFIX), d.choices[0])
         if value not in d.choices:
             return None
         values[d.name] = value

@@ -108,7 +108,7 @@ def test_seed_recipe_is_batch_64_bf16_compiled_with_cuda_graphs():
         trace=True,
         activation_dtype="bf16",
         weight_dtypes=(("fc1.weight", "activation"), ("fc2.weight", "activation")),
-        extras=(("channels_last", False), ("pinned_input", False)),
+        knobs=(("channels_last", False), ("pinned_input", False)),
     )
     assert params["log2_batch_size"] == 6 and params["trace"] is True
     assert set(params) == {d.name for d in space.dimensions} - {"batch_size"} | {"log2_batch_size"}
@@ -269,7 +269,7 @@ def test_build_step_on_cpu_keeps_mnist_accurate(mnist_eval, activation, fc1, fc2
     config = cfg(
         activation_dtype=activation,
         weight_dtypes=(("fc1.weight", fc1), ("fc2.weight", fc2)),
-        extras=(("channels_last", True),),
+        knobs=(("channels_last", True),),
     )
     step = build_step(study.build_model(), config, torch.device("cpu"), {})
     model = step.model
@@ -356,7 +356,7 @@ def stored_study(tmp_path: Path) -> optuna.Study:
         trace=True,
         activation_dtype="bf16",
         weight_dtypes=(("fc1.weight", "int8"), ("fc2.weight", "activation")),
-        extras=(("channels_last", True), ("pinned_input", True)),
+        knobs=(("channels_last", True), ("pinned_input", True)),
     )
     study = optuna.create_study(
         storage=f"sqlite:///{tmp_path / 'autotune.db'}",
@@ -404,7 +404,7 @@ def test_export_and_summary_report_device_and_reference(tmp_path):
         "mode": "max-autotune-no-cudagraphs",
     }
     assert data["weight_dtype_overrides"] == {"fc1.weight": "int8", "fc2.weight": "activation"}
-    assert data["backend_options"] == {"channels_last": True, "pinned_input": True}
+    assert data["knobs"] == {"channels_last": True, "pinned_input": True}
     assert data["provenance"]["device"] == DEVICE  # name and compute capability
     assert data["provenance"]["versions"]["cuda"] == "12.8"
     reference = data["reference"]
@@ -474,7 +474,7 @@ def test_trial_loop_on_gpu_matches_cpu_fp32(trace, pinned):
         optimization_level=0,
         trace=trace,
         weight_dtypes=(("fc1.weight", "int8"), ("fc2.weight", "fp8_e4m3" if fp8 else "int8")),
-        extras=(("pinned_input", pinned), ("channels_last", True)),
+        knobs=(("pinned_input", pinned), ("channels_last", True)),
     )
     backend.initialize(config)
     model = study.build_model()

@@ -190,7 +190,7 @@ def test_sensitivity_row_is_what_a_trial_with_that_map_measures(name, weight):
     backend = CPUEmulatedTTBackend(native_bf16=False)
     # The pass runs convolutions channels_last; so does this trial, for the same bits.
     layout = (("channels_last", name == "mnist"),)
-    config = TrialConfig(name, backend.name, 100, activation_dtype="bf16", extras=layout)
+    config = TrialConfig(name, backend.name, 100, activation_dtype="bf16", knobs=layout)
     rows = one_at_a_time(study, backend, config, inputs, labels, ref, acc)
     lowered = replace(config, weight_dtypes=((weight, "bfp_bf4"),))
     run = backend.prepare(study.build_model(), lowered)

@@ -166,7 +166,7 @@ RECIPES = {
             optimization_level=1,
             trace=True,
             weight_dtypes=(("fc1.weight", "bfp_bf4"), ("fc2.weight", "bfp_bf8")),
-            extras=(("experimental_weight_dtype", "none"),),
+            knobs=(("experimental_weight_dtype", "none"),),
         ),
         "10000000",
     ),
@@ -175,7 +175,7 @@ RECIPES = {
             optimization_level=2,
             trace=True,
             batch_size=16,
-            extras=(("experimental_weight_dtype", "bfp_bf8"), ("trace_region_size", 33554432)),
+            knobs=(("experimental_weight_dtype", "bfp_bf8"), ("trace_region_size", 33554432)),
         ),
         "33554432",
     ),
@@ -273,7 +273,8 @@ def test_trace_region_error_then_retry_with_larger_region(reference, standin, mo
     ]
 
     retry = backend.with_larger_trace_region(config, first.stderr_tail)
-    assert retry is not None and retry.extra["trace_region_size"] == 4 * DEFAULT_TRACE_REGION_SIZE
+    assert retry is not None
+    assert retry.knob_map["trace_region_size"] == 4 * DEFAULT_TRACE_REGION_SIZE
     standin.unlink()
     second, calls = run_tt(retry, reference, standin)
     assert second.status is Status.OK, second.stderr_tail
@@ -290,20 +291,20 @@ def test_compile_options_and_env():
     assert tt.visible_devices_env == "TT_METAL_VISIBLE_DEVICES"  # one chip per worker (--devices)
     assert tt.worker_env(tt_config()) == {}
     on = tt_config(
-        optimization_level=2, trace=True, extras=(("experimental_weight_dtype", "none"),)
+        optimization_level=2, trace=True, knobs=(("experimental_weight_dtype", "none"),)
     )
     assert tt.compile_options(on) == {"optimization_level": "2", "enable_trace": "true"}
     assert tt.worker_env(on) == {"TT_RUNTIME_TRACE_REGION_SIZE": "10000000"}
-    glob = tt_config(optimization_level=1, extras=(("experimental_weight_dtype", "bfp_bf4"),))
+    glob = tt_config(optimization_level=1, knobs=(("experimental_weight_dtype", "bfp_bf4"),))
     assert tt.compile_options(glob) == {
         "optimization_level": "1",
         "enable_trace": "false",
         "experimental_weight_dtype": "bfp_bf4",
     }
-    sized = tt_config(trace=True, extras=(("trace_region_size", 12345678),))
+    sized = tt_config(trace=True, knobs=(("trace_region_size", 12345678),))
     assert tt.worker_env(sized) == {"TT_RUNTIME_TRACE_REGION_SIZE": "12345678"}
     with pytest.raises(ValueError, match="trace_region_size"):
-        tt.worker_env(tt_config(trace=True, extras=(("trace_region_size", "big"),)))
+        tt.worker_env(tt_config(trace=True, knobs=(("trace_region_size", "big"),)))
 
 
 def test_with_larger_trace_region():
@@ -312,7 +313,7 @@ def test_with_larger_trace_region():
     config = tt_config(trace=True, batch_size=64)
     retry = tt.with_larger_trace_region(config)
     assert retry == tt_config(
-        trace=True, batch_size=64, extras=(("trace_region_size", 40_000_000),)
+        trace=True, batch_size=64, knobs=(("trace_region_size", 40_000_000),)
     )
     assert tt.with_larger_trace_region(retry) is None
     # When tt-metal says it needed more than 4x, take that plus a quarter, rounded to a MiB.
@@ -321,7 +322,7 @@ def test_with_larger_trace_region():
         "but only 10000000B is allocated for trace region."
     )
     bigger = tt.with_larger_trace_region(config, stderr)
-    assert bigger.extra["trace_region_size"] == 72 * 2**20  # ceil(75e6 / 1 MiB) MiB
+    assert bigger.knob_map["trace_region_size"] == 72 * 2**20  # ceil(75e6 / 1 MiB) MiB
     assert bigger.with_batch_size(64) == bigger and bigger.key() != config.key()
 
 

@@ -44,7 +44,7 @@ TT_CONFIG = TrialConfig(
     trace=True,
     activation_dtype="bf16",
     weight_dtypes=(("fc1.weight", "bfp_bf8"), ("fc2.weight", "bf16")),
-    extras=(("experimental_weight_dtype", "none"),),
+    knobs=(("experimental_weight_dtype", "none"),),
 )
 
 
@@ -246,7 +246,7 @@ def test_mixed_precision_export_notes_a_global_weight_dtype(tmp_path, capsys):
         batch_size=64,
         activation_dtype="bf16",
         weight_dtypes=(("fc1.weight", "bfp_bf4"),),
-        extras=(("experimental_weight_dtype", "bfp_bf8"),),
+        knobs=(("experimental_weight_dtype", "bfp_bf8"),),
     )
     url = make_study(tmp_path, config)
     args = ["export", "--storage", url, "--study", "mnist-tt", "--format", "tt-mixed-precision"]

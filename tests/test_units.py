@@ -44,7 +44,7 @@ def test_config_is_order_insensitive_and_round_trips():
 
 
 def test_job_and_result_round_trip(tmp_path):
-    job = WorkerJob(cfg(extras=(("channels_last", True),)), measure_seconds=0.5)
+    job = WorkerJob(cfg(knobs=(("channels_last", True),)), measure_seconds=0.5)
     assert WorkerJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
     result = TrialResult(Status.OOM, "out", metrics={"x": 1.0})
     result.write(tmp_path / "r.json")
@@ -96,7 +96,7 @@ def test_suggest_maps_params_to_config():
         batch_size=256,
         optimization_level=2,
         activation_dtype="bf16",
-        extras=(("channels_last", True),),
+        knobs=(("channels_last", True),),
         weight_dtypes=(
             ("conv1.weight", "fp32"),
             ("conv2.weight", "bf16"),
@@ -290,7 +290,7 @@ def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
 
 def test_export_schema(tmp_path):
     d = export_dict(make_study(tmp_path, POINTS))
-    assert d["schema"] == 2 and d["model"] == "mnist" and d["backend"] == "cpu"
+    assert d["schema"] == 3 and "knobs" in d and d["model"] == "mnist" and d["backend"] == "cpu"
     assert d["batch_size"] == 4 and d["optimization_level"] == 0 and d["enable_trace"] is False
     assert d["metrics"]["throughput_samples_per_s"] == 300.0
     assert d["metrics"]["accuracy_drop"] == 0.1

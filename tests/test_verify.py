@@ -61,7 +61,7 @@ def test_schema_1_still_reads(tmp_path):
     config = load_config(data)
     assert config.batch_size == 128 and config.activation_dtype == "bf16"
     assert config.weight_dtype_map == {"conv1.weight": "bf16", "fc1.weight": "bf16"}
-    assert config.extra == {"channels_last": True}
+    assert config.knob_map == {"channels_last": True}
     protocol, notes = replay_protocol(data)
     # Not recorded in schema 1: the study defaults, said so.
     assert protocol == {
@@ -84,7 +84,16 @@ def test_schema_2_protocol(tmp_path):
     }
     data = read_export(write(tmp_path, {**SCHEMA_1, "schema": 2, "protocol": protocol}))
     assert replay_protocol(data) == (protocol, [])
-    assert EXPORT_SCHEMA == 2
+
+
+def test_schema_3_names_the_knobs(tmp_path):
+    """Schema 3 renamed "backend_options" to "knobs"; both spellings load the same config."""
+    old = {**SCHEMA_1, "schema": 2}
+    new = {k: v for k, v in old.items() if k != "backend_options"}
+    new |= {"schema": 3, "knobs": old["backend_options"]}
+    assert EXPORT_SCHEMA == 3
+    assert load_config(read_export(write(tmp_path, new))) == load_config(old)
+    assert load_config(new).knob_map == {"channels_last": True}
 
 
 @pytest.mark.parametrize(
@@ -197,7 +206,7 @@ def test_environment_diff():
     [
         ([], None, "cannot read"),
         ([], "[]", "no schema version"),
-        ([], {**SCHEMA_1, "schema": 3}, "unknown export schema version 3"),
+        ([], {**SCHEMA_1, "schema": 4}, "unknown export schema version 4"),
         ([], {**SCHEMA_1, "model": "resnet9000"}, "unknown model 'resnet9000'"),
         ([], {**SCHEMA_1, "backend": "tpu"}, "unknown backend 'tpu'"),
         (["--rounds", "0"], SCHEMA_1, "--rounds must be at least 1"),

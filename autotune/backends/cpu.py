@@ -63,7 +63,7 @@ class CPUBackend(Backend):
         model = apply_layer_dtypes(
             model.eval(), config.weight_dtype_map, TORCH_DTYPES[config.activation_dtype]
         )
-        if config.extra.get("channels_last"):
+        if config.knob_map.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         options = self.compile_options(config)
         if options:
@@ -76,7 +76,7 @@ class CPUBackend(Backend):
         from autotune.backends._torch_dtypes import TORCH_DTYPES
 
         x = x.to(TORCH_DTYPES[config.activation_dtype])
-        if config.extra.get("channels_last") and x.dim() == 4:
+        if config.knob_map.get("channels_last") and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -124,7 +124,7 @@ class CPUEmulatedTTBackend(CPUBackend):
         import torch
 
         model = card_model(model, config.weight_dtype_map, self.numerics_rule, self.compute.native)
-        if config.extra.get("channels_last"):
+        if config.knob_map.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         options = self.compile_options(config)
         if options and not self.compute.native:
@@ -139,7 +139,7 @@ class CPUEmulatedTTBackend(CPUBackend):
         x = x.to(torch.bfloat16)
         if not self.compute.native:
             x = x.float()  # bf16 values in fp32
-        if config.extra.get("channels_last") and x.dim() == 4:
+        if config.knob_map.get("channels_last") and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 

@@ -230,7 +230,7 @@ class CUDABackend(Backend):
         """The host batch on the GPU, as it arrives (the step casts it): with trace, written
         straight into the graph's static input; with pinned_input, through a page-locked
         buffer and a non-blocking copy."""
-        pinned = bool(config.extra.get("pinned_input", False))
+        pinned = bool(config.knob_map.get("pinned_input", False))
         if pinned:
             x = self._stage_pinned(x)
         if self._graph is None:
@@ -322,7 +322,7 @@ def build_step(
     model = model.eval()
     layers = weight_only_layers(model, config.weight_dtype_map, dtype)
     model = install(model.to(dtype), layers)
-    channels_last = bool(config.extra.get("channels_last", False))
+    channels_last = bool(config.knob_map.get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 

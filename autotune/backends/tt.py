@@ -48,7 +48,7 @@ TRACE_REGION_ENV = "TT_RUNTIME_TRACE_REGION_SIZE"
 #: Bytes reserved for trace buffers when trace is on (tt-xla's mnist_performant.py value).
 DEFAULT_TRACE_REGION_SIZE = 10_000_000
 #: Config extra overriding the trace region size, in bytes (set by the trace-region retry).
-TRACE_REGION_EXTRA = "trace_region_size"
+TRACE_REGION_KNOB = "trace_region_size"
 #: How much a retry enlarges the region at least (more when the runtime said it needs more).
 TRACE_RETRY_FACTOR = 4
 _MIB = 1 << 20
@@ -118,7 +118,7 @@ class TTBackend(Backend):
             "optimization_level": str(config.optimization_level),
             "enable_trace": "true" if config.trace else "false",
         }
-        weight_dtype = config.extra.get("experimental_weight_dtype", "none")
+        weight_dtype = config.knob_map.get("experimental_weight_dtype", "none")
         if weight_dtype != "none":
             options["experimental_weight_dtype"] = str(weight_dtype)
         return options
@@ -131,9 +131,9 @@ class TTBackend(Backend):
 
     @staticmethod
     def trace_region_size(config: TrialConfig) -> int:
-        size = config.extra.get(TRACE_REGION_EXTRA, DEFAULT_TRACE_REGION_SIZE)
+        size = config.knob_map.get(TRACE_REGION_KNOB, DEFAULT_TRACE_REGION_SIZE)
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise ValueError(f"{TRACE_REGION_EXTRA} must be a positive integer, not {size!r}")
+            raise ValueError(f"{TRACE_REGION_KNOB} must be a positive integer, not {size!r}")
         return size
 
     def with_larger_trace_region(self, config: TrialConfig, stderr: str = "") -> TrialConfig | None:
@@ -145,14 +145,14 @@ class TTBackend(Backend):
         is off or the config already names a size (it was retried, or the size was chosen
         explicitly): the tuner then fails the trial with reason ``trace_region``.
         """
-        if not config.trace or TRACE_REGION_EXTRA in config.extra:
+        if not config.trace or TRACE_REGION_KNOB in config.knob_map:
             return None
         size = TRACE_RETRY_FACTOR * self.trace_region_size(config)
         needed = [int(m.group(1)) for m in _TRACE_NEEDED.finditer(stderr)]
         if needed:
             size = max(size, math.ceil(max(needed) * 1.25 / _MIB) * _MIB)
-        extras = {**config.extra, TRACE_REGION_EXTRA: size}
-        return replace(config, extras=tuple(extras.items()))
+        knobs = {**config.knob_map, TRACE_REGION_KNOB: size}
+        return replace(config, knobs=tuple(knobs.items()))
 
     def retry_config(self, config: TrialConfig, result: TrialResult) -> TrialConfig | None:
         if result.status is Status.TRACE_ERROR:

@@ -201,10 +201,10 @@ def failure_counts(rows: list[TrialRow]) -> dict[str, int]:
     return dict(Counter(r.status for r in rows if r.state in ("PRUNED", "FAIL")))
 
 
-def seed_recipe_row(study: optuna.Study, rows: list[TrialRow]) -> TrialRow | None:
-    """The measured trial of the backend's seed recipe (the reference the study must beat,
-    see `Backend.seed_recipe`), or None where the study has none or it was not measured."""
-    recipe = study_record(study).seed_recipe
+def reference_recipe_row(study: optuna.Study, rows: list[TrialRow]) -> TrialRow | None:
+    """The measured trial of the backend's reference recipe (the reference the study must beat,
+    see `Backend.reference_recipe`), or None where the study has none or it was not measured."""
+    recipe = study_record(study).reference_recipe
     if not recipe:
         return None
     key = _config_key(recipe)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import TrialRow, seed_recipe_row, trial_rows, winner
+from autotune.analysis import TrialRow, reference_recipe_row, trial_rows, winner
 from autotune.backends import get_backend, tt_export
 from autotune.config import TrialConfig
 from autotune.errors import UsageError
@@ -87,7 +87,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "min_agreement_percent": meta.min_agreement,
             "unit": "top-1 points vs fp32",
         },
-        # The backend's seed recipe measured in the same study (None where it has none).
+        # The backend's reference recipe measured in the same study (None where it has none).
         "reference": _reference(study, row),
         "provenance": {
             "study": study.study_name,
@@ -102,7 +102,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
 
 
 def _reference(study: optuna.Study, pick_row: TrialRow) -> dict[str, Any] | None:
-    ref = seed_recipe_row(study, trial_rows(study))
+    ref = reference_recipe_row(study, trial_rows(study))
     if ref is None or not ref.confirmed_throughput:
         return None
     return {

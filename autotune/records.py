@@ -87,7 +87,7 @@ class StudyRecord:
     options: dict[str, Any] = field(default_factory=dict)
     trials_budget: int | None = None
     weight_groups: dict[str, list[str]] = field(default_factory=dict)  # dimension -> weights
-    seed_recipe: dict[str, Any] | None = None  # the backend's recipe, queued first (a config)
+    reference_recipe: dict[str, Any] | None = None  # the backend's recipe, queued first (a config)
     reference_accuracy: float | None = None
     reference_environment: dict[str, Any] = field(default_factory=dict)
     reference_fingerprint: str | None = None  # set with the two above
@@ -117,7 +117,7 @@ class StudyRecord:
 
     def to_attrs(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)} | {"schema": SCHEMA_VERSION}
-        for optional in ("seed_recipe", "reference_accuracy", "reference_fingerprint"):
+        for optional in ("reference_recipe", "reference_accuracy", "reference_fingerprint"):
             if out[optional] is None:
                 del out[optional]
         if self.reference_fingerprint is None:
@@ -128,6 +128,8 @@ class StudyRecord:
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyRecord:
         """Tolerant of missing keys and of schema 1 (options also at the top level)."""
         legacy = {k: attrs[k] for k in _LEGACY_OPTIONS if k in attrs}
+        if "seed_recipe" in attrs:  # the reference recipe's name before the rename
+            attrs = {"reference_recipe": attrs["seed_recipe"], **attrs}
         known = {f.name for f in fields(cls)} - {"options", "schema"}
         return cls(
             options={**legacy, **(attrs.get("options") or {})},
@@ -167,7 +169,7 @@ def add_confirmation(study: optuna.Study, number: int, entry: Any) -> None:
 # --- trials ---------------------------------------------------------------------------------
 
 # Why a trial was queued (stored as "seeded", the name studies were written with).
-FROM_RECIPE = "seed_recipe"
+FROM_RECIPE = "reference_recipe"
 FROM_SENSITIVITY = "sensitivity"
 _STORED_AS = {"starting_point": "seeded"}  # field -> user attr name, where they differ
 _FIELD_OF = {v: k for k, v in _STORED_AS.items()}

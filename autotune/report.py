@@ -61,7 +61,7 @@ def _num(value: float | None, fmt: str = ",.0f") -> str:
 
 
 def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
-    """The seed recipe's throughput, and the pick's as a multiple of it (the study's goal)."""
+    """The reference recipe's throughput, and the pick's as a multiple of it (the study's goal)."""
     ref = reference.confirmed_throughput
     text = (
         f"reference, the seed's recipe (trial {reference.number}, "

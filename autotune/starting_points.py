@@ -1,7 +1,8 @@
 """Starting points: trials queued when a study is created, run before the sampler's own.
 
-- The backend's seed recipe (`Backend.seed_recipe`) translated to the space: measured first,
-  it is the reference the study must beat (`autotune.analysis.seed_recipe_row`).
+- The backend's reference recipe (`Backend.reference_recipe`) translated to the space:
+  measured first, it is the reference the study must beat
+  (`autotune.analysis.reference_recipe_row`).
 - Dtype maps ordered by layer sensitivity (`autotune.sensitivity`), where the space offers
   block-float formats: the accurate-and-low-precision frontier is found in the first trials.
 """
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 def recipe_config(space: SearchSpace, backend: Backend) -> dict[str, Any] | None:
     """The backend's recipe as a config (stored with the study), where the space has it."""
-    recipe = recipe_params(space, backend.seed_recipe)
+    recipe = recipe_params(space, backend.reference_recipe)
     return recipe[1].to_dict() if recipe is not None else None
 
 
@@ -37,7 +38,7 @@ def queue_starting_points(
     runner: RunnerSettings,
 ) -> None:
     """Queue the study's starting points, the backend's recipe first."""
-    recipe = recipe_params(space, backend.seed_recipe)
+    recipe = recipe_params(space, backend.reference_recipe)
     if recipe is not None:
         enqueue(study, recipe[0], starting_point=FROM_RECIPE)
     if opts.sensitivity_starting_points:

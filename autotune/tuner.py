@@ -265,7 +265,7 @@ class Tuner:
                 options=wanted,
                 trials_budget=self.opts.trials,
                 weight_groups=self._weight_groups(),
-                seed_recipe=recipe_config(self.space, self.backend),
+                reference_recipe=recipe_config(self.space, self.backend),
             )
             write_study(self.study, record)
             return record, True

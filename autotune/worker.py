@@ -73,7 +73,7 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
         backend.initialize(cfg)
         run = backend.prepare(study.build_model(), cfg)
         timings["prepare_s"] = time.perf_counter() - start
-        # Made once, outside the timed loop (e.g. tt's bf16 input, as the seed recipe does).
+        # Made once, outside the timed loop (e.g. tt's bf16 input, as the reference recipe does).
         x = backend.host_input(study.example_input(cfg.batch_size), cfg)
 
         def step() -> torch.Tensor:

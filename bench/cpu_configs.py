@@ -23,7 +23,7 @@ LAYERS = ("conv1", "conv2", "fc1", "fc2")
 # (label, batch, level, dtype for activations and all weights, channels_last)
 CONFIGS = [
     ("fp32 eager (batch 64)", 64, 0, "fp32", False),
-    ("seed recipe: batch 64, bf16, level 2", 64, 2, "bf16", False),
+    ("reference recipe: batch 64, bf16, level 2", 64, 2, "bf16", False),
     ("batch 64, bf16, level 2, channels_last", 64, 2, "bf16", True),
     ("batch 256, bf16, level 1, channels_last", 256, 1, "bf16", True),
     ("batch 256, bf16, level 2, channels_last", 256, 2, "bf16", True),

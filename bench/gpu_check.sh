@@ -13,15 +13,15 @@
 #      .gpu_wheels added with pip --target; else a fresh venv with pip install torch==2.13.0
 #      (PyPI's Linux x86_64 wheel is a CUDA build) and the project's test extra (network);
 #   2. the GPU tests: pytest -m cuda tests/test_cuda_backend.py tests/test_backend_contract.py;
-#   3. a 30-trial MNIST study on cuda (the seed recipe is its first trial, the reference),
+#   3. a 30-trial MNIST study on cuda (the reference recipe is its first trial, the reference),
 #      stopped by its time limit if slower (results.json says how many trials finished);
-#   4. the study's pick and the seed recipe re-measured in this run, interleaved;
+#   4. the study's pick and the reference recipe re-measured in this run, interleaved;
 #   5. OUTDIR/results.json: steps (exit code, seconds), device, versions, the figures.
 # OUTDIR gets 8 files: results.json steps.log pytest.log study.log study.db show.json
 # export.json remeasure.json. A step that fails or runs out of time is recorded, and the
 # later steps still run on what exists (a study stopped early keeps its finished trials).
 # GPU_CHECK_DRY_RUN=1 checks the plumbing without a GPU: $GPU_CHECK_PYTHON as it is, the
-# cpu backend, 3 trials (the GPU tests skip, and the cpu study has no seed recipe to
+# cpu backend, 3 trials (the GPU tests skip, and the cpu study has no reference recipe to
 # re-measure against).
 set -uo pipefail
 
@@ -125,7 +125,7 @@ step show 30 "$OUT/show.json" "$PY" -m autotune show --study mnist-$BACKEND --st
 step export 30 "$LOG" "$PY" -m autotune export --study mnist-$BACKEND --storage "$STORAGE" \
   -o "$OUT/export.json"
 
-# 4. Pick and seed recipe, re-measured in this run, interleaved.
+# 4. Pick and reference recipe, re-measured in this run, interleaved.
 step remeasure "$(min 180 $(($(left) - 10)))" "$LOG" "$PY" bench/remeasure.py \
   --storage "$STORAGE" --study mnist-$BACKEND --repeats 3 --timeout 120 --cache-dir "$CACHE" \
   --json "$OUT/remeasure.json"

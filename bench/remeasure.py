@@ -1,12 +1,12 @@
-"""Re-measure a finished study's pick and its reference (the seed recipe), interleaved.
+"""Re-measure a finished study's pick and its reference (the reference recipe), interleaved.
 
     python bench/remeasure.py --storage sqlite:///study.db --study mnist-cuda [--json OUT]
 
-The study's reference is the trial of its backend's seed recipe (`Backend.seed_recipe`,
+The study's reference is the trial of its backend's reference recipe (`Backend.reference_recipe`,
 queued first by the tuner). Both configs run `--repeats` times each, alternating (ABBA order,
 so a drift of the machine hits both alike), each in a fresh worker with the study's own
 measurement protocol and accuracy check; the ratio of the medians is the speedup over the
-seed recipe measured in one run on one device. Used by bench/gpu_check.sh.
+reference recipe measured in one run on one device. Used by bench/gpu_check.sh.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autotune.analysis import best_feasible, seed_recipe_row, trial_rows
+from autotune.analysis import best_feasible, reference_recipe_row, trial_rows
 from autotune.config import TrialConfig, WorkerJob
 from autotune.records import study_record
 from autotune.reference import fp32_reference
@@ -40,7 +40,7 @@ def main() -> int:
     study = load_study(args.storage, args.study)
     options = study_record(study).options
     rows = trial_rows(study)
-    pick, reference = best_feasible(rows), seed_recipe_row(study, rows)
+    pick, reference = best_feasible(rows), reference_recipe_row(study, rows)
     if pick is None or reference is None:
         what = "feasible trial" if pick is None else "measured seed-recipe trial"
         print(f"remeasure: study {args.study!r} has no {what}", file=sys.stderr)

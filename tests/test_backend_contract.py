@@ -141,10 +141,10 @@ def test_default_space_offers_what_the_backend_declares(backend, model):
         assert TrialConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_seed_recipe_is_expressible_in_its_own_space(backend):
+def test_reference_recipe_is_expressible_in_its_own_space(backend):
     from search_spaces import recipe_params
 
-    recipe = backend.seed_recipe
+    recipe = backend.reference_recipe
     if recipe is None:
         return  # no reference to beat: nothing is queued
     fields = {f.name for f in dataclasses.fields(TrialConfig)} - {"model", "backend"}

@@ -3,7 +3,7 @@
 There is no NVIDIA GPU on the development machine or in CI. Tests marked `cuda` need one and
 skip, with the reason shown (`-rs`), without it; bench/gpu_check.sh runs them on a lent GPU.
 Everything else runs here, on the CPU, for real: the compile options, the search space and
-the seed recipe, OOM classification from torch's own error text, weight-only int8/fp8
+the reference recipe, OOM classification from torch's own error text, weight-only int8/fp8
 packing numerics and the quantized MNIST model, the start-up check that fails in one line
 on this GPU-less machine, the queued reference trial and the export. Mocked: only the GPU's
 presence, in the one tuner test that needs a study to start (said there).
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autotune.analysis import seed_recipe_row, trial_rows
+from autotune.analysis import reference_recipe_row, trial_rows
 from autotune.backends import get_backend
 from autotune.backends._weight_only import (
     FP8_E4M3_MAX,
@@ -99,9 +99,9 @@ def test_space_offers_the_issue_knobs():
     }
 
 
-def test_seed_recipe_is_batch_64_bf16_compiled_with_cuda_graphs():
+def test_reference_recipe_is_batch_64_bf16_compiled_with_cuda_graphs():
     space = default_space(get_study("mnist"), get_backend("cuda"))
-    params, config = recipe_params(space, CUDABackend.seed_recipe)
+    params, config = recipe_params(space, CUDABackend.reference_recipe)
     assert config == cfg(
         batch_size=64,
         optimization_level=1,
@@ -114,10 +114,11 @@ def test_seed_recipe_is_batch_64_bf16_compiled_with_cuda_graphs():
     assert set(params) == {d.name for d in space.dimensions} - {"batch_size"} | {"log2_batch_size"}
     # A space narrowed past the recipe has no reference; a backend without one neither.
     narrowed = space.narrowed({"activation_dtype": ["fp16"]})
-    assert recipe_params(narrowed, CUDABackend.seed_recipe) is None
-    assert recipe_params(space.narrowed({"trace": [False]}), CUDABackend.seed_recipe) is None
-    assert recipe_params(space.narrowed({"batch_size": [128]}), CUDABackend.seed_recipe) is None
-    assert recipe_params(space, get_backend("cpu").seed_recipe) is None
+    assert recipe_params(narrowed, CUDABackend.reference_recipe) is None
+    assert recipe_params(space.narrowed({"trace": [False]}), CUDABackend.reference_recipe) is None
+    batch_128 = space.narrowed({"batch_size": [128]})
+    assert recipe_params(batch_128, CUDABackend.reference_recipe) is None
+    assert recipe_params(space, get_backend("cpu").reference_recipe) is None
 
 
 # --- OOM and other failures, from the real error text ----------------------------------------
@@ -318,7 +319,7 @@ def test_study_without_visible_gpu_is_one_line_exit_2(cli, tmp_path, devices):
 # --- the reference trial, the summary and the export --------------------------------------
 
 
-def test_tuner_queues_the_seed_recipe_first(tmp_path, monkeypatch):
+def test_tuner_queues_the_reference_recipe_first(tmp_path, monkeypatch):
     # Mocked: the GPU's presence (no GPU here). Everything else is the real tuner start.
     monkeypatch.setattr(CUDABackend, "check_devices", lambda self, python, devices: None)
     from autotune.tuner import StudyOptions, Tuner
@@ -333,11 +334,11 @@ def test_tuner_queues_the_seed_recipe_first(tmp_path, monkeypatch):
     )
     tuner = Tuner(opts)
     waiting = tuner.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    params, config = recipe_params(tuner.space, CUDABackend.seed_recipe)
+    params, config = recipe_params(tuner.space, CUDABackend.reference_recipe)
     assert waiting[0].system_attrs["fixed_params"] == params  # what enqueue_trial fixed
-    assert waiting[0].user_attrs["seeded"] == "seed_recipe"
+    assert waiting[0].user_attrs["seeded"] == "reference_recipe"
     meta = tuner.study.user_attrs["autotune"]
-    assert TrialConfig.from_dict(meta["seed_recipe"]) == config
+    assert TrialConfig.from_dict(meta["reference_recipe"]) == config
     assert config.batch_size == 64 and config.trace and config.activation_dtype == "bf16"
 
 
@@ -346,10 +347,10 @@ DEVICE = "NVIDIA H100 80GB HBM3 (compute capability 9.0)"
 
 
 def stored_study(tmp_path: Path) -> optuna.Study:
-    """A study stored as the tuner stores one: the seed recipe and a faster pick, measured.
+    """A study stored as the tuner stores one: the reference recipe and a faster pick, measured.
     The figures are made up for the test (no GPU here); the layout is the tuner's."""
     space = default_space(get_study("mnist"), get_backend("cuda"))
-    _, recipe = recipe_params(space, CUDABackend.seed_recipe)
+    _, recipe = recipe_params(space, CUDABackend.reference_recipe)
     pick = cfg(
         batch_size=4096,
         optimization_level=2,
@@ -369,7 +370,7 @@ def stored_study(tmp_path: Path) -> optuna.Study:
             "model": "mnist",
             "backend": "cuda",
             "max_accuracy_drop": MAX_DROP,
-            "seed_recipe": recipe.to_dict(),
+            "reference_recipe": recipe.to_dict(),
         },
     )
     for config, throughput in ((recipe, 400_000.0), (pick, 2_400_000.0)):
@@ -413,7 +414,7 @@ def test_export_and_summary_report_device_and_reference(tmp_path):
     assert math.isclose(reference["speedup"], 6.0)
     assert json.loads(render(data, "json"))["reference"] == reference
     rows = trial_rows(study)
-    line = reference_line(seed_recipe_row(study, rows), rows[1])
+    line = reference_line(reference_recipe_row(study, rows), rows[1])
     assert line.startswith("reference, the seed's recipe (trial 0, bs64 O1 trace bf16)")
     assert "400,000 samples/s" in line and "6.00x the reference" in line
 
@@ -421,10 +422,10 @@ def test_export_and_summary_report_device_and_reference(tmp_path):
 def test_export_without_a_reference_says_none(tmp_path):
     study = stored_study(tmp_path)
     meta = dict(study.user_attrs["autotune"])
-    del meta["seed_recipe"]
+    del meta["reference_recipe"]
     study.set_user_attr("autotune", meta)
     assert export_dict(study)["reference"] is None
-    assert seed_recipe_row(study, trial_rows(study)) is None
+    assert reference_recipe_row(study, trial_rows(study)) is None
 
 
 # --- on a real GPU (bench/gpu_check.sh runs these) --------------------------------------------
@@ -501,15 +502,15 @@ def test_real_cuda_oom_is_classified_oom():
 
 
 @gpu
-def test_worker_runs_the_seed_recipe_on_gpu(tmp_path):
-    """A real trial in a real worker process: the seed recipe, measured and scored."""
+def test_worker_runs_the_reference_recipe_on_gpu(tmp_path):
+    """A real trial in a real worker process: the reference recipe, measured and scored."""
     from autotune.reference import fp32_reference
     from autotune.runner import RunnerSettings, run_job
 
     settings = RunnerSettings(timeout_s=300, cache_dir=tmp_path)
     ref = fp32_reference("mnist", 1000, settings, tmp_path)
     space = default_space(get_study("mnist"), get_backend("cuda"))
-    _, config = recipe_params(space, CUDABackend.seed_recipe)
+    _, config = recipe_params(space, CUDABackend.reference_recipe)
     job = WorkerJob(
         config,
         measure_seconds=0.3,

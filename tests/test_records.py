@@ -134,12 +134,14 @@ def test_study_record_of_the_earlier_layout_reads(study):
             "trials_budget": 4,
             "reference_accuracy": 0.98,
             "reference_fingerprint": "f",
+            "seed_recipe": {"batch_size": 64},  # the reference recipe's earlier name
             "an_unknown_key": 1,
         },
     )
     record = read_study(study)
     assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
     assert record.reference_accuracy == 0.98 and record.made_by_tuner
+    assert record.reference_recipe == {"batch_size": 64}
     study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})
     record = read_study(study)
     assert (record.model, record.backend, record.made_by_tuner) == ("m", "cuda", False)

@@ -72,7 +72,7 @@ class Backend(ABC):
     #: The seed's recipe on this backend, queued first and reported as the reference the
     #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's
     #: dtype) and knob values; knobs not named take their first choice. None: no reference.
-    seed_recipe: Mapping[str, Any] | None = None
+    reference_recipe: Mapping[str, Any] | None = None
 
     @abstractmethod
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:

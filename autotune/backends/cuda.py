@@ -111,7 +111,7 @@ class CUDABackend(Backend):
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
     install_hint = INSTALL_HINT
     # The seed's recipe translated: batch 64, bf16, torch.compile (default mode), CUDA graphs.
-    seed_recipe = MappingProxyType(
+    reference_recipe = MappingProxyType(
         {
             "batch_size": 64,
             "optimization_level": 1,

@@ -18,7 +18,7 @@ map the compiler sees, as in mnist_performant.py (``"optimization_level": "2"``)
 
 Not searched here: conv weights. tt-xla's compiler ignores weight-dtype overrides on
 convolutions, so only linear (matmul) weights get a dtype dimension. Activations are bf16
-only (the card's native activation format; the seed recipe casts the whole model to bf16).
+only (the card's native activation format; the reference recipe casts the whole model to bf16).
 
 Device runtimes report failures to Python as a generic ``RuntimeError: Error code: 13``; the
 reason is printed to stderr, which ``failure_patterns`` classifies (tt-metal's and tt-xla's

@@ -180,7 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _run_and_summarise(tuner: Any, fmt: str) -> int:
-    from autotune.analysis import best_feasible, pareto_front, seed_recipe_row, trial_rows
+    from autotune.analysis import best_feasible, pareto_front, reference_recipe_row, trial_rows
     from autotune.cli import views
 
     # One line each: trials sharing this host's cores, CPU trials on different machines.
@@ -196,7 +196,7 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
         tuner.opts.name,
         rows,
         pareto_front(rows),
-        seed_recipe_row(tuner.study, rows),
+        reference_recipe_row(tuner.study, rows),
         best_feasible(rows),
     )
     if fmt == "json":

@@ -1,6 +1,6 @@
 """autotune: find the fastest inference config of a PyTorch model that stays accurate.
 
-Kept import-light (no torch, no optuna) so the CLI starts fast and the worker runs in
+Kept import-light (no torch, no optuna) so the CLI starts fast and the trial process runs in
 interpreters that have only torch and the device stack.
 """
 

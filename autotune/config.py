@@ -1,6 +1,6 @@
-"""The values that cross the tuner/worker boundary: small, frozen, JSON in and out.
+"""The values that cross the tuner/trial-process boundary: small, frozen, JSON in and out.
 
-A `TrialConfig` is what is tuned (hashable: equal configs are measured once). A `WorkerJob`
+A `TrialConfig` is what is tuned (hashable: equal configs are measured once). A `TrialJob`
 is a config plus how to measure it. A `TrialResult` always comes back, failures included.
 """
 
@@ -79,8 +79,8 @@ class TrialConfig:
 
 
 @dataclass(frozen=True)
-class WorkerJob:
-    """A config plus the measurement protocol; written as JSON for the worker process."""
+class TrialJob:
+    """A config plus the measurement protocol; written as JSON for the trial process."""
 
     config: TrialConfig
     # "trial"; "reference": fp32 eager outputs, the accuracy baseline; "sensitivity": accuracy
@@ -106,7 +106,7 @@ class WorkerJob:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WorkerJob:
+    def from_dict(cls, d: dict[str, Any]) -> TrialJob:
         d = dict(d)
         _check_schema(d.pop("schema", None))
         d["config"] = TrialConfig.from_dict(d["config"])

@@ -65,7 +65,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "activation_dtype": config.activation_dtype,
         "knobs": config.knob_map,
         "compile_options": backend.compile_options(config),
-        "env": backend.worker_env(config),
+        "env": backend.trial_env(config),
         "metrics": {
             **{k: row.metrics[k] for k in EXPORTED_METRICS if row.metrics.get(k) is not None},
             # Each measurement's median (the first is the trial's own); the figure above is
@@ -190,10 +190,10 @@ def apply_config(
 
     Returns the prepared (compiled) model. Feed it inputs through the backend's input
     conversion, e.g. `x.to(torch.bfloat16)` for a bf16 config (and channels_last if set),
-    in batches of the exported `batch_size`. The backend's `worker_env` variables (the
+    in batches of the exported `batch_size`. The backend's `trial_env` variables (the
     export's "env") must be set before the device library is imported.
     """
     config = load_config(source)
     backend = get_backend(config.backend)
-    backend.initialize(config)  # runtime setup, e.g. set_device_type("TT"), as the worker does
+    backend.initialize(config)  # runtime setup, e.g. set_device_type("TT"), as a trial does
     return backend.prepare(model, config)

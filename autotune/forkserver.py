@@ -1,4 +1,4 @@
-"""Fork each trial's worker from a process that has already imported torch.
+"""Fork each trial process from a process that has already imported torch.
 
 A trial still runs in a process of its own (crash, OOM and hang isolation as with a spawn),
 but instead of a fresh interpreter importing torch, inductor and the study (seconds per
@@ -11,7 +11,7 @@ Protocol: JSON lines. The runner writes ``{"id", "argv", "stdout", "stderr", "en
 server's stdin; the server answers ``{"id", "pid"}`` (or ``{"id", "error"}``) at once and
 ``{"id", "returncode"}`` when that child ends (a negative signal number when killed, as
 ``Popen.returncode``). The child calls ``setsid()``, so the runner's ``killpg`` on timeout,
-cancel or Ctrl-C ends it and everything it started, as with a spawned worker.
+cancel or Ctrl-C ends it and everything it started, as with a spawned trial process.
 
 Runner side (`launch`): one server per (interpreter, environment), shared by all threads and
 reused across trials; the per-slot thread share (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``) is
@@ -40,12 +40,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Imported once by the server: what every worker imports, plus the compile path.
+#: Imported once by the server: what every trial process imports, plus the compile path.
 PRELOAD = (
     "torch",
     "torch._dynamo",
     "torch._inductor.compile_fx",
-    "autotune.worker",
+    "autotune.trial_process",
     "autotune.measure",
     "autotune.numerics",
     "autotune.backends.cpu",
@@ -70,8 +70,8 @@ def serve() -> int:
     os.dup2(2, 1)  # stray prints (imports, warnings) must never mix into the replies
     import torch  # noqa: F401
 
-    # A spawned worker has this much data when its trial allocates; a child's data beyond
-    # it is the server's preloads, not the trial's (see worker.main's memory limit).
+    # A spawned trial process has this much data when its trial allocates; a child's data beyond
+    # it is the server's preloads, not the trial's (see trial_process.main's memory limit).
     _torch_data_bytes = data_bytes()
     for name in PRELOAD:
         if name.startswith("autotune.backends._"):
@@ -226,10 +226,10 @@ def _child(request: dict[str, Any], server_fds: list[int]) -> None:
             import torch
 
             torch.set_num_threads(int(threads))  # what OMP_NUM_THREADS does at startup
-        from autotune import worker
+        from autotune import trial_process
 
-        sys.argv = [worker.__file__, *request["argv"]]
-        code = worker.main(request["argv"], max(0, data_bytes() - _torch_data_bytes))
+        sys.argv = [trial_process.__file__, *request["argv"]]
+        code = trial_process.main(request["argv"], max(0, data_bytes() - _torch_data_bytes))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -270,7 +270,7 @@ def _send(fd: int, message: dict[str, Any]) -> None:
 
 
 class ForkedProcess:
-    """A forked worker as the runner sees it: the part of `subprocess.Popen` it uses
+    """A forked trial process as the runner sees it: the part of `subprocess.Popen` it uses
     (`pid`, `returncode`, `wait`), so timeouts and kills work unchanged. `lost` is set
     when the server died before reporting the exit (the child's group is killed then)."""
 
@@ -284,7 +284,7 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired("autotune.worker (forked)", timeout or 0)
+            raise subprocess.TimeoutExpired("autotune.trial_process (forked)", timeout or 0)
         assert self.returncode is not None
         return self.returncode
 
@@ -420,7 +420,7 @@ def launch(
     stderr: Path,
     cancel: threading.Event | None = None,
 ) -> ForkedProcess | None:
-    """Fork `python -m autotune.worker ARGV` (environment `env`) from this (python, env)'s
+    """Fork `python -m autotune.trial_process ARGV` (environment `env`) from this (python, env)'s
     server, started on first use. None: no server could do it; spawn instead."""
     server_env = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
     key = (python, tuple(sorted(server_env.items())))

@@ -4,7 +4,7 @@ This module is its one home: cache key, file and computation. The key is a finge
 everything that decides the outputs (the model's name and code, its weights, the eval set,
 `eval_limit`), not of a study or a storage URL: every study and sensitivity pass of a model
 on this host shares one file, a new database reuses it, and changed weights never meet a
-stale reference. The fingerprint needs the model itself, so it is computed in the worker
+stale reference. The fingerprint needs the model itself, so it is computed in the trial process
 process (studies build models only there); the tuner asks with a `reference` job.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import AutotuneError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def fp32_reference(
     Raises AutotuneError with one line when the model cannot even run in fp32."""
     from autotune.runner import run_job
 
-    job = WorkerJob(
+    job = TrialJob(
         TrialConfig(model=model, backend="cpu", batch_size=BATCH),
         mode="reference",
         eval_limit=eval_limit,
@@ -82,7 +82,7 @@ def fp32_reference(
 
 
 def cached(cache_dir: Path, model: str, fingerprint: str) -> Reference | None:
-    """The reference already in `cache_dir` under `fingerprint`, without a worker."""
+    """The reference already in `cache_dir` under `fingerprint`, without a trial process."""
     path = cache_path(cache_dir, model, fingerprint)
     info = _read_info(path)
     if info is None:
@@ -90,7 +90,7 @@ def cached(cache_dir: Path, model: str, fingerprint: str) -> Reference | None:
     return Reference(path, info.get("accuracy"), fingerprint, info.get("environment", {}))
 
 
-# --- worker side (imports torch) ---------------------------------------------------------
+# --- trial-process side (imports torch) ---------------------------------------------------------
 
 
 def fingerprint(
@@ -173,13 +173,13 @@ def compute(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def run(
-    job: WorkerJob,
+    job: TrialJob,
     study: Study,
     inputs: torch.Tensor,
     labels: torch.Tensor | None,
     environment: dict[str, Any],
 ) -> TrialResult:
-    """The worker's `reference` mode."""
+    """The trial process's `reference` mode."""
     if not job.cache_dir:
         raise ValueError("a reference job needs cache_dir")
     ref, outputs = ensure(

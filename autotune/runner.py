@@ -1,4 +1,4 @@
-"""Spawn one worker process per trial, enforce its timeout, and always return a result."""
+"""Spawn one trial process per trial, enforce its timeout, and always return a result."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from autotune import forkserver
 from autotune.backends import get_backend
-from autotune.config import Status, TrialResult, WorkerJob
+from autotune.config import Status, TrialJob, TrialResult
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 4000
@@ -28,7 +28,7 @@ class RunnerSettings:
     timeout_s: float | None = None
     cache_dir: Path | None = None  # persistent compile caches shared across trials
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the device this slot owns
-    # CPU threads per worker when trials share this host's cores (--jobs > 1); None: all.
+    # CPU threads per trial process when trials share this host's cores (--jobs > 1); None: all.
     threads: int | None = None
     # Fork trials from a server that has imported torch, for backends that allow it
     # (Backend.fork_trials); False: always spawn a fresh interpreter.
@@ -36,7 +36,7 @@ class RunnerSettings:
 
 
 def run_job(
-    job: WorkerJob, settings: RunnerSettings, cancel: threading.Event | None = None
+    job: TrialJob, settings: RunnerSettings, cancel: threading.Event | None = None
 ) -> TrialResult:
     """Run `job` in a fresh process group and return its result, failures included.
 
@@ -48,7 +48,7 @@ def run_job(
         tmpdir = Path(tmp)
         job_path, result_path = tmpdir / "job.json", tmpdir / "result.json"
         job_path.write_text(json.dumps(job.to_dict()))
-        env = _worker_env(settings, {**backend.worker_env(job.config), **settings.extra_env})
+        env = _trial_env(settings, {**backend.trial_env(job.config), **settings.extra_env})
         started = time.perf_counter()
         with open(tmpdir / "stdout", "wb") as out, open(tmpdir / "stderr", "wb") as err:
             argv = [str(job_path), str(result_path)]
@@ -59,7 +59,7 @@ def run_job(
                     settings.python, env, argv, tmpdir / "stdout", tmpdir / "stderr", cancel
                 )
             ) or subprocess.Popen(
-                [settings.python, "-m", "autotune.worker", *argv],
+                [settings.python, "-m", "autotune.trial_process", *argv],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
@@ -80,7 +80,7 @@ def run_job(
         if outcome == "cancelled":
             result = TrialResult(
                 Status.INTERRUPTED,
-                "study interrupted; worker killed",
+                "study interrupted; trial process killed",
                 stderr_tail=stderr[-STDERR_TAIL_CHARS:],
             )
         else:
@@ -118,9 +118,9 @@ def _collect(
         return result
     if returncode < 0:
         name = signal.Signals(-returncode).name
-        message = f"worker killed by {name}"
+        message = f"trial process killed by {name}"
     else:
-        message = f"worker exited with code {returncode} and wrote no result"
+        message = f"trial process exited with code {returncode} and wrote no result"
     status = backend.classify(stderr) or Status.CRASH
     return TrialResult(status, message, stderr_tail=tail)
 
@@ -146,15 +146,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _worker_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[str, str]:
+def _trial_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    # The worker runs this checkout's code, whichever interpreter runs it.
+    # The trial process runs this checkout's code, whichever interpreter runs it.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if settings.cache_dir is not None:
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.cache_dir / "inductor"))
     if settings.threads is not None:
         # torch sizes its intra-op pool from these when it starts (inductor's C++ kernels
-        # then specialise on that count); read before any torch import in the worker.
+        # then specialise on that count); read before any torch import in the trial process.
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings.threads)
     env.update(backend_env)
     return env

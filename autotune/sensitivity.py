@@ -4,7 +4,7 @@
 weight at a time through the emulated card numerics and compare with fp32. Studies whose
 dtype dimension offers block-float formats queue the maps it suggests before sampling.
 
-The pass runs in one worker process and is cached in the cache directory under a key of
+The pass runs in one trial process and is cached in the cache directory under a key of
 the model and its weights (the fp32 reference's fingerprint, which covers the eval set and
 `eval_limit`), the numerics rule and the code that computes it, so a new database or a new
 study never pays for it again. A copy goes to the storage for readers of it (the HTML
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import AutotuneError
 
 if TYPE_CHECKING:
@@ -79,13 +79,13 @@ def layer_sensitivity(
     recompute: bool = False,
     storage_url: str | None = None,
 ) -> list[Sensitivity]:
-    """Rows for `model`, from the cache in `cache_dir` or computed in one worker process.
+    """Rows for `model`, from the cache in `cache_dir` or computed in one trial process.
 
     `storage_url`: also record them there (study `<model>-sensitivity`) for its readers.
     Raises AutotuneError (one line) when the pass fails."""
     from autotune.runner import run_job
 
-    job = WorkerJob(
+    job = TrialJob(
         TrialConfig(
             model=model, backend=EMULATION_BACKEND, batch_size=EVAL_BATCH, activation_dtype="bf16"
         ),
@@ -127,18 +127,18 @@ def _record(
     )
 
 
-# --- worker side (imports torch) ---------------------------------------------------------
+# --- trial-process side (imports torch) ---------------------------------------------------------
 
 
 def run(
-    job: WorkerJob,
+    job: TrialJob,
     study: Study,
     backend: Backend,
     inputs: torch.Tensor,
     labels: torch.Tensor | None,
     environment: dict[str, Any],
 ) -> TrialResult:
-    """The worker's `sensitivity` mode: cached rows, or the pass, then cached."""
+    """The trial process's `sensitivity` mode: cached rows, or the pass, then cached."""
     from autotune import reference
 
     if not job.cache_dir:

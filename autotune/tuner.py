@@ -30,7 +30,7 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import Backend, get_backend
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import UsageError
 from autotune.host import machine, process_identity, usable_cores
 from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
@@ -102,7 +102,7 @@ class StudyOptions:
     # This host only.
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None
-    worker_python: str | None = None
+    trial_python: str | None = None
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
     jobs: int = defaults.JOBS
     devices: tuple[str, ...] | None = None
@@ -117,7 +117,7 @@ class StudyOptions:
         host = {
             "storage",
             "study_name",
-            "worker_python",
+            "trial_python",
             "cache_dir",
             "jobs",
             "devices",
@@ -146,15 +146,15 @@ def build_space(opts: StudyOptions) -> SearchSpace:
     return space.narrowed(opts.space) if opts.space else space
 
 
-def check_worker_python(python: str, backend: Backend) -> None:
-    """Fail early, in one line, when trials could never start in the worker interpreter."""
+def check_trial_python(python: str, backend: Backend) -> None:
+    """Fail early, in one line, when trials could never start in the trial interpreter."""
     if not Path(python).exists():
-        raise UsageError(f"worker python {python!r} does not exist")
+        raise UsageError(f"trial python {python!r} does not exist")
     probe = (
         "import importlib.util, sys; "
         "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
     )
-    modules = ["autotune", *backend.worker_modules]
+    modules = ["autotune", *backend.trial_modules]
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     try:
@@ -167,10 +167,10 @@ def check_worker_python(python: str, backend: Backend) -> None:
             check=True,
         ).stdout.split()
     except (OSError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"worker python {python!r} does not run: {exc}") from None
+        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
     if out:
         raise UsageError(
-            f"worker python {python} cannot import {', '.join(out)}; {backend.install_hint}"
+            f"trial python {python} cannot import {', '.join(out)}; {backend.install_hint}"
         )
 
 
@@ -221,12 +221,12 @@ class Tuner:
             else None
         )
         self.runner = RunnerSettings(
-            python=opts.worker_python or RunnerSettings.python,
+            python=opts.trial_python or RunnerSettings.python,
             timeout_s=opts.timeout_s,
             cache_dir=opts.cache_dir,
             threads=self.slot_threads,
         )
-        check_worker_python(self.runner.python, self.backend)
+        check_trial_python(self.runner.python, self.backend)
         self.backend.check_devices(self.runner.python, opts.devices)  # e.g. no GPU: exit 2
         optuna.logging.set_verbosity(logging.WARNING)
         # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
@@ -368,7 +368,7 @@ class Tuner:
         """Run trials until the study's budget of finished trials is reached.
 
         `jobs` trials run at once (one per device with --devices). Ctrl-C kills the running
-        workers, records their trials as interrupted, re-queues them and re-raises.
+        trial processes, records their trials as interrupted, re-queues them and re-raises.
         """
         ref = self.reference()
         self._bar = _progress(self.budget, self.counted_trials(), self.opts.progress)
@@ -536,7 +536,7 @@ class Tuner:
             result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
 
-    def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
+    def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> TrialJob:
         return trial_job(self.opts, config, ref)
 
     def _stop_below(self) -> float | None:
@@ -647,9 +647,9 @@ class Tuner:
         self.study.tell(trial, [metrics["throughput_samples_per_s"], drop])
 
 
-def trial_job(opts: StudyOptions, config: TrialConfig, ref: tuple[str, float | None]) -> WorkerJob:
+def trial_job(opts: StudyOptions, config: TrialConfig, ref: tuple[str, float | None]) -> TrialJob:
     """The measurement protocol of a trial (also what `autotune verify` replays)."""
-    return WorkerJob(
+    return TrialJob(
         config,
         measure_seconds=opts.measure_seconds,
         warmup_iters=opts.warmup_iters,

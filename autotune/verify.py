@@ -1,7 +1,7 @@
 """`autotune verify best.json`: replay an exported config here and compare with the export.
 
-The replay is the tuner's own protocol: the same `WorkerJob` (`tuner.trial_job`, with the
-export's measurement settings), run by `runner.run_job` in a fresh worker process per
+The replay is the tuner's own protocol: the same `TrialJob` (`tuner.trial_job`, with the
+export's measurement settings), run by `runner.run_job` in a fresh trial process per
 round, against an fp32 reference computed on this machine. Accuracy passes when the config
 still meets the study's constraint here; throughput passes when the median of the rounds
 is within `max_slowdown` of the exported figure.
@@ -184,7 +184,7 @@ def verify(
     rounds: int = defaults.VERIFY_ROUNDS,
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
     max_accuracy_drop: float | None = None,
-    worker_python: str | None = None,
+    trial_python: str | None = None,
     cache_dir: Path | None = None,
     log: Any = None,
 ) -> VerifyReport:
@@ -192,7 +192,7 @@ def verify(
     from autotune.backends import get_backend
     from autotune.reference import fp32_reference
     from autotune.runner import RunnerSettings, run_job
-    from autotune.tuner import StudyOptions, check_worker_python, default_cache_dir, trial_job
+    from autotune.tuner import StudyOptions, check_trial_python, default_cache_dir, trial_job
     from studies import get_study
 
     if rounds < 1:
@@ -215,9 +215,9 @@ def verify(
     cache = cache_dir or default_cache_dir()
     opts = StudyOptions(model=config.model, backend=config.backend, cache_dir=cache, **protocol)
     runner = RunnerSettings(
-        python=worker_python or RunnerSettings.python, timeout_s=opts.timeout_s, cache_dir=cache
+        python=trial_python or RunnerSettings.python, timeout_s=opts.timeout_s, cache_dir=cache
     )
-    check_worker_python(runner.python, backend)
+    check_trial_python(runner.python, backend)
 
     results: list[TrialResult] = []
     # fp32 on this machine: the drop is measured here, as the study measured it there.
@@ -268,7 +268,7 @@ def _round(result: TrialResult) -> dict[str, Any]:
 
 
 def _here(results: list[TrialResult], reference: TrialResult) -> dict[str, Any]:
-    """This machine's environment as the worker reports it (a measured round's first)."""
+    """This machine's environment as the trial process reports it (a measured round's first)."""
     for r in results:
         if r.environment:
             return r.environment

@@ -1,6 +1,6 @@
 """Time autotune.numerics.round_bfp on fc1 of the MNIST CNN: a [128, 9216] fp32 weight.
 
-Why: weights are rounded in worker processes before every bfp trial, so this must stay
+Why: weights are rounded in trial processes before every bfp trial, so this must stay
 far below the trial's own cost (target: well under 100 ms on a 2-core CPU).
 
     PYTHONPATH=. python bench/bench_numerics.py [--repeats 20] [--json]

@@ -1,4 +1,4 @@
-"""Benchmark: hand-picked CPU configs of the MNIST study, each in its own worker process.
+"""Benchmark: hand-picked CPU configs of the MNIST study, each in its own trial process.
 
     python bench/cpu_configs.py [--repeats 2] [--json OUT]
 
@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from autotune.config import TrialConfig, WorkerJob
+from autotune.config import TrialConfig, TrialJob
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 
@@ -54,7 +54,7 @@ def main() -> None:
                     tuple((f"{n}.weight", dtype) for n in LAYERS),
                     (("channels_last", cl),),
                 )
-                job = WorkerJob(
+                job = TrialJob(
                     config,
                     measure_seconds=1.0,
                     warmup_seconds=0.5,

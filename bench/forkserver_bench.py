@@ -1,11 +1,11 @@
-"""Per-trial process wall time, spawned worker vs fork server, for the same eager job.
+"""Per-trial process wall time, spawned trial process vs fork server, for the same eager job.
 
     python bench/forkserver_bench.py [--model mnist] [--repeats 10] [--batch-size 64]
 
 Interleaved (spawn, fork, spawn, fork, ...) in one run, after one untimed run of each
 (reference, server start, OS caches), so a loaded or drifting machine affects both alike;
 the ratio is the figure to quote. `process_s` is the runner's wall time from launch to
-exit, `worker_s` the worker's own time inside `worker.main`, their difference the
+exit, `trial_s` the trial process's own time inside `trial_process.main`, their difference the
 interpreter start and imports a spawn pays before `main`.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.config import TrialConfig, WorkerJob
+from autotune.config import TrialConfig, TrialJob
 from autotune.host import cpu_model, usable_cores
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
@@ -42,7 +42,7 @@ def main() -> int:
         settings = RunnerSettings(cache_dir=cache, timeout_s=600)
         spawn = replace(settings, fork_trials=False)
         ref = fp32_reference(args.model, args.eval_limit, spawn, cache).path
-        job = WorkerJob(
+        job = TrialJob(
             TrialConfig(args.model, "cpu", args.batch_size),
             measure_seconds=args.measure_seconds,
             eval_limit=args.eval_limit,
@@ -66,9 +66,9 @@ def main() -> int:
         f"{args.model} bs{args.batch_size} eager fp32, {args.repeats} interleaved runs each, "
         f"{cpu_model()}, {usable_cores()} usable cores"
     )
-    print(f"{'':6} {'process_s':>10} {'worker_s':>9} {'outside':>8}")
+    print(f"{'':6} {'process_s':>10} {'trial_s':>9} {'outside':>8}")
     for mode in modes:
-        p, w = med(mode, "process_s"), med(mode, "worker_s")
+        p, w = med(mode, "process_s"), med(mode, "trial_s")
         print(f"{mode:6} {p:10.2f} {w:9.2f} {p - w:8.2f}")
     ratio = med("fork", "process_s") / med("spawn", "process_s")
     pairs = zip(runs["spawn"], runs["fork"], strict=True)

@@ -4,7 +4,7 @@
 
 The study's reference is the trial of its backend's reference recipe (`Backend.reference_recipe`,
 queued first by the tuner). Both configs run `--repeats` times each, alternating (ABBA order,
-so a drift of the machine hits both alike), each in a fresh worker with the study's own
+so a drift of the machine hits both alike), each in a fresh trial process with the study's own
 measurement protocol and accuracy check; the ratio of the medians is the speedup over the
 reference recipe measured in one run on one device. Used by bench/gpu_check.sh.
 """
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from autotune.analysis import best_feasible, reference_recipe_row, trial_rows
-from autotune.config import TrialConfig, WorkerJob
+from autotune.config import TrialConfig, TrialJob
 from autotune.records import study_record
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
@@ -32,7 +32,7 @@ def main() -> int:
     p.add_argument("--storage", required=True)
     p.add_argument("--study", required=True)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds per worker")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds per trial process")
     p.add_argument("--cache-dir", type=Path, help="compile cache (the study's, to reuse it)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = p.parse_args()
@@ -58,7 +58,7 @@ def main() -> int:
         for i in range(args.repeats):
             order = ("pick", "reference") if i % 2 == 0 else ("reference", "pick")
             for name in order:
-                job = WorkerJob(
+                job = TrialJob(
                     configs[name],
                     measure_seconds=options.get("measure_seconds", 1.0),
                     warmup_iters=options.get("warmup_iters", 3),

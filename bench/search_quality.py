@@ -4,7 +4,7 @@
 
 Per workload, the reference is the exhaustive grid of the uniform-precision CPU space
 (batch 8..4096 x optimization level x activation dtype x channels_last), each point measured
-once with the project's own worker and protocol; the grid's top 5 are then re-measured,
+once with the project's own trial process and protocol; the grid's top 5 are then re-measured,
 interleaved, in the same run, and the grid best is the best re-measured median. Accuracy of
 a uniform config depends only on its dtype, so it is measured once per dtype (full eval
 set) and the grid's points time throughput only.
@@ -18,7 +18,7 @@ the sampler sees each config's first measurement, as in a study; a strategy's pi
 trials is, as the tuner's confirmation does, the best of its 3 best *seen* feasible configs
 by pooled measurements (first measurement and re-measurements), and is valued at that
 pooled figure; the grid best is the best pooled figure of the re-measured top 5.
-Wall time is the sum of the measured per-config worker times (spawn, compile, warm-up,
+Wall time is the sum of the measured per-config trial process times (spawn, compile, warm-up,
 timing) of the configs a strategy ran; repeats of a measured config cost nothing, as in
 the tuner. "Configs run" counts the distinct configs measured in 50 trials, "compiled"
 those at a level above 0 (a new inductor graph each, the bulk of a study's time).
@@ -41,7 +41,7 @@ from typing import Any
 import optuna
 
 from autotune.backends import get_backend
-from autotune.config import Status, TrialConfig, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob
 from autotune.records import write_trial
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
@@ -103,7 +103,7 @@ def measure(
     eval_limit: int | None,
     seconds: float,
 ) -> dict[str, Any]:
-    job = WorkerJob(
+    job = TrialJob(
         config,
         measure_seconds=seconds,
         warmup_seconds=seconds / 2,
@@ -289,7 +289,7 @@ def main() -> None:
     print(f"{args.seeds} seeds, {args.budget} trials; median (min-max) over seeds\n")
     print(
         "| workload | grid best (re-measured) | strategy | best/grid @15 | best/grid @50 "
-        "| trials to 95% | wall s (sum of worker times) | configs run (compiled) |"
+        "| trials to 95% | wall s (sum of trial process times) | configs run (compiled) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -84,7 +84,7 @@ def main() -> None:
             if TrialRecord.of(t).timings is not None
             and (TrialRecord.of(t).config or {}).get("optimization_level", 0) > 0
         )
-        # Outside the trials: before the first (the fp32 reference, whose worker also starts
+        # Outside the trials: before the first (the fp32 reference, whose trial process also starts
         # the fork server) and after the last (confirmation re-measurements).
         before = (min(t.datetime_start for t in trials) - started_at).total_seconds()
         after = (ended_at - max(t.datetime_complete for t in trials)).total_seconds()
@@ -105,8 +105,8 @@ def main() -> None:
                 job = trial_job(opts, cfg, (ref_path, ref_acc))
                 again[name].append(run_job(job, settings).metrics["throughput_samples_per_s"])
 
-    other = sums.get("process_s", 0) - sums.get("worker_s", 0)
-    worker_rest = sums.get("worker_s", 0) - sum(
+    other = sums.get("process_s", 0) - sums.get("trial_s", 0)
+    trial_rest = sums.get("trial_s", 0) - sum(
         sums.get(k, 0) for k in ("compile_s", "warmup_s", "measure_s", "eval_s")
     )
     breakdown = {
@@ -114,7 +114,7 @@ def main() -> None:
         "compile (incl. model build)": sums.get("compile_s", 0),
         "warmup": sums.get("warmup_s", 0),
         "accuracy evaluation": sums.get("eval_s", 0),
-        "process start (fork server or spawn) + imports": other + worker_rest,
+        "process start (fork server or spawn) + imports": other + trial_rest,
         "before the first trial (fp32 reference, fork server start)": before,
         "after the last trial (confirmation re-measurements)": after,
         "tuner between trials (sampler, storage)": wall
@@ -125,8 +125,8 @@ def main() -> None:
     best_med, seed_med = statistics.median(again["best"]), statistics.median(again["seed"])
     figures = {
         "trials": len(trials),
-        "workers_spawned": spawned,
-        "workers_compiled": compiled,
+        "trial_processes": spawned,
+        "trials_compiled": compiled,
         "statuses": statuses,
         "wall_s": wall,
         "breakdown_s": breakdown,
@@ -140,7 +140,7 @@ def main() -> None:
         "seed_config": seed_cfg.to_dict(),
     }
     print(
-        f"study: {len(trials)} trials ({spawned} workers spawned, {compiled} of them compiled; "
+        f"study: {len(trials)} trials ({spawned} trial processes, {compiled} of them compiled; "
         f"the rest copied the outcome of an earlier trial) in {wall:.0f} s; "
         f"statuses {statuses}"
     )

@@ -24,6 +24,6 @@ timed() {
 }
 timed "$A" sensitivity --model mnist -o sens.png
 timed "$A" study --model mnist --emulate tt --trials 4 --no-progress --storage sqlite:///emu.db
-timed "$A" study --model mnist --backend tt --worker-python "$W/tt-python" --trials 4 \
+timed "$A" study --model mnist --backend tt --trial-python "$W/tt-python" --trials 4 \
   --no-progress --storage sqlite:///tt.db
 rm -rf "$W"

@@ -202,7 +202,7 @@ def load_space_file(path: Path) -> dict[str, Any]:
 def default_space(
     study: Study, backend: Backend, max_batch_size: int | None = None, model: str | None = None
 ) -> SearchSpace:
-    """Everything the backend offers for this study (`model`: the name the worker resolves,
+    """Everything the backend offers for this study (`model`: the name the trial process resolves,
     when it differs from the study's own, e.g. ``pkg.module:ATTR``)."""
     top = max_batch_size or study.max_batch_size
     if top < 1 or top & (top - 1):

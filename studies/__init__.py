@@ -3,7 +3,7 @@
 Adding a model is one new file here: the registry discovers every module of this package
 that defines a ``STUDY`` instance. Study modules must not import torch at import time (the
 tuner reads their metadata without it); torch is imported inside the methods, which only
-run in worker processes.
+run in trial processes.
 """
 
 from __future__ import annotations

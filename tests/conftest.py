@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run real worker subprocesses and real SQLite files."""
+"""Shared fixtures. Tests run real trial process subprocesses and real SQLite files."""
 
 from __future__ import annotations
 

@@ -283,6 +283,6 @@ def test_study_with_every_trial_failed(place, chromium):
     assert result.problems == [] and result.images == 0
     assert "no measured trial to plot: 2 of 2 trials failed (2 crash)" in result.text
     assert "No feasible trial" in result.text
-    assert "worker killed by SIGSEGV" in result.text  # grouped by reason
+    assert "trial process killed by SIGSEGV" in result.text  # grouped by reason
     ink, _ = non_blank_fraction(result.screenshot)
     assert ink > 0.02

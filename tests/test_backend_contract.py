@@ -8,11 +8,11 @@ of its bf16 paths; tt; cuda. What is particular to one backend (tt's call order,
 graphs and weight-only packing, the emulated rounding) stays in that backend's own file.
 
 Mocked: only what cannot exist here.
-- tt: there is NO Tenstorrent card here. Its worker-side methods run against the tt-xla
+- tt: there is NO Tenstorrent card here. Its trial-process side methods run against the tt-xla
   STAND-IN (tests/tt_standin, a mock of torch_xla and tt_torch that computes on the CPU), in a
-  child interpreter with the stand-in on PYTHONPATH, as test_tt_backend.py runs the worker:
+  child interpreter with the stand-in on PYTHONPATH, as test_tt_backend.py runs the trial process:
   the stand-in patches torch globally, so it never enters this process.
-- cuda: its worker-side methods need an NVIDIA GPU and skip, with the reason, without one;
+- cuda: its trial-process side methods need an NVIDIA GPU and skip, with the reason, without one;
   its tuner-side methods run here for real.
 """
 
@@ -55,12 +55,12 @@ IMPLEMENTATIONS: dict[str, tuple[str, Callable[[], Backend]]] = {
     "tt": ("tt", lambda: get_backend("tt")),
     "cuda": ("cuda", lambda: get_backend("cuda")),
 }
-#: Worker-side methods run in a child interpreter with the stand-in (never in this process).
+#: Trial-process side methods run in a child interpreter with the stand-in (never in this process).
 IN_STANDIN = {"tt"}
 NEEDS_GPU = {"cuda"}
 
-WORKER_STUDY = "mnist"
-WORKER_BATCH = 32
+TRIAL_STUDY = "mnist"
+TRIAL_BATCH = 32
 
 
 @pytest.fixture(
@@ -109,7 +109,7 @@ def test_declared_dimensions_are_well_formed(backend):
     for knob in backend.knobs:
         assert len(knob.choices) >= 2 and _distinct_nonempty(knob.choices), knob
         assert knob.doc.strip(), knob
-    assert "torch" in backend.worker_modules and backend.install_hint.strip()
+    assert "torch" in backend.trial_modules and backend.install_hint.strip()
     env = backend.visible_devices_env
     assert env is None or re.fullmatch(r"[A-Z][A-Z0-9_]*", env)
     assert isinstance(backend.computes_on_host_cpu, bool) and isinstance(backend.fork_trials, bool)
@@ -156,14 +156,14 @@ def test_reference_recipe_is_expressible_in_its_own_space(backend):
         assert config.batch_size == recipe.get("batch_size", config.batch_size)
 
 
-def configs(backend: Backend, model: str = WORKER_STUDY) -> dict[str, TrialConfig]:
+def configs(backend: Backend, model: str = TRIAL_STUDY) -> dict[str, TrialConfig]:
     """Two points of the backend's default space at level 0 (eager: fast) and a small batch:
     every dimension at its first choice (highest precision, knobs off), and at its last."""
     space = default_space(get_study(model), backend)
     out = {}
     for label, pick in (("first", 0), ("last", -1)):
         values = {d.name: d.choices[pick] for d in space.dimensions}
-        values.update(batch_size=WORKER_BATCH, optimization_level=0)
+        values.update(batch_size=TRIAL_BATCH, optimization_level=0)
         out[label] = space.config_from(values)
     return out
 
@@ -190,7 +190,7 @@ TORCH_COMPILE_KWARGS = {"cpu", "cpu-emulate-tt", "cuda"}
 def test_compile_options_are_the_documented_ones(backend):
     documented = DOCUMENTED_COMPILE_OPTIONS[backend.name]
     for level, expected in documented.items():
-        config = TrialConfig(WORKER_STUDY, backend.name, 64, optimization_level=level)
+        config = TrialConfig(TRIAL_STUDY, backend.name, 64, optimization_level=level)
         assert backend.compile_options(config) == expected, level
     # Exported as JSON, and the same for the same config.
     for config in configs(backend).values():
@@ -204,13 +204,13 @@ def test_compile_options_are_accepted_by_torch_compile(backend):
     import torch
 
     for level in (1, 2):
-        config = TrialConfig(WORKER_STUDY, backend.name, 64, optimization_level=level)
+        config = TrialConfig(TRIAL_STUDY, backend.name, 64, optimization_level=level)
         torch.compile(torch.nn.Identity(), **backend.compile_options(config))  # lazy: no build
 
 
-def test_worker_env_is_strings(backend):
+def test_trial_env_is_strings(backend):
     for config in configs(backend).values():
-        env = backend.worker_env(config)
+        env = backend.trial_env(config)
         assert all(isinstance(k, str) and k and isinstance(v, str) for k, v in env.items())
 
 
@@ -302,14 +302,14 @@ DOCUMENTED_MESSAGES: dict[str, list[tuple[str, Status | None]]] = {
 NOT_A_DEVICE_FAILURE = [
     "RuntimeError: Error code: 13",  # all Python sees of a tt runtime failure: stderr decides
     "ValueError: Error code: 13",
-    'Traceback (most recent call last):\n  File "worker.py", line 3, in main\nKeyError: x',
+    'Traceback (most recent call last):\n  File "trial_process.py", line 3, in main\nKeyError: x',
     "TypeError: linear(): argument 'input' must be Tensor, not NoneType",
     "warning: the trace region is large",
 ]
 
 
 def _in_a_log(text: str) -> str:
-    """`text` as the worker's stderr holds it: among log lines, before Python's traceback."""
+    """`text` as the trial process's stderr holds it: among log lines, before Python's traceback."""
     return f"some log line\n{text}\nTraceback (most recent call last):\nRuntimeError: boom\n"
 
 
@@ -362,7 +362,7 @@ for name in sys.argv[1:]:
         space = default_space(get_study(model), b)
         for pick in (0, -1):
             c = space.config_from({d.name: d.choices[pick] for d in space.dimensions})
-            b.compile_options(c); b.worker_env(c); b.classify("x")
+            b.compile_options(c); b.trial_env(c); b.classify("x")
             b.retry_config(c, TrialResult(Status.TRACE_ERROR, "x"))
     try:
         b.check_devices(sys.executable, None)
@@ -408,17 +408,17 @@ def test_check_devices_passes_or_says_why_in_one_line(impl, backend, tuner_side)
         backend.check_devices(sys.executable, None)  # and in this process too
 
 
-# --- worker side: a real study model through the trial's loop ------------------------------
+# --- trial-process side: a real study model through the trial's loop ------------------------------
 
 
-def worker_facts(impl: str) -> dict[str, Any]:
-    """The trial's loop on `impl`, as autotune.worker runs it, and what came out, as JSON.
+def trial_facts(impl: str) -> dict[str, Any]:
+    """The trial's loop on `impl`, as autotune.trial_process runs it, and what came out, as JSON.
     Run in this process, or (stand-in) in a child that imports this module."""
     import torch
 
     backend = IMPLEMENTATIONS[impl][1]()
-    study = get_study(WORKER_STUDY)
-    eval_inputs = study.eval_data()[0][:WORKER_BATCH]
+    study = get_study(TRIAL_STUDY)
+    eval_inputs = study.eval_data()[0][:TRIAL_BATCH]
     with torch.no_grad():
         fp32 = study.build_model()(eval_inputs)
     facts: dict[str, Any] = {}
@@ -448,15 +448,15 @@ def worker_facts(impl: str) -> dict[str, Any]:
 
 
 def _facts_in_standin(impl: str) -> dict[str, Any]:
-    """`worker_facts` in a child interpreter with the tt-xla stand-in (no card here)."""
+    """`trial_facts` in a child interpreter with the tt-xla stand-in (no card here)."""
     backend = IMPLEMENTATIONS[impl][1]()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TT_")}
     for config in configs(backend).values():  # set at spawn, as the runner does
-        env.update(backend.worker_env(config))
+        env.update(backend.trial_env(config))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(STANDIN)])
     code = (
-        "import json, sys\nfrom tests.test_backend_contract import worker_facts\n"
-        "print('FACTS ' + json.dumps(worker_facts(sys.argv[1])))"
+        "import json, sys\nfrom tests.test_backend_contract import trial_facts\n"
+        "print('FACTS ' + json.dumps(trial_facts(sys.argv[1])))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, impl],
@@ -473,7 +473,7 @@ def _facts_in_standin(impl: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def facts(impl: str) -> dict[str, Any]:
-    """What the worker side did on `impl` (once per implementation)."""
+    """What the trial-process side did on `impl` (once per implementation)."""
     if impl in NEEDS_GPU:
         import torch
 
@@ -482,13 +482,13 @@ def facts(impl: str) -> dict[str, Any]:
                 f"{impl}: needs an NVIDIA GPU: torch.cuda.is_available() is False here "
                 f"(torch {torch.__version__}, CUDA {torch.version.cuda})"
             )
-    return _facts_in_standin(impl) if impl in IN_STANDIN else worker_facts(impl)
+    return _facts_in_standin(impl) if impl in IN_STANDIN else trial_facts(impl)
 
 
 @pytest.mark.parametrize("label", ["first", "last"])
 def test_prepared_model_maps_a_batch_to_finite_cpu_outputs(facts, label):
     got = facts[label]
-    assert got["shape"] == [WORKER_BATCH, 10] == got["eval_shape"]
+    assert got["shape"] == [TRIAL_BATCH, 10] == got["eval_shape"]
     assert got["devices"] == ["cpu"]  # to_host
     assert got["floating"] and got["finite"]
     assert got["repeatable"]  # eval mode, and nothing left over from the previous iteration

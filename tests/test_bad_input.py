@@ -32,7 +32,7 @@ def _one_line_error(r, code: int = 2) -> str:
         (["--model", "mnist", "--backend", "tt", "--emulate", "tt"], "runs on the cpu backend"),
         (["--model", "mnist", "--storage", "sqlite:////no/such/dir/x.db"], "does not exist"),
         (["--model", "mnist", "--storage", "nosuchdialect://x"], "cannot open storage"),
-        (["--model", "mnist", "--worker-python", "/no/python"], "does not exist"),
+        (["--model", "mnist", "--trial-python", "/no/python"], "does not exist"),
         (["--model", "mnist", "--max-batch-size", "100"], "power of two"),
         (["--model", "no.such.module:STUDY"], "cannot load model"),
     ],
@@ -129,6 +129,24 @@ def test_no_seed_is_a_hidden_alias_of_no_starting_points():
     assert "--no-seed" not in help_text.getvalue()
 
 
+def test_worker_python_is_a_hidden_alias_of_trial_python():
+    """`worker` names only the `autotune worker` command now; --worker-python still parses."""
+    import contextlib
+    import io
+
+    from autotune.cli import build_parser
+
+    parse = build_parser().parse_args
+    for cmd in (["study", "--model", "mnist"], ["worker", "--study", "s"], ["verify", "b.json"]):
+        for flag in ("--trial-python", "--worker-python"):
+            assert parse([*cmd, flag, "/x/python"]).trial_python == "/x/python"
+        help_text = io.StringIO()
+        with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+            parse([*cmd[:1], "--help"])
+        assert "--trial-python" in help_text.getvalue()
+        assert "--worker-python" not in help_text.getvalue()
+
+
 def _pythons() -> list[str]:
     """This interpreter, plus real 3.11/3.12 interpreters found on PATH or in pyenv."""
     import glob
@@ -153,8 +171,8 @@ def _pythons() -> list[str]:
 
 
 @pytest.mark.parametrize("python", _pythons())
-def test_worker_module_needs_no_tuner_dependencies(python):
-    """The worker runs in device environments (e.g. tt-xla's Python 3.12) that may lack
+def test_trial_process_module_needs_no_tuner_dependencies(python):
+    """The trial process runs in device environments (e.g. tt-xla's Python 3.12) that may lack
     optuna, sqlalchemy, matplotlib; it imports torch only when a trial runs."""
     import subprocess
 
@@ -164,7 +182,8 @@ def test_worker_module_needs_no_tuner_dependencies(python):
         "import sys\n"
         "for name in ('optuna', 'sqlalchemy', 'matplotlib', 'tqdm', 'yaml', 'torch'):\n"
         "    sys.modules[name] = None  # importing it now raises ImportError\n"
-        "import autotune.worker, autotune.backends.cpu, autotune.backends.tt, studies.mnist\n"
+        "import autotune.trial_process, autotune.backends.cpu, autotune.backends.tt\n"
+        "import studies.mnist\n"
         "print('ok')"
     )
     out = subprocess.run(

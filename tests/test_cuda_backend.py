@@ -32,7 +32,7 @@ from autotune.backends._weight_only import (
     quantize_int8,
 )
 from autotune.backends.cuda import CUDABackend, CUDAGraphRunner, build_step
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import UsageError
 from autotune.export import export_dict, render
 from autotune.report import reference_line
@@ -136,8 +136,8 @@ CUDA_OOM_MESSAGE = (
 )
 
 
-def worker_text(exc: BaseException) -> str:
-    """What autotune.worker classifies: `Type: message`, then the formatted traceback."""
+def trial_text(exc: BaseException) -> str:
+    """What autotune.trial_process classifies: `Type: message`, then the formatted traceback."""
     try:
         raise exc
     except BaseException as raised:
@@ -148,7 +148,7 @@ def test_cuda_oom_error_is_oom():
     backend = CUDABackend()
     exc = torch.cuda.OutOfMemoryError(CUDA_OOM_MESSAGE)
     assert isinstance(exc, torch.OutOfMemoryError)  # the class torch raises, CPU build too
-    assert backend.classify(worker_text(exc)) is Status.OOM
+    assert backend.classify(trial_text(exc)) is Status.OOM
     # Raised while inductor compiles or autotunes: wrapped, and still an OOM (not compile).
     from torch._dynamo.exc import BackendCompilerFailed
 
@@ -156,21 +156,21 @@ def test_cuda_oom_error_is_oom():
         pass
 
     wrapped = BackendCompilerFailed(inductor, exc, None)
-    assert "BackendCompilerFailed" in worker_text(wrapped)
-    assert backend.classify(worker_text(wrapped)) is Status.OOM
+    assert "BackendCompilerFailed" in trial_text(wrapped)
+    assert backend.classify(trial_text(wrapped)) is Status.OOM
     # cuBLAS cannot allocate its workspace.
     cublas = RuntimeError(
         "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
     )
-    assert backend.classify(worker_text(cublas)) is Status.OOM
+    assert backend.classify(trial_text(cublas)) is Status.OOM
 
 
 @pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU: the trial would run")
 def test_a_cuda_trial_on_a_machine_without_gpu_returns_a_failure(tmp_path):
-    """The real worker process, on this GPU-less machine: a result comes back, not a hang."""
+    """The real trial process, on this GPU-less machine: a result comes back, not a hang."""
     from autotune.runner import RunnerSettings, run_job
 
-    job = WorkerJob(cfg(), reference_path=str(tmp_path / "none.pt"))
+    job = TrialJob(cfg(), reference_path=str(tmp_path / "none.pt"))
     result = run_job(job, RunnerSettings(timeout_s=300, cache_dir=tmp_path))
     assert result.status is Status.CRASH
     assert "no CUDA GPU visible" in result.message
@@ -465,9 +465,9 @@ def test_cuda_graph_replays_the_step():
 @gpu
 @pytest.mark.parametrize(("trace", "pinned"), [(False, False), (True, True)])
 def test_trial_loop_on_gpu_matches_cpu_fp32(trace, pinned):
-    """The worker's loop, to_host(run(to_device(x))), on distinct batches back to back:
+    """The trial process's loop, to_host(run(to_device(x))), on distinct batches back to back:
     catches static or pinned buffers reused too early. Eager (level 0), to keep the lent
-    GPU's minutes for the study; the compiled path runs in the worker test below."""
+    GPU's minutes for the study; the compiled path runs in the trial process test below."""
     study = get_study("mnist")
     backend = CUDABackend()
     fp8 = torch.cuda.get_device_capability() >= (8, 9)
@@ -502,8 +502,8 @@ def test_real_cuda_oom_is_classified_oom():
 
 
 @gpu
-def test_worker_runs_the_reference_recipe_on_gpu(tmp_path):
-    """A real trial in a real worker process: the reference recipe, measured and scored."""
+def test_trial_process_runs_the_reference_recipe_on_gpu(tmp_path):
+    """A real trial in a real trial process: the reference recipe, measured and scored."""
     from autotune.reference import fp32_reference
     from autotune.runner import RunnerSettings, run_job
 
@@ -511,7 +511,7 @@ def test_worker_runs_the_reference_recipe_on_gpu(tmp_path):
     ref = fp32_reference("mnist", 1000, settings, tmp_path)
     space = default_space(get_study("mnist"), get_backend("cuda"))
     _, config = recipe_params(space, CUDABackend.reference_recipe)
-    job = WorkerJob(
+    job = TrialJob(
         config,
         measure_seconds=0.3,
         warmup_seconds=0.2,

@@ -388,7 +388,7 @@ def test_a_failed_sensitivity_pass_does_not_sink_the_study(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     said = [line for line in r.stderr.splitlines() if "sensitivity" in line]
     assert said == [
-        "autotune: sensitivity run failed (crash): worker killed by SIGSEGV; "
+        "autotune: sensitivity run failed (crash): trial process killed by SIGSEGV; "
         "the study goes on without sensitivity-ordered starting points"
     ], r.stderr
     trials = optuna.load_study(

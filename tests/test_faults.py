@@ -1,4 +1,4 @@
-"""Faults in the worker never stop the study: each is injected for real (tests/fixtures/
+"""Faults in the trial process never stop the study: each is injected for real (tests/fixtures/
 faulty_studies.py), the study runs through the CLI, and the storage is checked after."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.config import Status, TrialConfig, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob
 from autotune.runner import RunnerSettings, run_job
 
 pytestmark = pytest.mark.slow
 
 FAULTS = {
     # fault: (extra CLI args, Optuna state, status, message fragment, stderr fragment)
-    "SEGFAULT": ([], "FAIL", "crash", "worker killed by SIGSEGV", "Fatal Python error"),
+    "SEGFAULT": ([], "FAIL", "crash", "trial process killed by SIGSEGV", "Fatal Python error"),
     "HANGING": (["--timeout-per-trial", "15"], "FAIL", "timeout", "process group killed", ""),
     "NAN": ([], "COMPLETE", "nan", "NaN", ""),
     "GARBAGE": ([], "FAIL", "crash", "exited with code 0 and wrote no result", ""),
@@ -82,7 +82,7 @@ def test_reference_failure_is_one_line(cli, tmp_path):
 
 def test_runner_keeps_reason_and_stderr(tmp_path):
     cfg = TrialConfig("tests.fixtures.faulty_studies:RAISING", "cpu", 64)
-    result = run_job(WorkerJob(cfg, reference_path=str(tmp_path / "none.pt")), RunnerSettings())
+    result = run_job(TrialJob(cfg, reference_path=str(tmp_path / "none.pt")), RunnerSettings())
     assert result.status is Status.CRASH
     assert "broken on purpose" in result.message
     assert "Traceback" in result.stderr_tail
@@ -96,14 +96,14 @@ def test_timeout_kills_the_process_group(tmp_path):
             "tests.fixtures.faulty_studies:HANGING", "cpu", 64, activation_dtype="bf16"
         )
         start = time.monotonic()
-        result = run_job(WorkerJob(cfg), RunnerSettings(timeout_s=10))
+        result = run_job(TrialJob(cfg), RunnerSettings(timeout_s=10))
     finally:
         del os.environ["HANG_PID_FILE"]
     assert result.status is Status.TIMEOUT
     assert time.monotonic() - start < 30
     grandchild = int(pid_file.read_text())
     time.sleep(0.2)
-    assert not _alive(grandchild), "the worker's child survived the timeout"
+    assert not _alive(grandchild), "the trial process's child survived the timeout"
 
 
 def _alive(pid: int) -> bool:

@@ -1,5 +1,5 @@
 """Trials forked from the fork server (autotune.forkserver) behave as spawned ones: real
-server processes, real forked workers, the real MNIST study (tests/fixtures/
+server processes, real forked trial processes, the real MNIST study (tests/fixtures/
 forkserver_studies.py records which process each trial ran in)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from autotune import forkserver
-from autotune.config import Status, TrialConfig, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 from tests.conftest import ROOT
@@ -47,10 +47,10 @@ def reference(settings: RunnerSettings, cache_dir: Path) -> Path:
     return fp32_reference("mnist", 1000, settings, cache_dir).path
 
 
-def _job(study: str, reference: Path | None = None) -> WorkerJob:
+def _job(study: str, reference: Path | None = None) -> TrialJob:
     cfg = TrialConfig(f"{FIXTURE}:{study}", "cpu", 64)
     ref = str(reference) if reference else None
-    return WorkerJob(cfg, measure_seconds=0.2, eval_limit=1000, reference_path=ref)
+    return TrialJob(cfg, measure_seconds=0.2, eval_limit=1000, reference_path=ref)
 
 
 def _probes(probe_dir: Path) -> dict[int, dict]:
@@ -197,26 +197,26 @@ def test_crash_signal_is_reported(settings, probe_dir):
     before = _probes(probe_dir)
     result = run_job(_job("SEGFAULT"), settings)
     assert result.status is Status.CRASH
-    assert result.message == "worker killed by SIGSEGV"
+    assert result.message == "trial process killed by SIGSEGV"
     assert "Fatal Python error" in result.stderr_tail  # faulthandler, into the trial's file
     assert _server_of(_new_probe(probe_dir, before)).python == RunnerSettings.python
 
 
 def test_other_interpreter_gets_its_own_server(settings, probe_dir, tmp_path):
-    """--worker-python: a different interpreter path is a different server."""
+    """--trial-python: a different interpreter path is a different server."""
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     python.chmod(0o755)
     before = _probes(probe_dir)
     result = run_job(_job("SEGFAULT"), replace(settings, python=str(python)))
-    assert result.message == "worker killed by SIGSEGV"
+    assert result.message == "trial process killed by SIGSEGV"
     server = _server_of(_new_probe(probe_dir, before))
     assert server.python == str(python)
     server.close()
 
 
 def test_server_that_cannot_start_falls_back_to_spawn(settings, probe_dir, tmp_path):
-    python = tmp_path / "python"  # runs workers, but not the server
+    python = tmp_path / "python"  # runs trial processes, but not the server
     python.write_text(
         '#!/bin/sh\n[ "$2" = autotune.forkserver ] && { echo no server here >&2; exit 3; }\n'
         f'exec {sys.executable} "$@"\n'
@@ -225,7 +225,7 @@ def test_server_that_cannot_start_falls_back_to_spawn(settings, probe_dir, tmp_p
     before = _probes(probe_dir)
     with pytest.warns(RuntimeWarning, match="no server here"):
         result = run_job(_job("SEGFAULT"), replace(settings, python=str(python)))
-    assert result.message == "worker killed by SIGSEGV"
+    assert result.message == "trial process killed by SIGSEGV"
     assert _new_probe(probe_dir, before)["ppid"] == os.getpid()  # spawned
 
 
@@ -239,11 +239,11 @@ def test_tt_backend_keeps_plain_spawn():
 TUNER = """
 import sys
 from autotune import forkserver
-from autotune.config import TrialConfig, WorkerJob
+from autotune.config import TrialConfig, TrialJob
 from autotune.runner import RunnerSettings, run_job
 
 def job(study):
-    return WorkerJob(TrialConfig("tests.fixtures.forkserver_studies:" + study, "cpu", 64))
+    return TrialJob(TrialConfig("tests.fixtures.forkserver_studies:" + study, "cpu", 64))
 
 run_job(job("SEGFAULT"), RunnerSettings())
 (server,) = forkserver.servers()

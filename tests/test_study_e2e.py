@@ -1,4 +1,4 @@
-"""End to end: the real CLI, real worker subprocesses, the real MNIST study, real SQLite."""
+"""End to end: the real CLI, real trial process subprocesses, the real MNIST study, real SQLite."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
     assert first.state == optuna.trial.TrialState.PRUNED
     assert first.user_attrs["status"] == "oom"
     assert "can't allocate memory" in first.user_attrs["stderr_tail"]
-    # Same config again: recorded as pruned from the first, no worker spawned.
+    # Same config again: recorded as pruned from the first, no trial process spawned.
     assert second.state == optuna.trial.TrialState.PRUNED
     assert second.user_attrs["duplicate_of"] == 0
     assert "timings" not in second.user_attrs

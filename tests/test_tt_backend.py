@@ -1,7 +1,7 @@
 """The Tenstorrent backend: the calls it makes, in order, and how its failures are classified.
 
-There is no Tenstorrent card here. Trials run the REAL worker (``autotune.runner.run_job``)
-against the stand-in packages in ``tests/tt_standin`` (put on the worker's PYTHONPATH), which
+There is no Tenstorrent card here. Trials run the REAL trial process (``autotune.runner.run_job``)
+against the stand-in packages in ``tests/tt_standin`` (put on the trial process's PYTHONPATH), which
 record every tt-xla call with its arguments; the tests assert that record. The one test that
 needs a card (``-m tt``) is skipped, visibly, without one.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from autotune.backends import get_backend
 from autotune.backends.tt import DEFAULT_TRACE_REGION_SIZE, TTBackend
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.runner import RunnerSettings, run_job
 from search_spaces import default_space
 from studies import get_study
@@ -61,7 +61,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, float]:
 
 
 def use_standin(mp: pytest.MonkeyPatch, log: Path) -> Path:
-    """Put the stand-in on the worker's PYTHONPATH, logging to `log`; no injected failure."""
+    """Put the stand-in on the trial process's PYTHONPATH, logging to `log`; no injected failure."""
     for name in STANDIN_ENV:
         mp.delenv(name, raising=False)
     paths = [str(STANDIN), os.environ.get("PYTHONPATH", "")]
@@ -83,7 +83,7 @@ def read_calls(log: Path) -> list[dict[str, Any]]:
 def run_tt(
     config: TrialConfig, reference: tuple[str, float], log: Path
 ) -> tuple[TrialResult, list]:
-    job = WorkerJob(
+    job = TrialJob(
         config,
         measure_seconds=0.05,
         warmup_iters=3,
@@ -154,7 +154,7 @@ TO_DEVICE = {"call": "tensor.to", "to": "device", "dtype": "torch.bfloat16"}
 TO_HOST = {"call": "tensor.to", "to": "cpu", "dtype": "torch.bfloat16"}
 
 
-# --- the recipe, end to end through the real worker -----------------------------------------
+# --- the recipe, end to end through the real trial process ---------------------------------
 
 RECIPES = {
     "level0-notrace-bf16": (
@@ -184,7 +184,7 @@ RECIPES = {
 
 @pytest.fixture(scope="module")
 def recipe_runs(reference, tmp_path_factory) -> dict[str, tuple[TrialResult, list]]:
-    """Each recipe run once through the real worker (the tests below read the results)."""
+    """Each recipe run once through the real trial process (the tests below read the results)."""
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         for name, (config, _) in RECIPES.items():
@@ -243,7 +243,7 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("kind", list(FAILURES))
-def test_failure_classified_from_worker_stderr(kind, reference, standin, monkeypatch):
+def test_failure_classified_from_trial_process_stderr(kind, reference, standin, monkeypatch):
     status, text = FAILURES[kind]
     monkeypatch.setenv("TT_STANDIN_FAIL", kind)
     result, calls = run_tt(tt_config(), reference, standin)
@@ -288,13 +288,13 @@ def test_trace_region_error_then_retry_with_larger_region(reference, standin, mo
 def test_compile_options_and_env():
     tt = get_backend("tt")
     assert isinstance(tt, TTBackend)
-    assert tt.visible_devices_env == "TT_METAL_VISIBLE_DEVICES"  # one chip per worker (--devices)
-    assert tt.worker_env(tt_config()) == {}
+    assert tt.visible_devices_env == "TT_METAL_VISIBLE_DEVICES"  # one chip per trial (--devices)
+    assert tt.trial_env(tt_config()) == {}
     on = tt_config(
         optimization_level=2, trace=True, knobs=(("experimental_weight_dtype", "none"),)
     )
     assert tt.compile_options(on) == {"optimization_level": "2", "enable_trace": "true"}
-    assert tt.worker_env(on) == {"TT_RUNTIME_TRACE_REGION_SIZE": "10000000"}
+    assert tt.trial_env(on) == {"TT_RUNTIME_TRACE_REGION_SIZE": "10000000"}
     glob = tt_config(optimization_level=1, knobs=(("experimental_weight_dtype", "bfp_bf4"),))
     assert tt.compile_options(glob) == {
         "optimization_level": "1",
@@ -302,9 +302,9 @@ def test_compile_options_and_env():
         "experimental_weight_dtype": "bfp_bf4",
     }
     sized = tt_config(trace=True, knobs=(("trace_region_size", 12345678),))
-    assert tt.worker_env(sized) == {"TT_RUNTIME_TRACE_REGION_SIZE": "12345678"}
+    assert tt.trial_env(sized) == {"TT_RUNTIME_TRACE_REGION_SIZE": "12345678"}
     with pytest.raises(ValueError, match="trace_region_size"):
-        tt.worker_env(tt_config(trace=True, knobs=(("trace_region_size", "big"),)))
+        tt.trial_env(tt_config(trace=True, knobs=(("trace_region_size", "big"),)))
 
 
 def test_with_larger_trace_region():
@@ -434,7 +434,7 @@ def test_mnist_performant_on_card(reference):
     if reason is not None:
         pytest.skip(reason)
     config = tt_config(batch_size=64, optimization_level=2, trace=True)
-    job = WorkerJob(
+    job = TrialJob(
         config,
         measure_seconds=2.0,
         warmup_iters=32,

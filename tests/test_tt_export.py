@@ -79,7 +79,7 @@ def make_study(tmp_path: Path, config: TrialConfig, name: str = "mnist-tt") -> s
                 "status": "ok",
                 "message": "",
                 "metrics": metrics,
-                "timings": {"worker_s": 3.0},
+                "timings": {"trial_s": 3.0},
                 "environment": {"device": "TT wormhole_b0", "versions": {"torch": "x"}},
             },
         )
@@ -141,7 +141,7 @@ def test_mixed_precision_map_loads_through_apply_weight_dtype_overrides(tt_expor
 
 def test_script_runs_the_same_recipe_as_the_backend(tmp_path, monkeypatch, request):
     """Written by the CLI, the script compiles, runs against the stand-in, prints samples/s,
-    and makes the calls a trial of the same config makes through the real worker, with the
+    and makes the calls a trial of the same config makes through the real trial process, with the
     same values, in the same order."""
     url = make_study(tmp_path, TT_CONFIG)
     script = tmp_path / "run_best.py"
@@ -177,7 +177,7 @@ def test_script_runs_the_same_recipe_as_the_backend(tmp_path, monkeypatch, reque
     assert len(executions) == 2  # the stand-in records the first two: compile and capture
 
     # The backend's own trial of the config: the same calls up to the trace capture. (The
-    # script imports tt_torch with the other modules; the worker when it prepares the model.)
+    # script imports tt_torch with the other modules; the trial process when it prepares the model.)
     fp32 = request.getfixturevalue("reference")
     result, trial_calls = run_tt(TT_CONFIG, fp32, use_standin(monkeypatch, tmp_path / "t.jsonl"))
     assert result.ok, result.stderr_tail
@@ -209,7 +209,7 @@ def test_script_without_trace_sets_no_region_and_skips_empty_overrides(tt_export
         "batch_size": 32,
         "weight_dtype_overrides": {},
         "compile_options": backend.compile_options(config),
-        "env": backend.worker_env(config),
+        "env": backend.trial_env(config),
     }
     text = runnable_script(data, default_loops=7)
     compile(text, "best.py", "exec")

@@ -1,4 +1,4 @@
-"""`autotune study --backend tt` end to end through the CLI, with `--worker-python` pointing
+"""`autotune study --backend tt` end to end through the CLI, with `--trial-python` pointing
 at an interpreter that has the tt-xla stand-in on its path (no Tenstorrent card here: the
 stand-in runs the model on CPU and records the calls), then every export format."""
 
@@ -43,7 +43,7 @@ def test_tt_study_and_all_exports(cli, tmp_path, tt_python):
         "mnist",
         "--backend",
         "tt",
-        "--worker-python",
+        "--trial-python",
         str(tt_python),
         "--trials",
         "3",
@@ -69,7 +69,7 @@ def test_tt_study_and_all_exports(cli, tmp_path, tt_python):
     assert len(trials) == 3
     assert all(t.user_attrs["status"] == "ok" for t in trials), [t.user_attrs for t in trials]
     assert trials[0].user_attrs["environment"]["device"].startswith("TT stand-in")
-    # --devices 0,1: two trials at once, each worker restricted to its own chip.
+    # --devices 0,1: two trials at once, each trial process restricted to its own chip.
     seen = {t.user_attrs["environment"]["env"].get("TT_METAL_VISIBLE_DEVICES") for t in trials}
     assert seen == {"0", "1"}
     calls = [json.loads(line) for line in log.read_text().splitlines()]

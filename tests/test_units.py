@@ -16,7 +16,7 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import get_backend
-from autotune.config import Status, TrialConfig, TrialResult, WorkerJob
+from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import NothingFoundError
 from autotune.export import export_dict, load_config
 from autotune.measure import Measurement
@@ -44,8 +44,8 @@ def test_config_is_order_insensitive_and_round_trips():
 
 
 def test_job_and_result_round_trip(tmp_path):
-    job = WorkerJob(cfg(knobs=(("channels_last", True),)), measure_seconds=0.5)
-    assert WorkerJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
+    job = TrialJob(cfg(knobs=(("channels_last", True),)), measure_seconds=0.5)
+    assert TrialJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
     result = TrialResult(Status.OOM, "out", metrics={"x": 1.0})
     result.write(tmp_path / "r.json")
     assert TrialResult.read(tmp_path / "r.json") == result

@@ -1,4 +1,4 @@
-"""Winner selection end to end: real re-measurements (worker subprocesses) after a study.
+"""Winner selection end to end: real re-measurements (trial subprocesses) after a study.
 
 The study's first measurements are written by the test, far above anything this CPU does,
 so that every re-measurement falls below them whatever the machine's speed: which trials get

@@ -1,4 +1,4 @@
-"""Per-layer dtype plumbing shared by the torch-native backends (worker side only)."""
+"""Per-layer dtype plumbing shared by the torch-native backends (trial-process side only)."""
 
 from __future__ import annotations
 

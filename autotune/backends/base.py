@@ -34,13 +34,13 @@ class Knob:
 class Backend(ABC):
     """A device family: which knobs it offers, and how a config becomes a runnable model.
 
-    Contract. The class attributes and `worker_env`/`classify`/`check_devices`/
+    Contract. The class attributes and `trial_env`/`classify`/`check_devices`/
     `retry_config` are used by the tuner and runner, and `compile_options` by the export
     (and by the backend's own `prepare`): none of them may import torch or device libraries.
     `initialize`, `prepare`, `device_name`, `host_input`, `to_device`, `to_host` and
-    `synchronize` run only inside the worker process, once per process (device runtimes
+    `synchronize` run only inside the trial process, once per process (device runtimes
     keep global state). `prepare` returns a callable that maps a device batch to a device
-    output; the worker makes the host batch once with `host_input`, then times
+    output; the trial process makes the host batch once with `host_input`, then times
     `to_host(run(to_device(x)))` per iteration, the loop users run, and calls
     `synchronize()` at each block end.
     """
@@ -55,12 +55,13 @@ class Backend(ABC):
     has_trace: bool = False
     #: extra searched dimensions, in the order they are shown.
     knobs: tuple[Knob, ...] = ()
-    #: modules the worker interpreter must be able to import, and how to get them.
-    worker_modules: tuple[str, ...] = ("torch",)
+    #: modules the trial interpreter must be able to import, and how to get them.
+    trial_modules: tuple[str, ...] = ("torch",)
     install_hint: str = "install torch in it: pip install 'torch>=2.4,<2.14'"
-    #: environment variable that restricts a worker to one device (for --devices), if any.
+    #: environment variable that restricts a trial process to one device (--devices), if any.
     visible_devices_env: str | None = None
-    #: (status, pattern) checked against the worker's stderr and exception text, first match wins.
+    #: (status, pattern) checked against the trial process's stderr and exception text;
+    #: the first match wins.
     failure_patterns: tuple[tuple[Status, re.Pattern[str]], ...] = ()
     #: whether trials compute on this host's CPU cores: concurrent slots then split them,
     #: and trials from different machines are not comparable.
@@ -78,13 +79,14 @@ class Backend(ABC):
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:
         """The exact options this backend's compiler receives for `config` (also exported)."""
 
-    def worker_env(self, config: TrialConfig) -> dict[str, str]:
-        """Environment the worker needs set before it starts (device libraries read it early)."""
+    def trial_env(self, config: TrialConfig) -> dict[str, str]:
+        """Environment the trial process needs before it starts (device libraries read it
+        early)."""
         return {}
 
     def check_devices(self, python: str, devices: Sequence[str] | None) -> None:  # noqa: B027
         """Raise UsageError (one line) when trials could not reach their device from the
-        worker interpreter `python` (each of `devices`, as `visible_devices_env` restricts
+        trial interpreter `python` (each of `devices`, as `visible_devices_env` restricts
         it). Tuner side: probe in a child process, never import device libraries here."""
 
     def retry_config(self, config: TrialConfig, result: TrialResult) -> TrialConfig | None:
@@ -98,7 +100,7 @@ class Backend(ABC):
                 return status
         return None
 
-    # --- worker side -------------------------------------------------------------------
+    # --- trial-process side -------------------------------------------------------------------
 
     def initialize(self, config: TrialConfig) -> None:  # noqa: B027 - optional hook
         """Runtime setup before the model is built (e.g. selecting the device type)."""
@@ -138,5 +140,5 @@ class Backend(ABC):
 
     def numerics(self) -> dict[str, str]:
         """How this backend computes, where it changes the numbers and may differ from one
-        machine to the next (recorded with every result; worker side)."""
+        machine to the next (recorded with every result; trial-process side)."""
         return {}

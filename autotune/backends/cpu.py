@@ -1,4 +1,4 @@
-"""CPU backend: eager vs inductor, real fp32/bf16, channels_last (worker side imports torch).
+"""CPU backend: eager vs inductor, real fp32/bf16, channels_last (trial-process side imports torch).
 
 Levels: 0 eager; 1 `torch.compile` (inductor defaults); 2 inductor with freezing (weights
 become constants, so inductor can pre-pack them for oneDNN/AMX and fold the dtype casts).
@@ -108,7 +108,7 @@ class CPUEmulatedTTBackend(CPUBackend):
 
     @property
     def compute(self) -> Any:
-        """The `_bf16.BF16Compute` in force (worker side: imports torch)."""
+        """The `_bf16.BF16Compute` in force (trial-process side: imports torch)."""
         if self._compute is None:
             from autotune.backends import _bf16
 

@@ -1,4 +1,4 @@
-"""CUDA backend: one NVIDIA GPU per worker (worker side imports torch).
+"""CUDA backend: one NVIDIA GPU per trial process (trial-process side imports torch).
 
 Levels: 0 eager; 1 ``torch.compile`` (inductor defaults); 2 ``torch.compile(mode=
 "max-autotune-no-cudagraphs")``: inductor benchmarks Triton and cuBLAS/cuDNN kernels per
@@ -55,7 +55,7 @@ INSTALL_HINT = (
     "wheel is a CUDA build); see the README's 'Running on an NVIDIA GPU'"
 )
 
-# Run in the worker interpreter by `check_devices`: what torch there sees, as JSON.
+# Run in the trial interpreter by `check_devices`: what torch there sees, as JSON.
 _PROBE = """
 import json
 info = {"devices": []}
@@ -156,7 +156,7 @@ class CUDABackend(Backend):
 
     def check_devices(self, python: str, devices: Sequence[str] | None) -> None:
         """One line (UsageError) unless torch in `python` sees a CUDA GPU; with `devices`,
-        each one alone, as its worker will (CUDA_VISIBLE_DEVICES=id). Probed in a child
+        each one alone, as its trial process will (CUDA_VISIBLE_DEVICES=id). Probed in a child
         process: this process never imports torch."""
         for device in devices or [None]:
             env = dict(os.environ)
@@ -165,7 +165,7 @@ class CUDABackend(Backend):
             info = _probe(python, env)
             if "torch" not in info:
                 raise UsageError(
-                    f"worker python {python} cannot import torch ({info.get('error')}); "
+                    f"trial python {python} cannot import torch ({info.get('error')}); "
                     f"{INSTALL_HINT}"
                 )
             if not info["cuda"]:
@@ -185,14 +185,14 @@ class CUDABackend(Backend):
                     f"{info['cuda']}{reason}); check nvidia-smi and the driver"
                 )
 
-    # --- worker side ----------------------------------------------------------------------
+    # --- trial-process side ----------------------------------------------------------------------
 
     def initialize(self, config: TrialConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise RuntimeError("no CUDA GPU visible to this worker (torch.cuda.is_available())")
-        torch.cuda.set_device(0)  # with --devices the worker sees only its own GPU
+            raise RuntimeError("no CUDA GPU visible to this trial (torch.cuda.is_available())")
+        torch.cuda.set_device(0)  # with --devices the trial process sees only its own GPU
         self._device = torch.device("cuda", 0)
         # The legacy flags: torch >= 2.9's fp32_precision API refuses to be mixed with them,
         # and inductor still reads torch.backends.cudnn.allow_tf32.
@@ -292,7 +292,7 @@ def _probe(python: str, env: dict[str, str]) -> dict[str, Any]:
             timeout=PROBE_TIMEOUT_S,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"worker python {python!r} does not run: {exc}") from None
+        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
     lines = proc.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])

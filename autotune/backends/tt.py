@@ -6,7 +6,7 @@ steps of ``tt_recipe.py``: this backend runs them (``initialize``: ``SELECT_DEVI
 ``set_device_type("TT")``; ``prepare``: ``PREPARE``, from ``model.eval()`` to
 ``model.to(device)``; ``host_input``: ``CAST_INPUT``, the bf16 input made once outside the
 timed loop; ``to_device``: ``TO_DEVICE``) and the exported script prints them. Around them,
-``worker_env`` puts ``TT_RUNTIME_TRACE_REGION_SIZE`` into the worker's environment at spawn
+``trial_env`` puts ``TT_RUNTIME_TRACE_REGION_SIZE`` into the trial process's environment at spawn
 (the runtime reads it once, when torch_xla is imported; too late afterwards), and
 ``synchronize`` is ``xm.wait_device_ops()``, at block ends.
 
@@ -75,13 +75,13 @@ class TTBackend(Backend):
             "sent only when not 'none'); the per-layer map is applied as well",
         ),
     )
-    # tt-metal's runtime opens only the PCIe devices listed here: with --devices each worker
+    # tt-metal's runtime opens only the PCIe devices listed here: with --devices each trial process
     # gets its own chip (a chip is opened by one process at a time).
     visible_devices_env = "TT_METAL_VISIBLE_DEVICES"
-    worker_modules = ("torch", "torch_xla", "tt_torch")
+    trial_modules = ("torch", "torch_xla", "tt_torch")
     install_hint = (
         "install pjrt-plugin-tt from Tenstorrent's wheel index (see tt-xla's getting-started "
-        "docs) in a Python 3.12 environment, and pass that interpreter as --worker-python"
+        "docs) in a Python 3.12 environment, and pass that interpreter as --trial-python"
     )
     failure_patterns = (
         # tt-metal's allocator (bank_manager.cpp); the regex is tt-xla's own classifier's.
@@ -123,7 +123,7 @@ class TTBackend(Backend):
             options["experimental_weight_dtype"] = str(weight_dtype)
         return options
 
-    def worker_env(self, config: TrialConfig) -> dict[str, str]:
+    def trial_env(self, config: TrialConfig) -> dict[str, str]:
         """``TT_RUNTIME_TRACE_REGION_SIZE`` when trace is on (read when torch_xla loads)."""
         if not config.trace:
             return {}
@@ -159,7 +159,7 @@ class TTBackend(Backend):
             return self.with_larger_trace_region(config, result.stderr_tail)
         return None
 
-    # --- worker side --------------------------------------------------------------------------
+    # --- trial-process side --------------------------------------------------------------
 
     def initialize(self, config: TrialConfig) -> None:
         if config.trace and TRACE_REGION_ENV not in os.environ:

@@ -9,13 +9,13 @@ and ``COMPILE_OPTIONS``; the backend holds them in a namespace made by `names`.
 tests/test_tt_export.py runs a trial and the exported script against the tt-xla stand-in
 and checks that both make the same calls.
 
-0. Before torch_xla is imported: the backend's ``worker_env`` (``TT_RUNTIME_TRACE_REGION_SIZE``
+0. Before torch_xla is imported: the backend's ``trial_env`` (``TT_RUNTIME_TRACE_REGION_SIZE``
    when trace is on); the runtime reads it once, at import.
 1. `SELECT_DEVICE` (``initialize``), before the model is built.
 2. `PREPARE` (``prepare``), on the study's fp32 model.
 3. `CAST_INPUT` (``host_input``), once, outside the timed loop.
 4. Each timed iteration: `TO_DEVICE` (``to_device``), the model, ``output.to("cpu")`` (the
-   worker's loop and ``Backend.to_host``, the same for every backend).
+   trial process's loop and ``Backend.to_host``, the same for every backend).
 """
 
 from __future__ import annotations

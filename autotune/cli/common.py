@@ -46,7 +46,9 @@ def storage_args(p: argparse.ArgumentParser, study_required: bool) -> None:
 
 
 def host_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--worker-python", help="interpreter that runs trials (default: this one)")
+    p.add_argument("--trial-python", help="interpreter that runs trials (default: this one)")
+    # The flag's name before "worker" came to mean only the `autotune worker` command.
+    p.add_argument("--worker-python", dest="trial_python", help=argparse.SUPPRESS)
     p.add_argument(
         "--jobs",
         type=int,
@@ -81,7 +83,7 @@ def host_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "storage": args.storage,
         "study_name": args.study_name,
-        "worker_python": args.worker_python,
+        "trial_python": args.trial_python,
         "cache_dir": args.cache_dir or default_cache_dir(),
         "jobs": len(devices) if devices else args.jobs,
         "devices": devices,

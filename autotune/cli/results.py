@@ -90,7 +90,8 @@ def add_parsers(sub: Any) -> None:
         help="top-1 drop vs fp32 (here) allowed; default: the study's constraint",
     )
     output.add_format(v, "the comparison")
-    v.add_argument("--worker-python", help="interpreter that runs the rounds (default: this one)")
+    v.add_argument("--trial-python", help="interpreter that runs the rounds (default: this one)")
+    v.add_argument("--worker-python", dest="trial_python", help=argparse.SUPPRESS)  # old name
     v.add_argument("--cache-dir", type=Path, help="compile cache (default ~/.cache/autotune)")
 
     r = sub.add_parser(
@@ -181,7 +182,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         max_slowdown=args.max_slowdown,
         max_accuracy_drop=args.max_accuracy_drop,
-        worker_python=args.worker_python,
+        trial_python=args.trial_python,
         cache_dir=args.cache_dir,
     )
     if args.format == "json":

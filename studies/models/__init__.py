@@ -1,1 +1,1 @@
-"""Model definitions used by the studies (imported only in worker processes)."""
+"""Model definitions used by the studies (imported only in trial processes)."""

@@ -65,7 +65,7 @@ def record(call: str, **fields: Any) -> None:
 # ``model.compile(backend=...)``, ``model.to(<device>)`` and the tensor moves and casts are
 # torch's own methods, not tt-xla's; the stand-in wraps them (once, at import) only to record
 # when they are called. Tensor ``.to`` calls are recorded when autotune's code makes them (the
-# backend and the worker; not the numerics emulation) or a script run as a program (the
+# backend and the trial process; not the numerics emulation) or a script run as a program (the
 # exported one), so the log shows what the timed loop
 # does to the input and output: ``tensor.to`` with ``to`` = "device", "cpu" or the dtype.
 

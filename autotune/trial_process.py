@@ -1,7 +1,7 @@
-"""Child entry point: ``python -m autotune.worker JOB.json RESULT.json``.
+"""Child entry point: ``python -m autotune.trial_process JOB.json RESULT.json``.
 
 One trial per process: device runtimes keep process-global state (compile options, weight
-overrides, caches), so a fresh process is the only honest isolation. The worker always
+overrides, caches), so a fresh process is the only honest isolation. The trial process always
 writes a TrialResult, failures included; it imports nothing the tuner alone needs (no
 optuna), so it runs in any interpreter with torch and the backend's device libraries.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends import Backend, get_backend
-from autotune.config import Status, TrialResult, WorkerJob
+from autotune.config import Status, TrialJob, TrialResult
 from autotune.measure import Measurement, accuracy_metrics
 from studies import Study, get_study
 
@@ -35,12 +35,12 @@ def main(argv: list[str], preloaded_bytes: int = 0) -> int:
     """`preloaded_bytes`: data a fork server's child inherited beyond a fresh interpreter
     with torch (`autotune.forkserver`); not the trial's, so not charged to its memory limit."""
     if len(argv) != 2:
-        print("usage: python -m autotune.worker JOB.json RESULT.json", file=sys.stderr)
+        print("usage: python -m autotune.trial_process JOB.json RESULT.json", file=sys.stderr)
         return 2
     # A native crash (segfault in a kernel or runtime) then leaves the Python stack on stderr,
     # which the tuner keeps on the trial.
     faulthandler.enable()
-    job = WorkerJob.from_dict(json.loads(Path(argv[0]).read_text()))
+    job = TrialJob.from_dict(json.loads(Path(argv[0]).read_text()))
     if job.memory_limit_bytes:
         import resource
 
@@ -58,12 +58,12 @@ def main(argv: list[str], preloaded_bytes: int = 0) -> int:
         status = backend.classify(f"{type(exc).__name__}: {exc}\n{text}") or Status.CRASH
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         result = TrialResult(status=status, message=f"{type(exc).__name__}: {message}"[:500])
-    result.timings["worker_s"] = time.perf_counter() - started
+    result.timings["trial_s"] = time.perf_counter() - started
     result.write(Path(argv[1]))
     return 0
 
 
-def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
+def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
     import torch
 
     cfg = job.config
@@ -131,7 +131,7 @@ def run_trial(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
     return result
 
 
-def run_reference(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
+def run_reference(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
     """fp32 eager outputs on CPU, the baseline every trial's accuracy is measured against:
     from the cache in `job.cache_dir`, or computed and stored there (`autotune.reference`)."""
     from autotune import reference
@@ -140,7 +140,7 @@ def run_reference(job: WorkerJob, study: Study, backend: Backend) -> TrialResult
     return reference.run(job, study, inputs, labels, environment(backend))
 
 
-def run_sensitivity(job: WorkerJob, study: Study, backend: Backend) -> TrialResult:
+def run_sensitivity(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
     """Accuracy with one weight at a time lowered (`autotune.sensitivity`), cached."""
     from autotune import sensitivity
 
@@ -148,7 +148,7 @@ def run_sensitivity(job: WorkerJob, study: Study, backend: Backend) -> TrialResu
     return sensitivity.run(job, study, backend, inputs, labels, environment(backend))
 
 
-def _eval_set(job: WorkerJob, study: Study) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _eval_set(job: TrialJob, study: Study) -> tuple[torch.Tensor, torch.Tensor | None]:
     inputs, labels = study.eval_data()
     if job.eval_limit:
         inputs = inputs[: job.eval_limit]
@@ -162,7 +162,7 @@ def _timed(step: Any) -> float:
     return time.perf_counter() - start
 
 
-def _measure(step: Any, backend: Backend, job: WorkerJob, per_iter_estimate: float) -> Measurement:
+def _measure(step: Any, backend: Backend, job: TrialJob, per_iter_estimate: float) -> Measurement:
     """Time blocks of iterations (sync at block ends), as torch.utils.benchmark's
     adaptive_autorange does: stop once `min_blocks` blocks agree (IQR/median of block
     throughput under STABLE_IQR_RATIO), else go on up to `measure_seconds`."""
@@ -192,7 +192,7 @@ def _stable(blocks: list[float], iters: int, batch_size: int) -> bool:
     return m.throughput_iqr <= STABLE_IQR_RATIO * m.throughput
 
 
-def _evaluate(run: Any, backend: Backend, job: WorkerJob, inputs: torch.Tensor) -> torch.Tensor:
+def _evaluate(run: Any, backend: Backend, job: TrialJob, inputs: torch.Tensor) -> torch.Tensor:
     """Outputs for the eval set at the trial's batch size (last batch zero-padded, so a
     compiled model sees one shape only)."""
     import torch

@@ -78,14 +78,20 @@ class TrialConfig:
         return cls(**d)
 
 
+class JobMode(StrEnum):
+    """What a trial process is asked to do."""
+
+    TRIAL = "trial"  # build, compile, time and evaluate one config
+    REFERENCE = "reference"  # fp32 eager outputs: the accuracy baseline
+    SENSITIVITY = "sensitivity"  # accuracy with one weight at a time lowered
+
+
 @dataclass(frozen=True)
 class TrialJob:
     """A config plus the measurement protocol; written as JSON for the trial process."""
 
     config: TrialConfig
-    # "trial"; "reference": fp32 eager outputs, the accuracy baseline; "sensitivity": accuracy
-    # with one weight at a time lowered to each of the backend's lower dtypes.
-    mode: str = "trial"
+    mode: JobMode = JobMode.TRIAL
     measure_seconds: float = 1.0
     warmup_iters: int = 3
     warmup_seconds: float = 0.5
@@ -110,6 +116,7 @@ class TrialJob:
         d = dict(d)
         _check_schema(d.pop("schema", None))
         d["config"] = TrialConfig.from_dict(d["config"])
+        d["mode"] = JobMode(d["mode"])  # always written; an unknown mode is an error
         return cls(**d)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
+from autotune.config import JobMode, Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import AutotuneError
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def fp32_reference(
 
     job = TrialJob(
         TrialConfig(model=model, backend="cpu", batch_size=BATCH),
-        mode="reference",
+        mode=JobMode.REFERENCE,
         eval_limit=eval_limit,
         cache_dir=str(cache_dir),
     )

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
+from autotune.config import JobMode, Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import AutotuneError
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def layer_sensitivity(
         TrialConfig(
             model=model, backend=EMULATION_BACKEND, batch_size=EVAL_BATCH, activation_dtype="bf16"
         ),
-        mode="sensitivity",
+        mode=JobMode.SENSITIVITY,
         eval_limit=eval_limit,
         cache_dir=str(cache_dir),
         refresh_cache=recompute,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends import Backend, get_backend
-from autotune.config import Status, TrialJob, TrialResult
+from autotune.config import JobMode, Status, TrialJob, TrialResult
 from autotune.measure import Measurement, accuracy_metrics
 from studies import Study, get_study
 
@@ -50,8 +50,12 @@ def main(argv: list[str], preloaded_bytes: int = 0) -> int:
     backend = get_backend(job.config.backend)
     started = time.perf_counter()
     try:
-        mode = {"reference": run_reference, "sensitivity": run_sensitivity}.get(job.mode, run_trial)
-        result = mode(job, get_study(job.config.model), backend)
+        run = {
+            JobMode.TRIAL: run_trial,
+            JobMode.REFERENCE: run_reference,
+            JobMode.SENSITIVITY: run_sensitivity,
+        }[job.mode]
+        result = run(job, get_study(job.config.model), backend)
     except Exception as exc:  # failure is a value: classify it and report it
         text = traceback.format_exc()
         print(text, file=sys.stderr, flush=True)

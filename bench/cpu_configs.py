@@ -15,9 +15,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from autotune.config import TrialConfig, TrialJob
+from autotune.config import TrialConfig
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
+from autotune.tuner import StudyOptions, trial_job
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 # (label, batch, level, dtype for activations and all weights, channels_last)
@@ -41,6 +42,7 @@ def main() -> None:
         settings = RunnerSettings(cache_dir=Path(tmp) / "cache")
         ref = fp32_reference("mnist", None, settings, Path(tmp) / "cache")
         ref_path, ref_acc = ref.path, ref.accuracy
+        opts = StudyOptions("mnist", measure_seconds=1.0)  # the study's protocol, full eval set
         samples: dict[str, list[float]] = {c[0]: [] for c in CONFIGS}
         for _ in range(args.repeats):
             for label, bs, level, dtype, cl in CONFIGS:
@@ -54,13 +56,7 @@ def main() -> None:
                     tuple((f"{n}.weight", dtype) for n in LAYERS),
                     (("channels_last", cl),),
                 )
-                job = TrialJob(
-                    config,
-                    measure_seconds=1.0,
-                    warmup_seconds=0.5,
-                    reference_path=str(ref_path),
-                    reference_accuracy=ref_acc,
-                )
+                job = trial_job(opts, config, (str(ref_path), ref_acc))
                 result = run_job(job, settings)
                 samples[label].append(result.metrics.get("throughput_samples_per_s", 0.0))
     medians = {k: statistics.median(v) for k, v in samples.items()}

@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.config import TrialConfig, TrialJob
+from autotune.config import TrialConfig
 from autotune.host import cpu_model, usable_cores
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
+from autotune.tuner import StudyOptions, trial_job
 
 
 def main() -> int:
@@ -42,12 +43,10 @@ def main() -> int:
         settings = RunnerSettings(cache_dir=cache, timeout_s=600)
         spawn = replace(settings, fork_trials=False)
         ref = fp32_reference(args.model, args.eval_limit, spawn, cache).path
-        job = TrialJob(
-            TrialConfig(args.model, "cpu", args.batch_size),
-            measure_seconds=args.measure_seconds,
-            eval_limit=args.eval_limit,
-            reference_path=str(ref),
+        opts = StudyOptions(
+            args.model, measure_seconds=args.measure_seconds, eval_limit=args.eval_limit
         )
+        job = trial_job(opts, TrialConfig(args.model, "cpu", args.batch_size), (str(ref), None))
         modes = {"spawn": replace(settings, fork_trials=False), "fork": settings}
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for i in range(args.repeats + 1):

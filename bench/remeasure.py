@@ -1,12 +1,16 @@
-"""Re-measure a finished study's pick and its reference (the reference recipe), interleaved.
+"""Re-measure a finished study's pick against a reference, interleaved.
 
     python bench/remeasure.py --storage sqlite:///study.db --study mnist-cuda [--json OUT]
+    python bench/remeasure.py --storage sqlite:///autotune.db --study mnist-cpu --against grid
 
-The study's reference is the trial of its backend's reference recipe (`Backend.reference_recipe`,
-queued first by the tuner). Both configs run `--repeats` times each, alternating (ABBA order,
-so a drift of the machine hits both alike), each in a fresh trial process with the study's own
-measurement protocol and accuracy check; the ratio of the medians is the speedup over the
-reference recipe measured in one run on one device. Used by bench/gpu_check.sh.
+The reference is either the trial of the backend's reference recipe (`--against recipe`,
+the default: `Backend.reference_recipe`, queued first by the tuner; used by
+bench/gpu_check.sh) or the best config of the exhaustive uniform-precision grid stored for
+this kind of CPU by bench/search_quality.py (`--against grid`: how close the study's pick
+is to this machine's optimum). Both configs run `--repeats` times each, alternating (ABBA
+order, so a drift of the machine hits both alike), each in a fresh trial process with the
+study's own measurement protocol and accuracy check; the ratio of the medians is the
+pick's speed relative to the reference, measured in one run on one device.
 """
 
 from __future__ import annotations
@@ -20,17 +24,29 @@ import time
 from pathlib import Path
 
 from autotune.analysis import best_feasible, reference_recipe_row, trial_rows
-from autotune.config import TrialConfig, TrialJob
+from autotune.config import TrialConfig
 from autotune.records import study_record
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 from autotune.storage import load_study
+from autotune.tuner import StudyOptions, trial_job
+
+
+def grid_best_config(model: str) -> TrialConfig | None:
+    """The grid best stored for this kind of CPU, or None where no grid was measured."""
+    from search_quality import RESULTS, cpu_kind, grid_best  # bench/, next to this script
+
+    path = RESULTS / cpu_kind()[0] / f"{model}.json"
+    if not path.exists():
+        return None
+    return TrialConfig.from_dict(json.loads(grid_best(json.loads(path.read_text()))[0]))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--storage", required=True)
     p.add_argument("--study", required=True)
+    p.add_argument("--against", choices=("recipe", "grid"), default="recipe")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per trial process")
     p.add_argument("--cache-dir", type=Path, help="compile cache (the study's, to reuse it)")
@@ -38,35 +54,37 @@ def main() -> int:
     args = p.parse_args()
 
     study = load_study(args.storage, args.study)
-    options = study_record(study).options
+    opts = StudyOptions.from_study(study_record(study))
     rows = trial_rows(study)
-    pick, reference = best_feasible(rows), reference_recipe_row(study, rows)
-    if pick is None or reference is None:
-        what = "feasible trial" if pick is None else "measured seed-recipe trial"
-        print(f"remeasure: study {args.study!r} has no {what}", file=sys.stderr)
+    pick = best_feasible(rows)
+    if pick is None:
+        print(f"remeasure: study {args.study!r} has no feasible trial", file=sys.stderr)
         return 1
-    configs = {
-        "pick": TrialConfig.from_dict(pick.config),
-        "reference": TrialConfig.from_dict(reference.config),
-    }
+    configs = {"pick": TrialConfig.from_dict(pick.config)}
+    if args.against == "grid":
+        reference = None
+        grid = grid_best_config(configs["pick"].model)
+        if grid is None:
+            print(
+                "remeasure: no grid stored for this CPU (bench/search_quality.py)", file=sys.stderr
+            )
+            return 1
+        configs["reference"] = grid
+    else:
+        reference = reference_recipe_row(study, rows)
+        if reference is None:
+            print(f"remeasure: study {args.study!r} has no measured recipe", file=sys.stderr)
+            return 1
+        configs["reference"] = TrialConfig.from_dict(reference.config)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache_dir or Path(tmp)
         settings = RunnerSettings(timeout_s=args.timeout, cache_dir=cache)
-        eval_limit = options.get("eval_limit")
-        ref = fp32_reference(configs["pick"].model, eval_limit, settings, cache)
+        ref = fp32_reference(configs["pick"].model, opts.eval_limit, settings, cache)
         runs: dict[str, list[dict]] = {"pick": [], "reference": []}
         for i in range(args.repeats):
             order = ("pick", "reference") if i % 2 == 0 else ("reference", "pick")
             for name in order:
-                job = TrialJob(
-                    configs[name],
-                    measure_seconds=options.get("measure_seconds", 1.0),
-                    warmup_iters=options.get("warmup_iters", 3),
-                    warmup_seconds=options.get("measure_seconds", 1.0) / 2,
-                    reference_path=str(ref.path),
-                    reference_accuracy=ref.accuracy,
-                    eval_limit=eval_limit,
-                )
+                job = trial_job(opts, configs[name], (str(ref.path), ref.accuracy))
                 started = time.perf_counter()
                 result = run_job(job, settings)
                 runs[name].append(
@@ -97,10 +115,10 @@ def main() -> int:
         "device": next((r["device"] for rs in runs.values() for r in rs if r["device"]), None),
         "pick": {"trial": pick.number, "config": pick.config, "in_study": pick.throughput},
         "reference": {
-            "what": "the seed's recipe on this backend",
-            "trial": reference.number,
-            "config": reference.config,
-            "in_study": reference.throughput,
+            "what": "the grid best" if reference is None else "the backend's reference recipe",
+            "trial": None if reference is None else reference.number,
+            "config": configs["reference"].to_dict(),
+            "in_study": None if reference is None else reference.throughput,
         },
         "runs": runs,
         "median_samples_per_s": medians,

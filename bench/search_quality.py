@@ -41,11 +41,12 @@ from typing import Any
 import optuna
 
 from autotune.backends import get_backend
-from autotune.config import Status, TrialConfig, TrialJob
+from autotune.config import Status, TrialConfig
 from autotune.records import write_trial
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 from autotune.sampler import make_sampler
+from autotune.tuner import StudyOptions, trial_job
 from search_spaces import SearchSpace, default_space
 from studies import get_study
 
@@ -103,14 +104,8 @@ def measure(
     eval_limit: int | None,
     seconds: float,
 ) -> dict[str, Any]:
-    job = TrialJob(
-        config,
-        measure_seconds=seconds,
-        warmup_seconds=seconds / 2,
-        reference_path=ref[0],
-        reference_accuracy=ref[1],
-        eval_limit=eval_limit,
-    )
+    opts = StudyOptions(config.model, measure_seconds=seconds, eval_limit=eval_limit)
+    job = trial_job(opts, config, ref)
     result = run_job(job, settings)
     return {
         "status": str(result.status),

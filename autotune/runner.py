@@ -13,10 +13,15 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autotune import forkserver
 from autotune.backends import get_backend
 from autotune.config import Status, TrialJob, TrialResult
+from autotune.errors import UsageError
+
+if TYPE_CHECKING:
+    from autotune.backends import Backend
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 4000
@@ -158,3 +163,31 @@ def _trial_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[st
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings.threads)
     env.update(backend_env)
     return env
+
+
+def check_trial_python(python: str, backend: Backend) -> None:
+    """Fail early, in one line, when trials could never start in the trial interpreter."""
+    if not Path(python).exists():
+        raise UsageError(f"trial python {python!r} does not exist")
+    probe = (
+        "import importlib.util, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    )
+    modules = ["autotune", *backend.trial_modules]
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    try:
+        out = subprocess.run(
+            [python, "-c", probe, *modules],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
+    if out:
+        raise UsageError(
+            f"trial python {python} cannot import {', '.join(out)}; {backend.install_hint}"
+        )

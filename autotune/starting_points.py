@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import optuna
 
     from autotune.backends import Backend
+    from autotune.options import StudyOptions
     from autotune.runner import RunnerSettings
-    from autotune.tuner import StudyOptions
     from search_spaces import SearchSpace
 
 

@@ -12,28 +12,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import subprocess
 import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from autotune import defaults
 from autotune.analysis import (
     best_feasible,
     confirmation_candidates,
     remeasurement_entry,
     trial_rows,
 )
-from autotune.backends import Backend, get_backend
+from autotune.backends import get_backend
 from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import UsageError
 from autotune.host import machine, process_identity, usable_cores
 from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
+from autotune.options import IDENTITY, StudyOptions, build_space, trial_job
 from autotune.records import (
     METRIC_NAMES,
     StudyRecord,
@@ -49,10 +46,9 @@ from autotune.records import (
     write_study,
     write_trial,
 )
-from autotune.runner import PROJECT_ROOT, RunnerSettings, run_job
+from autotune.runner import RunnerSettings, check_trial_python, run_job
 from autotune.starting_points import queue_starting_points, recipe_config
-from autotune.storage import DEFAULT_STORAGE, open_storage
-from search_spaces import SearchSpace, default_space
+from autotune.storage import open_storage
 from studies import get_study
 
 if TYPE_CHECKING:
@@ -65,113 +61,7 @@ NOT_COUNTED = {Status.INTERRUPTED, Status.LOST, Status.SURPLUS}
 MEASURED = {Status.OK, Status.NAN, Status.OOM, Status.SLOW}
 # Winner selection re-measures at most this many times --confirm trials in all.
 CONFIRM_CAP_FACTOR = 2
-# Settings every host must share: they define what a trial measures.
-IDENTITY = (
-    "model",
-    "backend",
-    "max_accuracy_drop",
-    "min_agreement",
-    "eval_limit",
-    "measure_seconds",
-)
 
-
-@dataclass(frozen=True)
-class StudyOptions:
-    # Stored with the study (every host running trials uses them).
-    model: str
-    backend: str = defaults.BACKEND
-    trials: int = defaults.TRIALS
-    max_accuracy_drop: float = defaults.MAX_ACCURACY_DROP
-    min_agreement: float | None = None  # percent of top-1 predictions equal to fp32's
-    space: dict[str, Any] | None = None  # narrowing spec, as read from a space file
-    max_batch_size: int | None = None
-    measure_seconds: float = defaults.MEASURE_SECONDS
-    warmup_iters: int = 3
-    timeout_s: float | None = defaults.TIMEOUT_S
-    memory_limit_bytes: int | None = None
-    eval_limit: int | None = None
-    seed: int | None = None
-    sampler: str = defaults.SAMPLER  # autotune's strategy (autotune.sampler), "tpe" or "random"
-    # A trial slower than the best feasible one so far by this factor after warm-up stops
-    # there (pruned as "slow": not timed, not evaluated). 0 measures every trial in full.
-    stop_ratio: float = defaults.STOP_RATIO
-    sensitivity_starting_points: bool = True  # queue sensitivity-ordered dtype maps first
-    # Re-measure this many top trials, then the top until it is re-measured.
-    confirm: int = defaults.CONFIRM
-    # This host only.
-    storage: str = DEFAULT_STORAGE
-    study_name: str | None = None
-    trial_python: str | None = None
-    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
-    jobs: int = defaults.JOBS
-    devices: tuple[str, ...] | None = None
-    heartbeat_s: int = defaults.HEARTBEAT_S
-    progress: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.study_name or f"{self.model}-{self.backend}"
-
-    def shared(self) -> dict[str, Any]:
-        host = {
-            "storage",
-            "study_name",
-            "trial_python",
-            "cache_dir",
-            "jobs",
-            "devices",
-            "heartbeat_s",
-            "progress",
-        }
-        return {k: v for k, v in asdict(self).items() if k not in host}
-
-    @classmethod
-    def from_study(cls, record: StudyRecord, **host: Any) -> StudyOptions:
-        """Options of an existing study (for `autotune worker`), plus this host's settings."""
-        known = {f.name for f in fields(cls)}
-        shared = {k: v for k, v in record.options.items() if k in known}
-        return cls(**shared, **host)
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "autotune"
-
-
-def build_space(opts: StudyOptions) -> SearchSpace:
-    space = default_space(
-        get_study(opts.model), get_backend(opts.backend), opts.max_batch_size, model=opts.model
-    )
-    return space.narrowed(opts.space) if opts.space else space
-
-
-def check_trial_python(python: str, backend: Backend) -> None:
-    """Fail early, in one line, when trials could never start in the trial interpreter."""
-    if not Path(python).exists():
-        raise UsageError(f"trial python {python!r} does not exist")
-    probe = (
-        "import importlib.util, sys; "
-        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
-    )
-    modules = ["autotune", *backend.trial_modules]
-    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    try:
-        out = subprocess.run(
-            [python, "-c", probe, *modules],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
-    if out:
-        raise UsageError(
-            f"trial python {python} cannot import {', '.join(out)}; {backend.install_hint}"
-        )
 
 
 def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
@@ -645,20 +535,6 @@ class Tuner:
             constraints["agreement"] = self.opts.min_agreement - agreement
         set_constraints(trial, constraints)
         self.study.tell(trial, [metrics["throughput_samples_per_s"], drop])
-
-
-def trial_job(opts: StudyOptions, config: TrialConfig, ref: tuple[str, float | None]) -> TrialJob:
-    """The measurement protocol of a trial (also what `autotune verify` replays)."""
-    return TrialJob(
-        config,
-        measure_seconds=opts.measure_seconds,
-        warmup_iters=opts.warmup_iters,
-        warmup_seconds=opts.measure_seconds / 2,
-        reference_path=ref[0],
-        reference_accuracy=ref[1],
-        eval_limit=opts.eval_limit,
-        memory_limit_bytes=opts.memory_limit_bytes,
-    )
 
 
 def _record(trial: optuna.Trial, result: TrialResult) -> None:

@@ -1,6 +1,6 @@
 """`autotune verify best.json`: replay an exported config here and compare with the export.
 
-The replay is the tuner's own protocol: the same `TrialJob` (`tuner.trial_job`, with the
+The replay is the tuner's own protocol: the same `TrialJob` (`options.trial_job`, with the
 export's measurement settings), run by `runner.run_job` in a fresh trial process per
 round, against an fp32 reference computed on this machine. Accuracy passes when the config
 still meets the study's constraint here; throughput passes when the median of the rounds
@@ -47,7 +47,7 @@ def read_export(path: Path) -> dict[str, Any]:
 def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The export's measurement settings; schema 1 did not record them: StudyOptions'
     defaults then, and a note saying so."""
-    from autotune.tuner import StudyOptions
+    from autotune.options import StudyOptions
 
     defaults = {k: getattr(StudyOptions, k) for k in PROTOCOL_KEYS}
     stored = data.get("protocol")
@@ -190,9 +190,9 @@ def verify(
 ) -> VerifyReport:
     """Replay the export at `path` `rounds` times here. Bad input raises UsageError."""
     from autotune.backends import get_backend
+    from autotune.options import StudyOptions, default_cache_dir, trial_job
     from autotune.reference import fp32_reference
-    from autotune.runner import RunnerSettings, run_job
-    from autotune.tuner import StudyOptions, check_trial_python, default_cache_dir, trial_job
+    from autotune.runner import RunnerSettings, check_trial_python, run_job
     from studies import get_study
 
     if rounds < 1:

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from autotune.config import TrialConfig
+from autotune.options import StudyOptions, trial_job
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
-from autotune.tuner import StudyOptions, trial_job
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 # (label, batch, level, dtype for activations and all weights, channels_last)

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autotune.config import TrialConfig
 from autotune.host import cpu_model, usable_cores
+from autotune.options import StudyOptions, trial_job
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
-from autotune.tuner import StudyOptions, trial_job
 
 
 def main() -> int:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from autotune.analysis import best_feasible, reference_recipe_row, trial_rows
 from autotune.config import TrialConfig
+from autotune.options import StudyOptions, trial_job
 from autotune.records import study_record
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 from autotune.storage import load_study
-from autotune.tuner import StudyOptions, trial_job
 
 
 def grid_best_config(model: str) -> TrialConfig | None:

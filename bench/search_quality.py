@@ -42,11 +42,11 @@ import optuna
 
 from autotune.backends import get_backend
 from autotune.config import Status, TrialConfig
+from autotune.options import StudyOptions, trial_job
 from autotune.records import write_trial
 from autotune.reference import fp32_reference
 from autotune.runner import RunnerSettings, run_job
 from autotune.sampler import make_sampler
-from autotune.tuner import StudyOptions, trial_job
 from search_spaces import SearchSpace, default_space
 from studies import get_study
 

@@ -22,10 +22,11 @@ import time
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from autotune.options import StudyOptions
 from autotune.records import TrialRecord
 from autotune.runner import RunnerSettings
 from autotune.sensitivity import layer_sensitivity
-from autotune.tuner import StudyOptions, Tuner
+from autotune.tuner import Tuner
 
 FIXED = {"batch_size": {"min": 256, "max": 256}, "optimization_level": [0]}
 BITS = {"bf16": 16.0, "bfp_bf8": 8.5, "bfp_bf4": 4.5}

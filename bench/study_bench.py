@@ -22,9 +22,10 @@ from pathlib import Path
 from autotune.analysis import best_feasible, trial_rows
 from autotune.backends import get_backend
 from autotune.config import TrialConfig
+from autotune.options import StudyOptions, default_cache_dir, trial_job
 from autotune.records import TrialRecord
 from autotune.runner import RunnerSettings, run_job
-from autotune.tuner import StudyOptions, Tuner, default_cache_dir, trial_job
+from autotune.tuner import Tuner
 from studies import get_study
 
 

@@ -322,7 +322,8 @@ def test_study_without_visible_gpu_is_one_line_exit_2(cli, tmp_path, devices):
 def test_tuner_queues_the_reference_recipe_first(tmp_path, monkeypatch):
     # Mocked: the GPU's presence (no GPU here). Everything else is the real tuner start.
     monkeypatch.setattr(CUDABackend, "check_devices", lambda self, python, devices: None)
-    from autotune.tuner import StudyOptions, Tuner
+    from autotune.options import StudyOptions
+    from autotune.tuner import Tuner
 
     opts = StudyOptions(
         model="mnist",

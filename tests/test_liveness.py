@@ -22,8 +22,9 @@ import sqlalchemy
 from autotune.config import Status, TrialResult
 from autotune.host import kernel_id, machine, process_identity
 from autotune.liveness import fail_dead_local_trials
+from autotune.options import StudyOptions
 from autotune.storage import open_storage
-from autotune.tuner import StudyOptions, Tuner
+from autotune.tuner import Tuner
 
 STUDY = "mnist-cpu"
 

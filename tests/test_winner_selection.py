@@ -12,7 +12,8 @@ import pytest
 from autotune.analysis import best_feasible, trial_rows
 from autotune.config import TrialConfig
 from autotune.measure import Measurement
-from autotune.tuner import StudyOptions, Tuner
+from autotune.options import StudyOptions
+from autotune.tuner import Tuner
 
 pytestmark = pytest.mark.slow
 

@@ -35,8 +35,8 @@ def add_parsers(sub: Any) -> None:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from autotune import sensitivity as sens
     from autotune.cli import views
+    from autotune.options import default_cache_dir
     from autotune.runner import RunnerSettings
-    from autotune.tuner import default_cache_dir
     from studies import get_study
 
     get_study(args.model)  # unknown model: one line, exit 2

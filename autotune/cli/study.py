@@ -125,8 +125,9 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from autotune.options import StudyOptions
     from autotune.storage import shown
-    from autotune.tuner import StudyOptions, Tuner
+    from autotune.tuner import Tuner
     from search_spaces import load_space_file
 
     if args.emulate and args.backend != "cpu":
@@ -163,9 +164,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from autotune.options import StudyOptions
     from autotune.records import read_study
     from autotune.storage import load_study
-    from autotune.tuner import StudyOptions, Tuner
+    from autotune.tuner import Tuner
 
     host = host_options(args)
     record = read_study(load_study(args.storage, args.study_name))

@@ -106,7 +106,7 @@ def _reference(study: optuna.Study, pick_row: TrialRow) -> dict[str, Any] | None
     if ref is None or not ref.confirmed_throughput:
         return None
     return {
-        "what": "the seed's recipe on this backend",
+        "what": "the reference recipe on this backend",
         "trial": ref.number,
         "config": ref.config,
         "throughput_samples_per_s": ref.confirmed_throughput,

@@ -64,7 +64,7 @@ def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
     """The reference recipe's throughput, and the pick's as a multiple of it (the study's goal)."""
     ref = reference.confirmed_throughput
     text = (
-        f"reference, the seed's recipe (trial {reference.number}, "
+        f"reference, the reference recipe (trial {reference.number}, "
         f"{config_label(reference.config)}): {_num(ref)} samples/s"
     )
     if best is not None and best.confirmed_throughput is not None and ref:

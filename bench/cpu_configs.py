@@ -2,7 +2,7 @@
 
     python bench/cpu_configs.py [--repeats 2] [--json OUT]
 
-The points of reference for the tuner's result: the seed's recipe (batch 64, bf16, highest
+The points of reference for the tuner's result: the reference recipe (batch 64, bf16, highest
 level), fp32 eager, and the uniform-bf16 configs around the known sweet spot, measured with
 the study's own protocol (1 s timed after 0.5 s warm-up), interleaved `--repeats` times.
 """

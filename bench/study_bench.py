@@ -1,10 +1,10 @@
-"""Benchmark: the 50-trial MNIST study on this machine, and the seed's recipe next to it.
+"""Benchmark: the 50-trial MNIST study on this machine, and the reference recipe next to it.
 
     python bench/study_bench.py [--trials 50] [--seed 0] [--backend cpu] [--json OUT]
 
 Reports the study's wall time; where that time goes (measurement vs compile, warmup,
 evaluation, process spawn and imports, tuner bookkeeping); and the best feasible config's
-throughput next to the seed's recipe (batch 64, bf16, highest optimization level, trace on
+throughput next to the reference recipe (batch 64, bf16, highest optimization level, trace on
 where the backend has it), both re-measured in this run, interleaved, so the ratio is fair
 on a noisy machine. Uses a fresh compile cache unless --warm-cache is given.
 """
@@ -29,12 +29,12 @@ from autotune.tuner import Tuner
 from studies import get_study
 
 
-def seed_recipe(model: str, backend_name: str) -> TrialConfig:
+def reference_recipe(model: str, backend_name: str) -> TrialConfig:
     backend = get_backend(backend_name)
     study = get_study(model)
     lowered = "bf16" if "bf16" in backend.weight_dtypes else backend.weight_dtypes[0]
     weights = [(w.name, lowered) for w in study.weights if w.kind in backend.weight_kinds]
-    extras = [(k.name, k.choices[0]) for k in backend.knobs]  # knobs off: the seed has none
+    extras = [(k.name, k.choices[0]) for k in backend.knobs]  # knobs off: the recipe sets none
     return TrialConfig(
         model, backend_name, 64, 2, backend.has_trace, "bf16", tuple(weights), tuple(extras)
     )
@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default="autotune", choices=("autotune", "tpe", "random"))
-    p.add_argument("--repeats", type=int, default=3, help="re-measurements of best and seed")
+    p.add_argument("--repeats", type=int, default=3, help="re-measurements of best and recipe")
     p.add_argument("--warm-cache", action="store_true", help="reuse ~/.cache/autotune")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.add_argument("--keep", type=Path, help="keep the study's SQLite file in this folder")
@@ -95,14 +95,14 @@ def main() -> None:
         for r in rows:
             statuses[r.status] = statuses.get(r.status, 0) + 1
 
-        # Re-measure best and seed, interleaved, with the study's own protocol.
+        # Re-measure best and recipe, interleaved, with the study's own protocol.
         settings = RunnerSettings(cache_dir=cache, timeout_s=opts.timeout_s)
         ref_path, ref_acc = tuner.reference()
         best_cfg = TrialConfig.from_dict(best.config)
-        seed_cfg = seed_recipe(args.model, args.backend)
-        again: dict[str, list[float]] = {"best": [], "seed": []}
+        recipe_cfg = reference_recipe(args.model, args.backend)
+        again: dict[str, list[float]] = {"best": [], "recipe": []}
         for _ in range(args.repeats):
-            for name, cfg in (("best", best_cfg), ("seed", seed_cfg)):
+            for name, cfg in (("best", best_cfg), ("recipe", recipe_cfg)):
                 job = trial_job(opts, cfg, (ref_path, ref_acc))
                 again[name].append(run_job(job, settings).metrics["throughput_samples_per_s"])
 
@@ -123,7 +123,7 @@ def main() -> None:
         - after
         - sums.get("process_s", 0),
     }
-    best_med, seed_med = statistics.median(again["best"]), statistics.median(again["seed"])
+    best_med, recipe_med = statistics.median(again["best"]), statistics.median(again["recipe"])
     figures = {
         "trials": len(trials),
         "trial_processes": spawned,
@@ -136,9 +136,9 @@ def main() -> None:
         "best_config": best.config,
         "best_throughput_in_study": best.throughput,
         "best_remeasured": again["best"],
-        "seed_remeasured": again["seed"],
-        "speedup_vs_seed": best_med / seed_med,
-        "seed_config": seed_cfg.to_dict(),
+        "recipe_remeasured": again["recipe"],
+        "speedup_vs_recipe": best_med / recipe_med,
+        "recipe_config": recipe_cfg.to_dict(),
     }
     print(
         f"study: {len(trials)} trials ({spawned} trial processes, {compiled} of them compiled; "
@@ -153,9 +153,9 @@ def main() -> None:
         f"  in study {best.throughput:,.0f}/s; re-measured "
         + ", ".join(f"{v:,.0f}" for v in again["best"])
     )
-    print("seed recipe re-measured " + ", ".join(f"{v:,.0f}" for v in again["seed"]))
+    print("reference recipe re-measured " + ", ".join(f"{v:,.0f}" for v in again["recipe"]))
     print(
-        f"speedup of best over seed recipe (medians, same run): {figures['speedup_vs_seed']:.2f}x"
+        f"speedup of best over the recipe (medians, same run): {figures['speedup_vs_recipe']:.2f}x"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

@@ -416,7 +416,7 @@ def test_export_and_summary_report_device_and_reference(tmp_path):
     assert json.loads(render(data, "json"))["reference"] == reference
     rows = trial_rows(study)
     line = reference_line(reference_recipe_row(study, rows), rows[1])
-    assert line.startswith("reference, the seed's recipe (trial 0, bs64 O1 trace bf16)")
+    assert line.startswith("reference, the reference recipe (trial 0, bs64 O1 trace bf16)")
     assert "400,000 samples/s" in line and "6.00x the reference" in line
 
 

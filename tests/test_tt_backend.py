@@ -429,7 +429,7 @@ def _no_card_reason() -> str | None:
 
 @pytest.mark.tt
 def test_mnist_performant_on_card(reference):
-    """The seed's test_mnist_performant: batch 64, opt level 2, trace on, bf16 > 7,500/s."""
+    """tt-xla's test_mnist_performant: batch 64, opt level 2, trace on, bf16 > 7,500/s."""
     reason = _no_card_reason()
     if reason is not None:
         pytest.skip(reason)

@@ -70,7 +70,7 @@ class Backend(ABC):
     #: instead of spawned: only where the device runtime holds no state, threads or device
     #: handles after import (tt: torch_xla reads its environment at import; plain spawn).
     fork_trials: bool = False
-    #: The seed's recipe on this backend, queued first and reported as the reference the
+    #: The reference recipe on this backend, queued first and reported as the reference the
     #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's
     #: dtype) and knob values; knobs not named take their first choice. None: no reference.
     reference_recipe: Mapping[str, Any] | None = None

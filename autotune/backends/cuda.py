@@ -22,8 +22,8 @@ trial fails as a compile_error with the reason. Convolutions follow the activati
 Knobs: ``pinned_input`` (the host batch is copied into a page-locked buffer, then to the GPU
 with ``non_blocking=True``), ``channels_last`` (NHWC weights and activations for convolutions).
 
-Each timed iteration is the seed's loop: host input -> GPU -> model -> output to the host
-(a blocking copy); ``torch.cuda.synchronize()`` at block ends. cuDNN's autotuner
+Each timed iteration is the loop of tt-xla's MNIST example: host input -> GPU -> model ->
+output to the host (a blocking copy); ``torch.cuda.synchronize()`` at block ends. cuDNN's autotuner
 (``cudnn.benchmark``) is on for every config: trial shapes are fixed.
 """
 
@@ -110,7 +110,7 @@ class CUDABackend(Backend):
     )
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
     install_hint = INSTALL_HINT
-    # The seed's recipe translated: batch 64, bf16, torch.compile (default mode), CUDA graphs.
+    # The reference recipe translated: batch 64, bf16, torch.compile (default mode), CUDA graphs.
     reference_recipe = MappingProxyType(
         {
             "batch_size": 64,

@@ -166,6 +166,10 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
         "--space",
         str(fast_space),
         *UNSEEDED_ARGS,
+        # Each trial runs for seconds, so that one is caught running after another finished
+        # even when polls of the storage are slow on a loaded machine.
+        "--measure-seconds",
+        "2",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
     proc = subprocess.Popen(
@@ -184,6 +188,7 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
             ):
                 break
         time.sleep(0.2)
+    assert proc.poll() is None, "the study ended before a trial could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

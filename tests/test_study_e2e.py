@@ -152,6 +152,10 @@ def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
     assert "timings" not in second.user_attrs
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
     args = [
@@ -173,7 +177,15 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
     proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a shell's background jobs (pytest run with `&`) ignore SIGINT,
+        # and Python keeps an inherited SIG_IGN, so the study would never see the signal.
+        preexec_fn=_default_sigint,
     )
     db = tmp_path / "autotune.db"
     deadline = time.monotonic() + 120

@@ -26,7 +26,7 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import get_backend
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
+from autotune.config import Status, TrialConfig, TrialResult
 from autotune.errors import UsageError
 from autotune.host import machine, process_identity, usable_cores
 from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
@@ -297,7 +297,8 @@ class Tuner:
             row = todo[0]
             # Timing only: the trial's accuracy stands (same config, same weights), and the
             # full-set evaluation would cost as much as the timing.
-            job = replace(self._job(TrialConfig.from_dict(row.config), ref), eval_limit=1)
+            config = TrialConfig.from_dict(row.config)
+            job = replace(trial_job(self.opts, config, ref), eval_limit=1)
             result = run_job(job, self.runner, cancel=self._stop)
             if result.status is Status.INTERRUPTED:
                 return
@@ -411,7 +412,7 @@ class Tuner:
         runner: RunnerSettings,
         ref: tuple[str, float | None],
     ) -> TrialResult:
-        job = replace(self._job(config, ref), stop_below=self._stop_below())
+        job = replace(trial_job(self.opts, config, ref), stop_below=self._stop_below())
         result = run_job(job, runner, cancel=self._stop)
         retry = self.backend.retry_config(config, result)
         if retry is not None and not self._stop.is_set():
@@ -425,9 +426,6 @@ class Tuner:
             )
             result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
-
-    def _job(self, config: TrialConfig, ref: tuple[str, float | None]) -> TrialJob:
-        return trial_job(self.opts, config, ref)
 
     def _stop_below(self) -> float | None:
         """Clearly losing (tinygrad's BEAM stops timing at 3x slower than the best): the

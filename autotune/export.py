@@ -77,9 +77,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         },
         # How dtype dimensions map to weights, when layers were grouped (deep models).
         "weight_groups": {
-            label: members
-            for label, members in meta.weight_groups.items()
-            if members != [label]
+            label: members for label, members in meta.weight_groups.items() if members != [label]
         },
         "protocol": {k: meta.options.get(k) for k in PROTOCOL_KEYS},
         "constraint": {

@@ -1,4 +1,4 @@
-"""Timing statistics and accuracy metrics.
+"""Timing statistics (accuracy metrics are the trial process's: `autotune.child.metrics`).
 
 `Measurement` keeps the raw block times and derives statistics lazily (torch.utils.benchmark's
 idea); it is plain Python, so `analysis.trial_rows` rebuilds one from a trial's stored block
@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
 
 NOISY_IQR_RATIO = 0.1  # IQR/median above this marks a trial as noisy
 
@@ -86,31 +82,3 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 def _iqr(values: list[float]) -> float:
     s = sorted(values)
     return _quantile(s, 0.75) - _quantile(s, 0.25)
-
-
-def accuracy_metrics(
-    outputs: torch.Tensor,
-    reference: torch.Tensor,
-    labels: torch.Tensor | None,
-    reference_accuracy: float | None,
-) -> dict[str, float]:
-    """Compare a trial's outputs with the fp32 reference outputs (both [N, classes])."""
-    import torch
-
-    out = outputs.double()
-    ref = reference.double()
-    pred = out.argmax(dim=1)
-    metrics = {
-        "agreement": (pred == ref.argmax(dim=1)).double().mean().item(),
-        "pcc": torch.corrcoef(torch.stack([out.flatten(), ref.flatten()]))[0, 1].item(),
-        "max_abs_error": (out - ref).abs().max().item(),
-        "mean_abs_error": (out - ref).abs().mean().item(),
-    }
-    if labels is not None:
-        metrics["accuracy"] = (pred == labels).double().mean().item()
-        if reference_accuracy is not None:
-            # In points (percentage points of top-1), the unit of --max-accuracy-drop.
-            metrics["accuracy_drop"] = 100.0 * (reference_accuracy - metrics["accuracy"])
-    else:
-        metrics["accuracy_drop"] = 100.0 * (1.0 - metrics["agreement"])
-    return metrics

@@ -1,5 +1,5 @@
-"""What a study is asked to do: its options, the space they define, and the measurement
-protocol every trial of it follows (`trial_job`, also what `autotune verify` replays)."""
+"""What a study is asked to do: its options and the space they define (the measurement
+protocol they give each trial is `autotune.jobs.trial_job`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from autotune import defaults
 from autotune.backends import get_backend
-from autotune.config import TrialConfig, TrialJob
 from autotune.storage import DEFAULT_STORAGE
 from search_spaces import SearchSpace, default_space
 from studies import get_study
@@ -97,17 +96,3 @@ def build_space(opts: StudyOptions) -> SearchSpace:
         get_study(opts.model), get_backend(opts.backend), opts.max_batch_size, model=opts.model
     )
     return space.narrowed(opts.space) if opts.space else space
-
-
-def trial_job(opts: StudyOptions, config: TrialConfig, ref: tuple[str, float | None]) -> TrialJob:
-    """The measurement protocol of a trial (also what `autotune verify` replays)."""
-    return TrialJob(
-        config,
-        measure_seconds=opts.measure_seconds,
-        warmup_iters=opts.warmup_iters,
-        warmup_seconds=opts.measure_seconds / 2,
-        reference_path=ref[0],
-        reference_accuracy=ref[1],
-        eval_limit=opts.eval_limit,
-        memory_limit_bytes=opts.memory_limit_bytes,
-    )

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import optuna
 
     from autotune.backends import Backend
+    from autotune.launch.runner import RunnerSettings
     from autotune.options import StudyOptions
-    from autotune.runner import RunnerSettings
     from search_spaces import SearchSpace
 
 
@@ -53,7 +53,8 @@ def sensitivity_points(
 
     A help, not a requirement: when the pass fails, the study goes on without these
     starting points and says so in one line."""
-    from autotune.sensitivity import dtype_starting_points, layer_sensitivity
+    from autotune.jobs import layer_sensitivity
+    from autotune.sensitivity import dtype_starting_points
 
     dims = space.weight_dimensions
     if not dims or not any(c.startswith("bfp") for d in dims for c in d.choices):

@@ -26,11 +26,16 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import get_backend
+from autotune.child.reference import Reference
+from autotune.child.reference import cached as cached_reference
 from autotune.config import Status, TrialConfig, TrialResult
 from autotune.errors import UsageError
 from autotune.host import machine, process_identity, usable_cores
+from autotune.jobs import fp32_reference, trial_job
+from autotune.launch.probes import check_trial_python
+from autotune.launch.runner import RunnerSettings, run_job
 from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
-from autotune.options import IDENTITY, StudyOptions, build_space, trial_job
+from autotune.options import IDENTITY, StudyOptions, build_space
 from autotune.records import (
     METRIC_NAMES,
     StudyRecord,
@@ -46,7 +51,6 @@ from autotune.records import (
     write_study,
     write_trial,
 )
-from autotune.runner import RunnerSettings, check_trial_python, run_job
 from autotune.starting_points import queue_starting_points, recipe_config
 from autotune.storage import open_storage
 from studies import get_study
@@ -61,7 +65,6 @@ NOT_COUNTED = {Status.INTERRUPTED, Status.LOST, Status.SURPLUS}
 MEASURED = {Status.OK, Status.NAN, Status.OOM, Status.SLOW}
 # Winner selection re-measures at most this many times --confirm trials in all.
 CONFIRM_CAP_FACTOR = 2
-
 
 
 def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
@@ -181,17 +184,15 @@ class Tuner:
             for label, members in self.space.weight_groups().items()
         }
 
-    def reference(self) -> tuple[str, float | None]:
-        """fp32 outputs on the eval set (`autotune.reference`): one cached file per model,
+    def reference(self) -> Reference:
+        """fp32 outputs on the eval set (`autotune.child.reference`): one cached file per model,
         weights and eval set on this host, shared by its studies and sensitivity passes."""
-        from autotune import reference
-
         recorded = self.record.reference_fingerprint
         if recorded:
-            hit = reference.cached(self.opts.cache_dir, self.opts.model, recorded)
+            hit = cached_reference(self.opts.cache_dir, self.opts.model, recorded)
             if hit is not None:
-                return str(hit.path), self.record.reference_accuracy
-        ref = reference.fp32_reference(
+                return replace(hit, accuracy=self.record.reference_accuracy)
+        ref = fp32_reference(
             self.opts.model, self.opts.eval_limit, self.runner, self.opts.cache_dir
         )
         if recorded and recorded != ref.fingerprint:
@@ -202,7 +203,7 @@ class Tuner:
                 file=sys.stderr,
                 flush=True,
             )
-            return str(ref.path), ref.accuracy
+            return ref
         self.record = replace(
             read_study(self.study) or self.record,
             reference_accuracy=ref.accuracy,
@@ -210,7 +211,7 @@ class Tuner:
             reference_fingerprint=ref.fingerprint,
         )
         write_study(self.study, self.record)
-        return str(ref.path), ref.accuracy
+        return ref
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class Tuner:
         if not self._joined:
             self._confirm(ref)
 
-    def _confirm(self, ref: tuple[str, float | None]) -> None:
+    def _confirm(self, ref: Reference) -> None:
         """Re-measure until the pick is a re-measured trial: first the `confirm` best first
         measurements, then the top by pooled figure while it is unconfirmed (see
         `confirmation_candidates`), at most CONFIRM_CAP_FACTOR * `confirm` re-measurements.
@@ -309,7 +310,7 @@ class Tuner:
             add_confirmation(self.study, row.number, entry)
 
     def _slot_loop(
-        self, device: str | None, ref: tuple[str, float | None], done: threading.Event
+        self, device: str | None, ref: Reference, done: threading.Event
     ) -> None:
         import optuna
 
@@ -385,7 +386,7 @@ class Tuner:
         self.storage.record_heartbeat(trial._trial_id)
 
     def _run_one(
-        self, trial: optuna.Trial, runner: RunnerSettings, ref: tuple[str, float | None]
+        self, trial: optuna.Trial, runner: RunnerSettings, ref: Reference
     ) -> None:
         config = self.space.suggest(trial)
         write_trial(trial, config=config.to_dict(), config_key=config.key())
@@ -410,7 +411,7 @@ class Tuner:
         trial: optuna.Trial,
         config: TrialConfig,
         runner: RunnerSettings,
-        ref: tuple[str, float | None],
+        ref: Reference,
     ) -> TrialResult:
         job = replace(trial_job(self.opts, config, ref), stop_below=self._stop_below())
         result = run_job(job, runner, cancel=self._stop)

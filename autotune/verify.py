@@ -1,7 +1,7 @@
 """`autotune verify best.json`: replay an exported config here and compare with the export.
 
-The replay is the tuner's own protocol: the same `TrialJob` (`options.trial_job`, with the
-export's measurement settings), run by `runner.run_job` in a fresh trial process per
+The replay is the tuner's own protocol: the same `TrialJob` (`jobs.trial_job`, with the
+export's measurement settings), run by `launch.runner.run_job` in a fresh trial process per
 round, against an fp32 reference computed on this machine. Accuracy passes when the config
 still meets the study's constraint here; throughput passes when the median of the rounds
 is within `max_slowdown` of the exported figure.
@@ -190,9 +190,10 @@ def verify(
 ) -> VerifyReport:
     """Replay the export at `path` `rounds` times here. Bad input raises UsageError."""
     from autotune.backends import get_backend
-    from autotune.options import StudyOptions, default_cache_dir, trial_job
-    from autotune.reference import fp32_reference
-    from autotune.runner import RunnerSettings, check_trial_python, run_job
+    from autotune.jobs import fp32_reference, trial_job
+    from autotune.launch.probes import check_trial_python
+    from autotune.launch.runner import RunnerSettings, run_job
+    from autotune.options import StudyOptions, default_cache_dir
     from studies import get_study
 
     if rounds < 1:
@@ -222,7 +223,7 @@ def verify(
     results: list[TrialResult] = []
     # fp32 on this machine: the drop is measured here, as the study measured it there.
     reference = fp32_reference(config.model, opts.eval_limit, runner, cache)
-    job = trial_job(opts, config, (str(reference.path), reference.accuracy))
+    job = trial_job(opts, config, reference)
     for i in range(rounds):
         result = run_job(job, runner)
         results.append(result)

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from autotune.config import TrialConfig
-from autotune.options import StudyOptions, trial_job
-from autotune.reference import fp32_reference
-from autotune.runner import RunnerSettings, run_job
+from autotune.jobs import fp32_reference, trial_job
+from autotune.launch.runner import RunnerSettings, run_job
+from autotune.options import StudyOptions
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 # (label, batch, level, dtype for activations and all weights, channels_last)
@@ -41,7 +41,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = RunnerSettings(cache_dir=Path(tmp) / "cache")
         ref = fp32_reference("mnist", None, settings, Path(tmp) / "cache")
-        ref_path, ref_acc = ref.path, ref.accuracy
         opts = StudyOptions("mnist", measure_seconds=1.0)  # the study's protocol, full eval set
         samples: dict[str, list[float]] = {c[0]: [] for c in CONFIGS}
         for _ in range(args.repeats):
@@ -56,7 +55,7 @@ def main() -> None:
                     tuple((f"{n}.weight", dtype) for n in LAYERS),
                     (("channels_last", cl),),
                 )
-                job = trial_job(opts, config, (str(ref_path), ref_acc))
+                job = trial_job(opts, config, ref)
                 result = run_job(job, settings)
                 samples[label].append(result.metrics.get("throughput_samples_per_s", 0.0))
     medians = {k: statistics.median(v) for k, v in samples.items()}

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autotune.config import TrialConfig
 from autotune.host import cpu_model, usable_cores
-from autotune.options import StudyOptions, trial_job
-from autotune.reference import fp32_reference
-from autotune.runner import RunnerSettings, run_job
+from autotune.jobs import fp32_reference, trial_job
+from autotune.launch.runner import RunnerSettings, run_job
+from autotune.options import StudyOptions
 
 
 def main() -> int:
@@ -42,11 +42,12 @@ def main() -> int:
         cache = Path(tmp) / "cache"
         settings = RunnerSettings(cache_dir=cache, timeout_s=600)
         spawn = replace(settings, fork_trials=False)
-        ref = fp32_reference(args.model, args.eval_limit, spawn, cache).path
+        ref = fp32_reference(args.model, args.eval_limit, spawn, cache)
         opts = StudyOptions(
             args.model, measure_seconds=args.measure_seconds, eval_limit=args.eval_limit
         )
-        job = trial_job(opts, TrialConfig(args.model, "cpu", args.batch_size), (str(ref), None))
+        config = TrialConfig(args.model, "cpu", args.batch_size)
+        job = trial_job(opts, config, replace(ref, accuracy=None))
         modes = {"spawn": replace(settings, fork_trials=False), "fork": settings}
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for i in range(args.repeats + 1):

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from autotune.analysis import best_feasible, reference_recipe_row, trial_rows
 from autotune.config import TrialConfig
-from autotune.options import StudyOptions, trial_job
+from autotune.jobs import fp32_reference, trial_job
+from autotune.launch.runner import RunnerSettings, run_job
+from autotune.options import StudyOptions
 from autotune.records import study_record
-from autotune.reference import fp32_reference
-from autotune.runner import RunnerSettings, run_job
 from autotune.storage import load_study
 
 
@@ -84,7 +84,7 @@ def main() -> int:
         for i in range(args.repeats):
             order = ("pick", "reference") if i % 2 == 0 else ("reference", "pick")
             for name in order:
-                job = trial_job(opts, configs[name], (str(ref.path), ref.accuracy))
+                job = trial_job(opts, configs[name], ref)
                 started = time.perf_counter()
                 result = run_job(job, settings)
                 runs[name].append(

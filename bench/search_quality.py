@@ -41,11 +41,12 @@ from typing import Any
 import optuna
 
 from autotune.backends import get_backend
+from autotune.child.reference import Reference
 from autotune.config import Status, TrialConfig
-from autotune.options import StudyOptions, trial_job
+from autotune.jobs import fp32_reference, trial_job
+from autotune.launch.runner import RunnerSettings, run_job
+from autotune.options import StudyOptions
 from autotune.records import write_trial
-from autotune.reference import fp32_reference
-from autotune.runner import RunnerSettings, run_job
 from autotune.sampler import make_sampler
 from search_spaces import SearchSpace, default_space
 from studies import get_study
@@ -99,7 +100,7 @@ def grid_configs(space: SearchSpace) -> list[TrialConfig]:
 
 def measure(
     config: TrialConfig,
-    ref: tuple[str, float],
+    ref: Reference,
     settings: RunnerSettings,
     eval_limit: int | None,
     seconds: float,
@@ -123,16 +124,15 @@ def build_grid(model: str, path: Path, seconds: float, log: Any) -> dict[str, An
         cache = Path(tmp) / "cache"
         settings = RunnerSettings(cache_dir=cache, timeout_s=600)
         full = fp32_reference(model, None, settings, cache)
-        ref_full, ref_acc = full.path, full.accuracy
         act = next(d for d in space.dimensions if d.name == "activation_dtype")
         for dtype in act.choices:
             if dtype in data["dtypes"]:
                 continue
             config = TrialConfig(model, "cpu", 500, 0, False, dtype)
-            point = measure(config, (str(ref_full), ref_acc), settings, None, 0.2)
+            point = measure(config, full, settings, None, 0.2)
             data["dtypes"][dtype] = point["accuracy_drop"]
             log(f"{model}: {dtype} accuracy drop {point['accuracy_drop']}")
-        ref = (str(fp32_reference(model, 1, settings, cache).path), ref_acc)
+        ref = replace(fp32_reference(model, 1, settings, cache), accuracy=full.accuracy)
         todo = [c for c in grid_configs(space) if c.key() not in data["points"]]
         for i, config in enumerate(todo):
             point = measure(config, ref, settings, 1, seconds)

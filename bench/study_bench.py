@@ -22,9 +22,10 @@ from pathlib import Path
 from autotune.analysis import best_feasible, trial_rows
 from autotune.backends import get_backend
 from autotune.config import TrialConfig
-from autotune.options import StudyOptions, default_cache_dir, trial_job
+from autotune.jobs import trial_job
+from autotune.launch.runner import RunnerSettings, run_job
+from autotune.options import StudyOptions, default_cache_dir
 from autotune.records import TrialRecord
-from autotune.runner import RunnerSettings, run_job
 from autotune.tuner import Tuner
 from studies import get_study
 
@@ -97,13 +98,13 @@ def main() -> None:
 
         # Re-measure best and recipe, interleaved, with the study's own protocol.
         settings = RunnerSettings(cache_dir=cache, timeout_s=opts.timeout_s)
-        ref_path, ref_acc = tuner.reference()
+        ref = tuner.reference()
         best_cfg = TrialConfig.from_dict(best.config)
         recipe_cfg = reference_recipe(args.model, args.backend)
         again: dict[str, list[float]] = {"best": [], "recipe": []}
         for _ in range(args.repeats):
             for name, cfg in (("best", best_cfg), ("recipe", recipe_cfg)):
-                job = trial_job(opts, cfg, (ref_path, ref_acc))
+                job = trial_job(opts, cfg, ref)
                 again[name].append(run_job(job, settings).metrics["throughput_samples_per_s"])
 
     other = sums.get("process_s", 0) - sums.get("trial_s", 0)

@@ -412,7 +412,7 @@ def test_check_devices_passes_or_says_why_in_one_line(impl, backend, tuner_side)
 
 
 def trial_facts(impl: str) -> dict[str, Any]:
-    """The trial's loop on `impl`, as autotune.trial_process runs it, and what came out, as JSON.
+    """The trial's loop on `impl`, as autotune.child.main runs it, and what came out, as JSON.
     Run in this process, or (stand-in) in a child that imports this module."""
     import torch
 

@@ -182,7 +182,8 @@ def test_trial_process_module_needs_no_tuner_dependencies(python):
         "import sys\n"
         "for name in ('optuna', 'sqlalchemy', 'matplotlib', 'tqdm', 'yaml', 'torch'):\n"
         "    sys.modules[name] = None  # importing it now raises ImportError\n"
-        "import autotune.trial_process, autotune.backends.cpu, autotune.backends.tt\n"
+        "import autotune.child.main, autotune.child.trial\n"
+        "import autotune.backends.cpu, autotune.backends.tt\n"
         "import studies.mnist\n"
         "print('ok')"
     )

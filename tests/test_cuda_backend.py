@@ -137,7 +137,7 @@ CUDA_OOM_MESSAGE = (
 
 
 def trial_text(exc: BaseException) -> str:
-    """What autotune.trial_process classifies: `Type: message`, then the formatted traceback."""
+    """What autotune.child.main classifies: `Type: message`, then the formatted traceback."""
     try:
         raise exc
     except BaseException as raised:
@@ -168,7 +168,7 @@ def test_cuda_oom_error_is_oom():
 @pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU: the trial would run")
 def test_a_cuda_trial_on_a_machine_without_gpu_returns_a_failure(tmp_path):
     """The real trial process, on this GPU-less machine: a result comes back, not a hang."""
-    from autotune.runner import RunnerSettings, run_job
+    from autotune.launch.runner import RunnerSettings, run_job
 
     job = TrialJob(cfg(), reference_path=str(tmp_path / "none.pt"))
     result = run_job(job, RunnerSettings(timeout_s=300, cache_dir=tmp_path))
@@ -505,8 +505,8 @@ def test_real_cuda_oom_is_classified_oom():
 @gpu
 def test_trial_process_runs_the_reference_recipe_on_gpu(tmp_path):
     """A real trial in a real trial process: the reference recipe, measured and scored."""
-    from autotune.reference import fp32_reference
-    from autotune.runner import RunnerSettings, run_job
+    from autotune.jobs import fp32_reference
+    from autotune.launch.runner import RunnerSettings, run_job
 
     settings = RunnerSettings(timeout_s=300, cache_dir=tmp_path)
     ref = fp32_reference("mnist", 1000, settings, tmp_path)

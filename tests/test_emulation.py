@@ -10,14 +10,15 @@ import optuna
 import pytest
 import torch
 
-from autotune import reference
 from autotune.backends import get_backend
 from autotune.backends._torch_dtypes import resolve_weight_map
 from autotune.backends.cpu import CPUEmulatedTTBackend
+from autotune.child import reference
+from autotune.child.metrics import accuracy_metrics
+from autotune.child.sensitivity import one_at_a_time
 from autotune.config import TrialConfig
-from autotune.measure import accuracy_metrics
 from autotune.numerics import round_bfp
-from autotune.sensitivity import Sensitivity, dtype_starting_points, one_at_a_time
+from autotune.sensitivity import Sensitivity, dtype_starting_points
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
 from studies import Study, Weight, get_study
 

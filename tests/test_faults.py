@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from autotune.config import Status, TrialConfig, TrialJob
-from autotune.runner import RunnerSettings, run_job
+from autotune.launch.runner import RunnerSettings, run_job
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Trials forked from the fork server (autotune.forkserver) behave as spawned ones: real
+"""Trials forked from the fork server (autotune.launch.forkserver) behave as spawned ones: real
 server processes, real forked trial processes, the real MNIST study (tests/fixtures/
 forkserver_studies.py records which process each trial ran in)."""
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from autotune import forkserver
 from autotune.config import Status, TrialConfig, TrialJob
-from autotune.reference import fp32_reference
-from autotune.runner import RunnerSettings, run_job
+from autotune.jobs import fp32_reference
+from autotune.launch import forkserver
+from autotune.launch.runner import RunnerSettings, run_job
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -132,7 +132,7 @@ def test_warm_up_fills_inductors_per_process_caches_without_a_thread():
     probes alone spawn ~10 processes), done once in the server: filled, and no thread."""
     code = (
         "import threading\n"
-        "from autotune import forkserver\n"
+        "from autotune.launch import forkserver\n"
         "from torch._inductor import cpu_vec_isa\n"
         "from torch._inductor.fx_passes import joint_graph, post_grad\n"
         "assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 0\n"
@@ -218,7 +218,7 @@ def test_other_interpreter_gets_its_own_server(settings, probe_dir, tmp_path):
 def test_server_that_cannot_start_falls_back_to_spawn(settings, probe_dir, tmp_path):
     python = tmp_path / "python"  # runs trial processes, but not the server
     python.write_text(
-        '#!/bin/sh\n[ "$2" = autotune.forkserver ] && { echo no server here >&2; exit 3; }\n'
+        '#!/bin/sh\n[ "$2" = autotune.launch.forkserver ] && { echo no server here >&2; exit 3; }\n'
         f'exec {sys.executable} "$@"\n'
     )
     python.chmod(0o755)
@@ -238,9 +238,9 @@ def test_tt_backend_keeps_plain_spawn():
 
 TUNER = """
 import sys
-from autotune import forkserver
+from autotune.launch import forkserver
 from autotune.config import TrialConfig, TrialJob
-from autotune.runner import RunnerSettings, run_job
+from autotune.launch.runner import RunnerSettings, run_job
 
 def job(study):
     return TrialJob(TrialConfig("tests.fixtures.forkserver_studies:" + study, "cpu", 64))

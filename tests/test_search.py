@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autotune.trial_process import _stable
+from autotune.child.trial import _stable
 from tests.conftest import FAST_ARGS
 
 pytestmark = pytest.mark.slow

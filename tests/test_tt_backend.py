@@ -1,6 +1,7 @@
 """The Tenstorrent backend: the calls it makes, in order, and how its failures are classified.
 
-There is no Tenstorrent card here. Trials run the REAL trial process (``autotune.runner.run_job``)
+There is no Tenstorrent card here. Trials run the REAL trial process
+(``autotune.launch.runner.run_job``)
 against the stand-in packages in ``tests/tt_standin`` (put on the trial process's PYTHONPATH), which
 record every tt-xla call with its arguments; the tests assert that record. The one test that
 needs a card (``-m tt``) is skipped, visibly, without one.
@@ -21,7 +22,7 @@ import pytest
 from autotune.backends import get_backend
 from autotune.backends.tt import DEFAULT_TRACE_REGION_SIZE, TTBackend
 from autotune.config import Status, TrialConfig, TrialJob, TrialResult
-from autotune.runner import RunnerSettings, run_job
+from autotune.launch.runner import RunnerSettings, run_job
 from search_spaces import default_space
 from studies import get_study
 
@@ -53,7 +54,7 @@ def tt_config(**kw: Any) -> TrialConfig:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, float]:
     """The fp32 reference outputs, made as the tuner makes them (a CPU "reference" job)."""
-    from autotune.reference import fp32_reference
+    from autotune.jobs import fp32_reference
 
     cache = tmp_path_factory.mktemp("tt-reference")
     ref = fp32_reference("mnist", EVAL_LIMIT, RunnerSettings(timeout_s=120), cache)

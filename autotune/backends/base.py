@@ -66,9 +66,10 @@ class Backend(ABC):
     #: whether trials compute on this host's CPU cores: concurrent slots then split them,
     #: and trials from different machines are not comparable.
     computes_on_host_cpu: bool = False
-    #: whether trials may be forked from a server that has imported torch (autotune.forkserver)
-    #: instead of spawned: only where the device runtime holds no state, threads or device
-    #: handles after import (tt: torch_xla reads its environment at import; plain spawn).
+    #: whether trials may be forked from a server that has imported torch
+    #: (autotune.launch.forkserver) instead of spawned: only where the device runtime holds
+    #: no state, threads or device handles after import (tt: torch_xla reads its environment
+    #: at import; plain spawn).
     fork_trials: bool = False
     #: The reference recipe on this backend, queued first and reported as the reference the
     #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's

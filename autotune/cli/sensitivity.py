@@ -35,15 +35,16 @@ def add_parsers(sub: Any) -> None:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from autotune import sensitivity as sens
     from autotune.cli import views
+    from autotune.jobs import layer_sensitivity
+    from autotune.launch.runner import RunnerSettings
     from autotune.options import default_cache_dir
-    from autotune.runner import RunnerSettings
     from studies import get_study
 
     get_study(args.model)  # unknown model: one line, exit 2
     if args.output is not None and args.output.suffix not in (".png", ".svg"):
         raise UsageError(f"chart output must end in .png or .svg, not {args.output.name!r}")
     cache_dir = args.cache_dir or default_cache_dir()
-    rows = sens.layer_sensitivity(
+    rows = layer_sensitivity(
         args.model,
         RunnerSettings(cache_dir=cache_dir),
         cache_dir,

@@ -2,10 +2,12 @@
 
 A trial still runs in a process of its own (crash, OOM and hang isolation as with a spawn),
 but instead of a fresh interpreter importing torch, inductor and the study (seconds per
-trial), the runner asks a server, ``python -m autotune.forkserver``, to fork one. The server
-imports all that once and never runs a torch op, so no OpenMP/intra-op thread pool exists
-at the fork: it stays single-threaded (checked before every fork), and each child starts
-its own pool with its own thread count.
+trial), the runner asks a server, ``python -m autotune.launch.forkserver ENTRY PRELOAD...``,
+to fork one. The entry module (``ENTRY``, whose ``main(argv, preloaded_bytes)`` a child runs)
+and the modules to import first are data the runner passes: this module imports none of the
+trial code itself. The server imports all that once and never runs a torch op, so no
+OpenMP/intra-op thread pool exists at the fork: it stays single-threaded (checked before
+every fork), and each child starts its own pool with its own thread count.
 
 Protocol: JSON lines. The runner writes ``{"id", "argv", "stdout", "stderr", "env"}`` on the
 server's stdin; the server answers ``{"id", "pid"}`` (or ``{"id", "error"}``) at once and
@@ -40,18 +42,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Imported once by the server: what every trial process imports, plus the compile path.
-PRELOAD = (
-    "torch",
-    "torch._dynamo",
-    "torch._inductor.compile_fx",
-    "autotune.trial_process",
-    "autotune.measure",
-    "autotune.numerics",
-    "autotune.backends.cpu",
-    "autotune.backends._torch_dtypes",
-    "autotune.backends._bf16",
-)
 #: Set per trial in the child (torch reads them only when its pool starts, which the
 #: server never does); everything else in the environment selects the server.
 PER_JOB_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -64,25 +54,28 @@ MAX_START_FAILURES = 3  # then that pair spawns for good (e.g. an interpreter wi
 # --- server ------------------------------------------------------------------------------
 
 
-def serve() -> int:
+def serve(entry: str, preload: Sequence[str]) -> int:
+    """Serve forks of `entry` (a module with ``main(argv, preloaded_bytes) -> int``, and
+    optionally ``preload()``, called once here) after importing `preload`; names starting
+    with ``?`` are optional (skipped if missing)."""
     global _torch_data_bytes
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints (imports, warnings) must never mix into the replies
     import torch  # noqa: F401
 
     # A spawned trial process has this much data when its trial allocates; a child's data beyond
-    # it is the server's preloads, not the trial's (see trial_process.main's memory limit).
+    # it is the server's preloads, not the trial's (see autotune.child.main's memory limit).
     _torch_data_bytes = data_bytes()
-    for name in PRELOAD:
-        if name.startswith("autotune.backends._"):
-            with contextlib.suppress(ImportError):  # optional helpers of one backend
-                importlib.import_module(name)
+    for name in (entry, *preload):
+        if name.startswith("?"):
+            with contextlib.suppress(ImportError):  # e.g. optional helpers of one backend
+                importlib.import_module(name[1:])
         else:
             importlib.import_module(name)  # a failure exits: the runner spawns instead
-    with contextlib.suppress(Exception):  # a broken study fails in its trial, as spawned
-        import studies
-
-        studies.study_names()  # imports every registered study module (no torch op)
+    hook = getattr(importlib.import_module(entry), "preload", None)
+    if hook is not None:
+        with contextlib.suppress(Exception):  # e.g. a broken study fails in its trial
+            hook()
     warm_inductor()
     # numpy's OpenBLAS (loaded by torch) starts its pool at load and stops it at each fork
     # (pthread_atfork), restarting it on first use: one empty fork leaves us single-threaded.
@@ -114,7 +107,7 @@ def serve() -> int:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
-                pid = _fork(request, reply_fd, list(by_pidfd))
+                pid = _fork(entry, request, reply_fd, list(by_pidfd))
                 if pid is None:
                     continue
                 pidfd = None
@@ -180,7 +173,7 @@ def data_bytes() -> int:
 _torch_data_bytes = 0
 
 
-def _fork(request: dict[str, Any], reply_fd: int, pidfds: list[int]) -> int | None:
+def _fork(entry: str, request: dict[str, Any], reply_fd: int, pidfds: list[int]) -> int | None:
     threads = thread_count()
     if threads != 1:  # a fork would copy a started thread pool's locks: spawn instead
         _send(reply_fd, {"id": request["id"], "error": f"server has {threads} threads"})
@@ -193,11 +186,11 @@ def _fork(request: dict[str, Any], reply_fd: int, pidfds: list[int]) -> int | No
         _send(reply_fd, {"id": request["id"], "error": f"fork failed: {exc}"})
         return None
     if pid == 0:
-        _child(request, [reply_fd, *pidfds])  # never returns
+        _child(entry, request, [reply_fd, *pidfds])  # never returns
     return pid
 
 
-def _child(request: dict[str, Any], server_fds: list[int]) -> None:
+def _child(entry: str, request: dict[str, Any], server_fds: list[int]) -> None:
     code = 1
     try:
         os.setsid()  # its own process group: the runner kills it and all it starts
@@ -226,10 +219,9 @@ def _child(request: dict[str, Any], server_fds: list[int]) -> None:
             import torch
 
             torch.set_num_threads(int(threads))  # what OMP_NUM_THREADS does at startup
-        from autotune import trial_process
-
-        sys.argv = [trial_process.__file__, *request["argv"]]
-        code = trial_process.main(request["argv"], max(0, data_bytes() - _torch_data_bytes))
+        module = importlib.import_module(entry)  # imported by the server already
+        sys.argv = [module.__file__ or entry, *request["argv"]]
+        code = module.main(request["argv"], max(0, data_bytes() - _torch_data_bytes))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -284,7 +276,7 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._done.wait(timeout):
-            raise subprocess.TimeoutExpired("autotune.trial_process (forked)", timeout or 0)
+            raise subprocess.TimeoutExpired("trial process (forked)", timeout or 0)
         assert self.returncode is not None
         return self.returncode
 
@@ -302,11 +294,13 @@ class ForkedProcess:
 
 
 class _Server:
-    def __init__(self, python: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, python: str, env: dict[str, str], entry: str, preload: Sequence[str]
+    ) -> None:
         # The server's own stderr, shown if it fails; closed with this object.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [python, "-m", "autotune.forkserver"],
+            [python, "-m", __name__, entry, *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -407,23 +401,26 @@ class _Server:
         self.proc.wait()
 
 
-_servers: dict[tuple[str, tuple[tuple[str, str], ...]], _Server] = {}
-_failures: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+_Key = tuple[str, tuple[tuple[str, str], ...], str, tuple[str, ...]]
+_servers: dict[_Key, _Server] = {}
+_failures: dict[_Key, int] = {}
 _servers_lock = threading.Lock()
 
 
 def launch(
     python: str,
     env: dict[str, str],
+    entry: str,
+    preload: Sequence[str],
     argv: Sequence[str],
     stdout: Path,
     stderr: Path,
     cancel: threading.Event | None = None,
 ) -> ForkedProcess | None:
-    """Fork `python -m autotune.trial_process ARGV` (environment `env`) from this (python, env)'s
-    server, started on first use. None: no server could do it; spawn instead."""
+    """Fork `python -m ENTRY ARGV` (environment `env`) from this (python, env, entry,
+    preload)'s server, started on first use. None: no server could do it; spawn instead."""
     server_env = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
-    key = (python, tuple(sorted(server_env.items())))
+    key = (python, tuple(sorted(server_env.items())), entry, tuple(preload))
     with _servers_lock:
         if _failures.get(key, 0) >= MAX_START_FAILURES:
             return None
@@ -431,7 +428,7 @@ def launch(
         if server is None or server.dead:
             _evict()
             try:
-                server = _servers[key] = _Server(python, server_env)
+                server = _servers[key] = _Server(python, server_env, entry, preload)
             except OSError:
                 _failures[key] = _failures.get(key, 0) + 1
                 return None
@@ -481,4 +478,4 @@ atexit.register(shutdown)
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(serve(sys.argv[1], sys.argv[2:]))

@@ -13,18 +13,28 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from autotune import forkserver
 from autotune.backends import get_backend
 from autotune.config import Status, TrialJob, TrialResult
-from autotune.errors import UsageError
+from autotune.launch import forkserver
+from autotune.launch.probes import checkout_env
 
-if TYPE_CHECKING:
-    from autotune.backends import Backend
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STDERR_TAIL_CHARS = 4000
+#: The trial process's entry module (``main(argv, preloaded_bytes)``), named as data: the
+#: launcher never imports the child's code.
+TRIAL_ENTRY = "autotune.child.main"
+#: What a fork server imports once besides the entry: the compile path and the CPU backends'
+#: helpers ("?": optional, e.g. a backend's helper that needs a newer torch).
+TRIAL_PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "torch._inductor.compile_fx",
+    "autotune.measure",
+    "autotune.numerics",
+    "autotune.backends.cpu",
+    "?autotune.backends._torch_dtypes",
+    "?autotune.backends._bf16",
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,17 @@ def run_job(
             proc = (
                 fork
                 and forkserver.launch(
-                    settings.python, env, argv, tmpdir / "stdout", tmpdir / "stderr", cancel
+                    settings.python,
+                    env,
+                    TRIAL_ENTRY,
+                    TRIAL_PRELOAD,
+                    argv,
+                    tmpdir / "stdout",
+                    tmpdir / "stderr",
+                    cancel,
                 )
             ) or subprocess.Popen(
-                [settings.python, "-m", "autotune.trial_process", *argv],
+                [settings.python, "-m", TRIAL_ENTRY, *argv],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
@@ -152,9 +169,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _trial_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    # The trial process runs this checkout's code, whichever interpreter runs it.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env = checkout_env()
     if settings.cache_dir is not None:
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.cache_dir / "inductor"))
     if settings.threads is not None:
@@ -163,31 +178,3 @@ def _trial_env(settings: RunnerSettings, backend_env: dict[str, str]) -> dict[st
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings.threads)
     env.update(backend_env)
     return env
-
-
-def check_trial_python(python: str, backend: Backend) -> None:
-    """Fail early, in one line, when trials could never start in the trial interpreter."""
-    if not Path(python).exists():
-        raise UsageError(f"trial python {python!r} does not exist")
-    probe = (
-        "import importlib.util, sys; "
-        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
-    )
-    modules = ["autotune", *backend.trial_modules]
-    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    try:
-        out = subprocess.run(
-            [python, "-c", probe, *modules],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
-    if out:
-        raise UsageError(
-            f"trial python {python} cannot import {', '.join(out)}; {backend.install_hint}"
-        )

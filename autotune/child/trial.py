@@ -1,70 +1,25 @@
-"""Child entry point: ``python -m autotune.trial_process JOB.json RESULT.json``.
-
-One trial per process: device runtimes keep process-global state (compile options, weight
-overrides, caches), so a fresh process is the only honest isolation. The trial process always
-writes a TrialResult, failures included; it imports nothing the tuner alone needs (no
-optuna), so it runs in any interpreter with torch and the backend's device libraries.
-"""
+"""One trial in the trial process: build, apply the config, compile, warm up, time the loop
+users run, and evaluate against the fp32 reference."""
 
 from __future__ import annotations
 
-import faulthandler
-import json
-import os
-import platform
 import statistics
-import sys
 import time
-import traceback
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.backends import Backend, get_backend
-from autotune.config import JobMode, Status, TrialJob, TrialResult
-from autotune.measure import Measurement, accuracy_metrics
-from studies import Study, get_study
+from autotune.child.batches import eval_set
+from autotune.child.environment import environment
+from autotune.child.metrics import accuracy_metrics
+from autotune.config import Status, TrialJob, TrialResult
+from autotune.measure import Measurement
 
 if TYPE_CHECKING:
     import torch
 
-_ENV_PREFIXES = ("TORCH", "OMP_", "MKL_", "TT_", "CUDA_", "XLA_", "PJRT_")
+    from autotune.backends import Backend
+    from studies import Study
+
 STABLE_IQR_RATIO = 0.03  # blocks agreeing this well end the timing early
-
-
-def main(argv: list[str], preloaded_bytes: int = 0) -> int:
-    """`preloaded_bytes`: data a fork server's child inherited beyond a fresh interpreter
-    with torch (`autotune.forkserver`); not the trial's, so not charged to its memory limit."""
-    if len(argv) != 2:
-        print("usage: python -m autotune.trial_process JOB.json RESULT.json", file=sys.stderr)
-        return 2
-    # A native crash (segfault in a kernel or runtime) then leaves the Python stack on stderr,
-    # which the tuner keeps on the trial.
-    faulthandler.enable()
-    job = TrialJob.from_dict(json.loads(Path(argv[0]).read_text()))
-    if job.memory_limit_bytes:
-        import resource
-
-        # RLIMIT_DATA makes allocations fail for real (torch raises), unlike RSS limits.
-        limit = job.memory_limit_bytes + preloaded_bytes
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    backend = get_backend(job.config.backend)
-    started = time.perf_counter()
-    try:
-        run = {
-            JobMode.TRIAL: run_trial,
-            JobMode.REFERENCE: run_reference,
-            JobMode.SENSITIVITY: run_sensitivity,
-        }[job.mode]
-        result = run(job, get_study(job.config.model), backend)
-    except Exception as exc:  # failure is a value: classify it and report it
-        text = traceback.format_exc()
-        print(text, file=sys.stderr, flush=True)
-        status = backend.classify(f"{type(exc).__name__}: {exc}\n{text}") or Status.CRASH
-        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        result = TrialResult(status=status, message=f"{type(exc).__name__}: {message}"[:500])
-    result.timings["trial_s"] = time.perf_counter() - started
-    result.write(Path(argv[1]))
-    return 0
 
 
 def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
@@ -111,7 +66,7 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         timings["measure_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        inputs, labels = _eval_set(job, study)
+        inputs, labels = eval_set(job, study)
         outputs = _evaluate(run, backend, job, inputs)
         timings["eval_s"] = time.perf_counter() - start
 
@@ -133,31 +88,6 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         reference = reference[: job.eval_limit]
     metrics.update(accuracy_metrics(outputs, reference, labels, job.reference_accuracy))
     return result
-
-
-def run_reference(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
-    """fp32 eager outputs on CPU, the baseline every trial's accuracy is measured against:
-    from the cache in `job.cache_dir`, or computed and stored there (`autotune.reference`)."""
-    from autotune import reference
-
-    inputs, labels = _eval_set(job, study)
-    return reference.run(job, study, inputs, labels, environment(backend))
-
-
-def run_sensitivity(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
-    """Accuracy with one weight at a time lowered (`autotune.sensitivity`), cached."""
-    from autotune import sensitivity
-
-    inputs, labels = _eval_set(job, study)
-    return sensitivity.run(job, study, backend, inputs, labels, environment(backend))
-
-
-def _eval_set(job: TrialJob, study: Study) -> tuple[torch.Tensor, torch.Tensor | None]:
-    inputs, labels = study.eval_data()
-    if job.eval_limit:
-        inputs = inputs[: job.eval_limit]
-        labels = labels[: job.eval_limit] if labels is not None else None
-    return inputs, labels
 
 
 def _timed(step: Any) -> float:
@@ -208,23 +138,3 @@ def _evaluate(run: Any, backend: Backend, job: TrialJob, inputs: torch.Tensor) -
         inputs = torch.cat([inputs, inputs.new_zeros((pad, *inputs.shape[1:]))])
     outs = [backend.to_host(run(backend.to_device(c, job.config))) for c in inputs.split(bs)]
     return torch.cat(outs).float()[:n]
-
-
-def environment(backend: Backend) -> dict[str, Any]:
-    """Everything that changes the answer: versions, device, threads, relevant env."""
-    import torch
-
-    return {
-        "device": backend.device_name(),
-        "versions": {"python": platform.python_version(), **backend.versions()},
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "hostname": platform.node(),
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
-        # e.g. whether bf16 ran natively or in fp32 rounded to bf16 (emulated TT)
-        **({"numerics": numerics} if (numerics := backend.numerics()) else {}),
-    }
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

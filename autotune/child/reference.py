@@ -4,8 +4,9 @@ This module is its one home: cache key, file and computation. The key is a finge
 everything that decides the outputs (the model's name and code, its weights, the eval set,
 `eval_limit`), not of a study or a storage URL: every study and sensitivity pass of a model
 on this host shares one file, a new database reuses it, and changed weights never meet a
-stale reference. The fingerprint needs the model itself, so it is computed in the trial process
-process (studies build models only there); the tuner asks with a `reference` job.
+stale reference. The fingerprint needs the model itself, so it is computed in the trial
+process (studies build models only there); the tuner asks with a `reference` job
+(`autotune.jobs.fp32_reference`) and reads a cached entry with `cached`, without torch.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import JobMode, Status, TrialConfig, TrialJob, TrialResult
-from autotune.errors import AutotuneError
+from autotune.config import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
     import torch
 
-    from autotune.runner import RunnerSettings
     from studies import Study
 
 VERSION = 2  # part of the key: bump when the computation below changes its outputs
@@ -50,37 +49,6 @@ def safe_name(model: str) -> str:
     return re.sub(r"[^\w.-]", "_", model)
 
 
-# --- tuner side ----------------------------------------------------------------------------
-
-
-def fp32_reference(
-    model: str, eval_limit: int | None, settings: RunnerSettings, cache_dir: Path
-) -> Reference:
-    """The reference for `model` in `cache_dir`, computed there first when missing.
-
-    Raises AutotuneError with one line when the model cannot even run in fp32."""
-    from autotune.runner import run_job
-
-    job = TrialJob(
-        TrialConfig(model=model, backend="cpu", batch_size=BATCH),
-        mode=JobMode.REFERENCE,
-        eval_limit=eval_limit,
-        cache_dir=str(cache_dir),
-    )
-    result = run_job(job, settings)
-    if not result.ok:
-        last = (result.stderr_tail.strip().splitlines() or [""])[-1]
-        raise AutotuneError(
-            f"the fp32 reference run failed ({result.status}): {result.message or last}"
-        )
-    return Reference(
-        Path(result.artifacts["reference"]),
-        result.metrics.get("accuracy"),
-        result.artifacts["fingerprint"],
-        result.environment,
-    )
-
-
 def cached(cache_dir: Path, model: str, fingerprint: str) -> Reference | None:
     """The reference already in `cache_dir` under `fingerprint`, without a trial process."""
     path = cache_path(cache_dir, model, fingerprint)
@@ -88,9 +56,6 @@ def cached(cache_dir: Path, model: str, fingerprint: str) -> Reference | None:
     if info is None:
         return None
     return Reference(path, info.get("accuracy"), fingerprint, info.get("environment", {}))
-
-
-# --- trial-process side (imports torch) ---------------------------------------------------------
 
 
 def fingerprint(

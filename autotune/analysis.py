@@ -10,10 +10,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status
 from autotune.errors import NothingFoundError
 from autotune.measure import Measurement
 from autotune.records import TrialRecord, block_times, named_constraints, study_record
+from autotune.wire import Status
 
 if TYPE_CHECKING:
     import optuna
@@ -214,6 +214,6 @@ def reference_recipe_row(study: optuna.Study, rows: list[TrialRow]) -> TrialRow 
 
 
 def _config_key(config: dict[str, Any]) -> str:
-    from autotune.config import TrialConfig
+    from autotune.wire import TrialConfig
 
     return TrialConfig.from_dict(config).key()

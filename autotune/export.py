@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import TrialRow, reference_recipe_row, trial_rows, winner
 from autotune.backends import get_backend, tt_export
-from autotune.config import TrialConfig
 from autotune.errors import UsageError
 from autotune.records import TrialRecord, study_record
+from autotune.wire import TrialConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from autotune.child.reference import BATCH as REFERENCE_BATCH
 from autotune.child.reference import Reference
 from autotune.child.sensitivity import EMULATION_BACKEND, EVAL_BATCH, NUMERICS_RULE
-from autotune.config import JobMode, TrialConfig, TrialJob, TrialResult
 from autotune.errors import AutotuneError
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.sensitivity import Sensitivity, study_name
+from autotune.wire import JobMode, TrialConfig, TrialJob, TrialResult
 
 if TYPE_CHECKING:
-    from autotune.options import StudyOptions
+    from autotune.study_options import StudyOptions
 
 
 def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> TrialJob:

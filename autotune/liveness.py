@@ -13,7 +13,6 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status
 from autotune.errors import UsageError
 from autotune.host import owner_alive
 from autotune.records import (
@@ -22,6 +21,7 @@ from autotune.records import (
     overwrite_finished,
     write_trial_by_id,
 )
+from autotune.wire import Status
 
 if TYPE_CHECKING:
     import optuna

@@ -179,7 +179,7 @@ _FIELD_OF = {v: k for k, v in _STORED_AS.items()}
 class TrialRecord:
     """What a trial stores; None where a field was never written."""
 
-    status: str | None = None  # an `autotune.config.Status` value
+    status: str | None = None  # an `autotune.wire.Status` value
     message: str | None = None
     config: dict[str, Any] | None = None  # the config that ran (`TrialConfig.to_dict`)
     config_key: str | None = None  # the sampled config's key

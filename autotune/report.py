@@ -1,75 +1,285 @@
-"""Text tables for the terminal (data on stdout; the CLI decides where it goes)."""
+"""`autotune report`: one self-contained HTML page about a study, to send to a colleague.
+
+Plain HTML and inline CSS, images as base64 PNG data URIs, no script and no external
+resource: the file renders the same offline, in a mail attachment or a CI artifact.
+Everything shown comes from the storage through the same readers as `show`, `plot` and
+`export`, so the page agrees with them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import datetime as dt
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import TrialRow
+from autotune.analysis import TrialRow, best_feasible, trial_rows
+from autotune.plots import pareto_plot_data, render
+from autotune.records import StudyRecord, TrialRecord, read_sensitivity, study_record
+from autotune.storage import load_study
+from autotune.tables import config_label
+
+if TYPE_CHECKING:
+    import optuna
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
+       max-width: 1180px; margin: 0 auto; padding: 16px 24px 48px; background: #fff; }
+h1 { font-size: 22px; margin: 8px 0 2px; } h2 { font-size: 17px; margin: 28px 0 8px;
+     border-bottom: 1px solid #ddd; padding-bottom: 3px; }
+.sub { color: #666; margin: 0 0 10px; }
+table { border-collapse: collapse; margin: 6px 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.fail td { background: #fdf0ef; } tr.pruned td { background: #fff8e6; }
+tr.pick td { background: #fffbd6; font-weight: 600; }
+.ok { color: #1a7f37; } .bad { color: #b42318; }
+code, pre { font: 12px/1.4 ui-monospace, Menlo, Consolas, monospace; background: #f6f8fa; }
+pre { padding: 8px; overflow-x: auto; white-space: pre-wrap; margin: 4px 0; }
+img { max-width: 100%; border: 1px solid #eee; }
+.box { border: 1px solid #e3c766; background: #fffbea; padding: 8px 12px; margin: 8px 0; }
+.kv th { width: 220px; } details summary { cursor: pointer; color: #555; }
+"""
 
 
-def config_label(config: dict[str, Any]) -> str:
-    """A compact one-line config: `bs256 O2 bf16 channels_last fc1.weight=bf16 ...`."""
-    if not config:
-        return "-"
-    parts = [f"bs{config['batch_size']}", f"O{config['optimization_level']}"]
-    if config.get("trace"):
-        parts.append("trace")
-    parts.append(config.get("activation_dtype", "?"))
-    knobs = config.get("knobs", config.get("extras", {}))  # "extras": records before the rename
-    parts += [k for k, v in knobs.items() if v is True]
-    parts += [f"{k}={v}" for k, v in knobs.items() if not isinstance(v, bool)]
-    act = config.get("activation_dtype")
-    # "activation": the cuda backend's name for "the activation dtype" (nothing lowered).
-    lowered = {
-        g: d for g, d in config.get("weight_dtypes", {}).items() if d not in (act, "activation")
+def write_report(storage_url: str, study_name: str, out: Path) -> None:
+    out.write_text(build_report(storage_url, study_name), encoding="utf-8")
+
+
+def build_report(storage_url: str, study_name: str) -> str:
+    study = load_study(storage_url, study_name)
+    meta = study_record(study)
+    rows = trial_rows(study)
+    frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+    ref_env = meta.reference_environment
+    model, backend = meta.model or "?", meta.backend or "?"
+    device = ref_env.get("device", "unknown device")
+    plot = pareto_plot_data(
+        rows,
+        model=model,
+        backend=backend,
+        device=device,
+        max_accuracy_drop=meta.max_accuracy_drop if meta.max_accuracy_drop is not None else 0.5,
+        min_agreement=meta.min_agreement,
+    )
+    best = best_feasible(rows)
+    shown_url = _safe_url(storage_url)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # no favicon request
+        f"<title>autotune report: {_e(study_name)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>autotune study <code>{_e(study_name)}</code></h1>",
+        f'<p class="sub">{_e(model)} on {_e(backend)} ({_e(device)}); storage '
+        f"<code>{_e(shown_url)}</code>; report written "
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+        _summary(rows, meta),
+        "<h2>Throughput vs accuracy</h2>",
+        _image(render(plot, "png"), f"Pareto plot of study {study_name}")
+        if plot.message is None
+        else f'<p class="box">{_e(plot.message)}</p>',
+        "<h2>The pick</h2>",
+        _pick(best, meta, study_name, shown_url),
+        "<h2>Failures by reason</h2>",
+        _failures(rows),
+        "<h2>Trials</h2>",
+        _trial_table(rows, frozen, best),
+        _sensitivity(storage_url, model),
+        "<h2>Study options</h2>",
+        _kv(meta.options),
+        "<h2>Environment (fp32 reference run)</h2>",
+        _environment(ref_env),
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def _summary(rows: list[TrialRow], meta: StudyRecord) -> str:
+    measured = [r for r in rows if r.measured and r.duplicate_of is None]
+    feasible = [r for r in measured if r.feasible]
+    failed = [r for r in rows if r.state in ("PRUNED", "FAIL")]
+    duplicates = [r for r in rows if r.duplicate_of is not None]
+    waiting = [r for r in rows if r.state in ("WAITING", "RUNNING")]
+    constraint = f"top-1 within {_or_unknown(meta.max_accuracy_drop)} points of fp32"
+    if meta.min_agreement is not None:
+        constraint += f" and at least {meta.min_agreement:g}% agreement"
+    ref = meta.reference_accuracy
+    return (
+        f"<p>{len(rows)} trials: {len(measured)} measured ({len(feasible)} feasible), "
+        f"{len(duplicates)} repeats of a measured config, {len(failed)} failed or pruned"
+        + (f", {len(waiting)} queued or running" if waiting else "")
+        + f". Feasible = {_e(constraint)}"
+        + (f"; fp32 top-1 {100 * ref:.2f}%" if ref is not None else "")
+        + f"; budget {_or_unknown(meta.trials_budget)} trials.</p>"
+    )
+
+
+def _or_unknown(value: Any) -> Any:
+    return "?" if value is None else value
+
+
+def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str:
+    if best is None:
+        return (
+            '<p class="box">No feasible trial: nothing to export (no measured trial within '
+            f"{_e(_or_unknown(meta.max_accuracy_drop))} points of fp32).</p>"
+        )
+    m = best.metrics
+    measurements = [best.throughput, *best.confirmations]
+    items = {
+        "trial": str(best.number),
+        "config": config_label(best.config),
+        "throughput (samples/s)": f"{best.confirmed_throughput:,.0f} (median, pooled)",
+        "measurements (samples/s)": ", ".join(f"{v:,.0f}" for v in measurements)
+        + f" (the trial's own, then {len(best.confirmations)} re-measurement(s))",
+        "top-1 drop vs fp32 (points)": _num(m.get("accuracy_drop"), ".3f"),
+        "agreement with fp32 (%)": _num(_pct(m.get("agreement")), ".3f"),
+        "PCC with fp32": _num(m.get("pcc"), ".6f"),
+        "latency per batch p50 / p95 (ms)": f"{_num(m.get('latency_ms_p50'), '.2f')} / "
+        f"{_num(m.get('latency_ms_p95'), '.2f')}",
     }
-    parts += [f"{g.removesuffix('.weight')}={d}" for g, d in lowered.items()]
-    return " ".join(parts)
+    commands = (
+        f"autotune export --storage '{url}' --study '{study}' -o best.json\n"
+        "autotune verify best.json   # replay it on another machine or after an upgrade"
+    )
+    return _kv(items, ordered=True) + f"<p>Export and check it:</p><pre>{_e(commands)}</pre>"
 
 
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-def trial_table(rows: list[TrialRow]) -> str:
-    headers = ["#", "state", "status", "samples/s", "IQR", "drop(pt)", "feasible", "config", "note"]
+def _failures(rows: list[TrialRow]) -> str:
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for r in rows:
+        if r.state in ("PRUNED", "FAIL"):
+            groups[(r.status, r.message or "(no message)")].append(r.number)
+    if not groups:
+        return "<p>None: every finished trial was measured.</p>"
     body = [
-        [
-            str(r.number),
-            r.state,
-            r.status,
-            _num(r.throughput),
-            _num(r.metrics.get("throughput_iqr")),
-            _num(r.accuracy_drop, ".3f"),
-            "yes" if r.feasible else "no" if r.measured else "-",
-            config_label(r.config),
-            r.message[:60],
-        ]
-        for r in rows
+        f"<tr><td>{_e(status)}</td><td>{_e(message)}</td><td class='num'>{len(numbers)}</td>"
+        f"<td>{_e(', '.join(map(str, numbers)))}</td></tr>"
+        for (status, message), numbers in sorted(groups.items(), key=lambda kv: -len(kv[1]))
     ]
-    return format_table(headers, body)
+    return (
+        "<table><tr><th>status</th><th>reason</th><th>trials</th><th>numbers</th></tr>"
+        + "".join(body)
+        + "</table>"
+    )
 
 
-def _num(value: float | None, fmt: str = ",.0f") -> str:
+def _trial_table(
+    rows: list[TrialRow], frozen: dict[int, optuna.trial.FrozenTrial], best: TrialRow | None
+) -> str:
+    head = (
+        "<tr><th>#</th><th>state</th><th>status</th><th>samples/s</th><th>IQR</th>"
+        "<th>drop (pt)</th><th>agreement (%)</th><th>feasible</th><th>config</th>"
+        "<th>reason</th></tr>"
+    )
+    body = []
+    for r in rows:
+        css = {"FAIL": "fail", "PRUNED": "pruned"}.get(r.state, "")
+        if best is not None and r.number == best.number:
+            css = "pick"
+        feasible = (
+            '<span class="ok">yes</span>'
+            if r.feasible
+            else '<span class="bad">no</span>'
+            if r.measured
+            else "-"
+        )
+        reason = _e(r.message)
+        tail = TrialRecord.of(frozen[r.number]).stderr_tail if r.number in frozen else None
+        if tail and r.state in ("PRUNED", "FAIL"):
+            reason += f"<details><summary>stderr</summary><pre>{_e(tail[-1500:])}</pre></details>"
+        body.append(
+            f'<tr class="{css}"><td class="num">{r.number}</td><td>{r.state}</td>'
+            f"<td>{_e(r.status)}</td><td class='num'>{_num(r.throughput, ',.0f')}</td>"
+            f"<td class='num'>{_num(r.metrics.get('throughput_iqr'), ',.0f')}</td>"
+            f"<td class='num'>{_num(r.accuracy_drop, '.3f')}</td>"
+            f"<td class='num'>{_num(_pct(r.metrics.get('agreement')), '.2f')}</td>"
+            f"<td>{feasible}</td><td><code>{_e(config_label(r.config))}</code></td>"
+            f"<td>{reason}</td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _sensitivity(storage_url: str, model: str) -> str:
+    """The per-layer chart, when `autotune sensitivity` cached one for this model here."""
+    import io
+
+    import optuna
+
+    from autotune import sensitivity as sens
+
+    try:
+        record = optuna.load_study(study_name=sens.study_name(model), storage=storage_url)
+    except KeyError:
+        return ""
+    cached = read_sensitivity(record)
+    if cached is None or not cached.rows:
+        return ""
+    rows = [sens.Sensitivity(**row) for row in cached.rows]
+    buf = io.BytesIO()
+    sens.draw(sens.plot_data(model, rows), buf)
+    limit = cached.eval_limit
+    return (
+        "<h2>Layer sensitivity</h2>"
+        f"<p>One weight lowered at a time ({_e(cached.backend or '?')}, exact tt-metal "
+        f"rounding), on {'the first ' + str(limit) if limit else 'all'} eval samples.</p>"
+        + _image(buf.getvalue(), f"layer sensitivity of {model}")
+    )
+
+
+def _environment(env: dict[str, Any]) -> str:
+    if not env:
+        return "<p>Not recorded (the study has not run its fp32 reference yet).</p>"
+    items = {k: v for k, v in env.items() if k not in ("versions", "env")}
+    items |= {f"version: {k}": v for k, v in env.get("versions", {}).items()}
+    items |= {f"env: {k}": v for k, v in env.get("env", {}).items()}
+    return _kv(items)
+
+
+def _kv(items: dict[str, Any], ordered: bool = False) -> str:
+    """A two-column table; sorted by key unless `ordered` (the given order reads best)."""
+    if not items:
+        return "<p>None recorded.</p>"
+    pairs = items.items() if ordered else sorted(items.items())
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_text(v))}</td></tr>" for k, v in pairs)
+    return f'<table class="kv">{body}</table>'
+
+
+def _image(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "-"
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
+
+
+def _safe_url(url: str) -> str:
+    """The storage URL without its password (the page is meant to be shared)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: show nothing of it rather than a secret
+        return "(storage URL not shown)"
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
-    """The reference recipe's throughput, and the pick's as a multiple of it (the study's goal)."""
-    ref = reference.confirmed_throughput
-    text = (
-        f"reference, the reference recipe (trial {reference.number}, "
-        f"{config_label(reference.config)}): {_num(ref)} samples/s"
-    )
-    if best is not None and best.confirmed_throughput is not None and ref:
-        text += (
-            f"; best feasible (trial {best.number}): {_num(best.confirmed_throughput)} "
-            f"samples/s = {best.confirmed_throughput / ref:.2f}x the reference"
-        )
-    return text
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from autotune.config import Status
 from autotune.records import TrialRecord, trial_status
+from autotune.wire import Status
 
 if TYPE_CHECKING:
     from search_spaces import SearchSpace

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from autotune.backends import Backend
     from autotune.launch.runner import RunnerSettings
-    from autotune.options import StudyOptions
+    from autotune.study_options import StudyOptions
     from search_spaces import SearchSpace
 
 

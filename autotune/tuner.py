@@ -28,14 +28,12 @@ from autotune.analysis import (
 from autotune.backends import get_backend
 from autotune.child.reference import Reference
 from autotune.child.reference import cached as cached_reference
-from autotune.config import Status, TrialConfig, TrialResult
 from autotune.errors import UsageError
 from autotune.host import machine, process_identity, usable_cores
 from autotune.jobs import fp32_reference, trial_job
 from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
-from autotune.options import IDENTITY, StudyOptions, build_space
 from autotune.records import (
     METRIC_NAMES,
     StudyRecord,
@@ -53,6 +51,8 @@ from autotune.records import (
 )
 from autotune.starting_points import queue_starting_points, recipe_config
 from autotune.storage import open_storage
+from autotune.study_options import IDENTITY, StudyOptions, build_space
+from autotune.wire import Status, TrialConfig, TrialResult
 from studies import get_study
 
 if TYPE_CHECKING:

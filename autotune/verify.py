@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from autotune import defaults
-from autotune.config import TrialResult
 from autotune.errors import UsageError
 from autotune.export import PROTOCOL_KEYS, check_schema, load_config
+from autotune.wire import TrialResult
 
 DEFAULT_MAX_SLOWDOWN = defaults.MAX_SLOWDOWN
 ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
@@ -47,7 +47,7 @@ def read_export(path: Path) -> dict[str, Any]:
 def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The export's measurement settings; schema 1 did not record them: StudyOptions'
     defaults then, and a note saying so."""
-    from autotune.options import StudyOptions
+    from autotune.study_options import StudyOptions
 
     defaults = {k: getattr(StudyOptions, k) for k in PROTOCOL_KEYS}
     stored = data.get("protocol")
@@ -193,7 +193,7 @@ def verify(
     from autotune.jobs import fp32_reference, trial_job
     from autotune.launch.probes import check_trial_python
     from autotune.launch.runner import RunnerSettings, run_job
-    from autotune.options import StudyOptions, default_cache_dir
+    from autotune.study_options import StudyOptions, default_cache_dir
     from studies import get_study
 
     if rounds < 1:
@@ -302,7 +302,7 @@ def environment_diff(provenance: dict[str, Any], here: dict[str, Any]) -> list[d
 
 def render_text(report: VerifyReport) -> str:
     """The comparison as a terminal table (stdout)."""
-    from autotune.report import config_label, format_table
+    from autotune.tables import config_label, format_table
 
     prov = report.provenance
     ratio = report.ratios()

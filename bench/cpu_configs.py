@@ -15,10 +15,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from autotune.config import TrialConfig
 from autotune.jobs import fp32_reference, trial_job
 from autotune.launch.runner import RunnerSettings, run_job
-from autotune.options import StudyOptions
+from autotune.study_options import StudyOptions
+from autotune.wire import TrialConfig
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 # (label, batch, level, dtype for activations and all weights, channels_last)

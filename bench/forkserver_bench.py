@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.config import TrialConfig
 from autotune.host import cpu_model, usable_cores
 from autotune.jobs import fp32_reference, trial_job
 from autotune.launch.runner import RunnerSettings, run_job
-from autotune.options import StudyOptions
+from autotune.study_options import StudyOptions
+from autotune.wire import TrialConfig
 
 
 def main() -> int:

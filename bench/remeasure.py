@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 from autotune.analysis import best_feasible, reference_recipe_row, trial_rows
-from autotune.config import TrialConfig
 from autotune.jobs import fp32_reference, trial_job
 from autotune.launch.runner import RunnerSettings, run_job
-from autotune.options import StudyOptions
 from autotune.records import study_record
 from autotune.storage import load_study
+from autotune.study_options import StudyOptions
+from autotune.wire import TrialConfig
 
 
 def grid_best_config(model: str) -> TrialConfig | None:

@@ -42,12 +42,12 @@ import optuna
 
 from autotune.backends import get_backend
 from autotune.child.reference import Reference
-from autotune.config import Status, TrialConfig
 from autotune.jobs import fp32_reference, trial_job
 from autotune.launch.runner import RunnerSettings, run_job
-from autotune.options import StudyOptions
 from autotune.records import write_trial
 from autotune.sampler import make_sampler
+from autotune.study_options import StudyOptions
+from autotune.wire import Status, TrialConfig
 from search_spaces import SearchSpace, default_space
 from studies import get_study
 

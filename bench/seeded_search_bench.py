@@ -24,8 +24,8 @@ from pathlib import Path
 
 from autotune.jobs import layer_sensitivity
 from autotune.launch.runner import RunnerSettings
-from autotune.options import StudyOptions
 from autotune.records import TrialRecord
+from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
 
 FIXED = {"batch_size": {"min": 256, "max": 256}, "optimization_level": [0]}

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from autotune.analysis import best_feasible, trial_rows
 from autotune.backends import get_backend
-from autotune.config import TrialConfig
 from autotune.jobs import trial_job
 from autotune.launch.runner import RunnerSettings, run_job
-from autotune.options import StudyOptions, default_cache_dir
 from autotune.records import TrialRecord
+from autotune.study_options import StudyOptions, default_cache_dir
 from autotune.tuner import Tuner
+from autotune.wire import TrialConfig
 from studies import get_study
 
 

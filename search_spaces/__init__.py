@@ -21,8 +21,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import TrialConfig
 from autotune.errors import UsageError
+from autotune.wire import TrialConfig
 
 if TYPE_CHECKING:
     import optuna

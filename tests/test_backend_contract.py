@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from autotune.backends import Backend, backend_names, get_backend
-from autotune.config import Status, TrialConfig, TrialResult
+from autotune.wire import Status, TrialConfig, TrialResult
 from search_spaces import default_space
 from studies import get_study, study_names
 
@@ -351,7 +351,7 @@ def test_retry_config_is_none_or_one_retry_of_the_same_trial(backend):
 _TUNER_SIDE = """
 import json, sys
 from autotune.backends import get_backend
-from autotune.config import Status, TrialResult
+from autotune.wire import Status, TrialResult
 from autotune.errors import UsageError
 from search_spaces import default_space
 from studies import get_study, study_names

@@ -32,10 +32,10 @@ from autotune.backends._weight_only import (
     quantize_int8,
 )
 from autotune.backends.cuda import CUDABackend, CUDAGraphRunner, build_step
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import UsageError
 from autotune.export import export_dict, render
-from autotune.report import reference_line
+from autotune.tables import reference_line
+from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 from search_spaces import default_space, recipe_params
 from studies import get_study
 
@@ -322,7 +322,7 @@ def test_study_without_visible_gpu_is_one_line_exit_2(cli, tmp_path, devices):
 def test_tuner_queues_the_reference_recipe_first(tmp_path, monkeypatch):
     # Mocked: the GPU's presence (no GPU here). Everything else is the real tuner start.
     monkeypatch.setattr(CUDABackend, "check_devices", lambda self, python, devices: None)
-    from autotune.options import StudyOptions
+    from autotune.study_options import StudyOptions
     from autotune.tuner import Tuner
 
     opts = StudyOptions(

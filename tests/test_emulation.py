@@ -16,9 +16,9 @@ from autotune.backends.cpu import CPUEmulatedTTBackend
 from autotune.child import reference
 from autotune.child.metrics import accuracy_metrics
 from autotune.child.sensitivity import one_at_a_time
-from autotune.config import TrialConfig
 from autotune.numerics import round_bfp
 from autotune.sensitivity import Sensitivity, dtype_starting_points
+from autotune.wire import TrialConfig
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
 from studies import Study, Weight, get_study
 

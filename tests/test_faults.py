@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.config import Status, TrialConfig, TrialJob
 from autotune.launch.runner import RunnerSettings, run_job
+from autotune.wire import Status, TrialConfig, TrialJob
 
 pytestmark = pytest.mark.slow
 

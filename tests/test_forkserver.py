@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from autotune.config import Status, TrialConfig, TrialJob
 from autotune.jobs import fp32_reference
 from autotune.launch import forkserver
 from autotune.launch.runner import RunnerSettings, run_job
+from autotune.wire import Status, TrialConfig, TrialJob
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -239,7 +239,7 @@ def test_tt_backend_keeps_plain_spawn():
 TUNER = """
 import sys
 from autotune.launch import forkserver
-from autotune.config import TrialConfig, TrialJob
+from autotune.wire import TrialConfig, TrialJob
 from autotune.launch.runner import RunnerSettings, run_job
 
 def job(study):

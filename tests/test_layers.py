@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.errors",
         "autotune.paths",
         "autotune.defaults",
-        "autotune.config",
+        "autotune.wire",
         "autotune.measure",
         "autotune.numerics",
         "autotune.host",
@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     # running a study
     (
-        "autotune.options",
+        "autotune.study_options",
         "autotune.jobs",
         "autotune.pruning",
         "autotune.ledger",
@@ -55,8 +55,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.export",
         "autotune.verify",
         "autotune.plots",
+        "autotune.tables",
         "autotune.report",
-        "autotune.html_report",
     ),
     # the user's entry points: the command line and the package's public API
     ("autotune.cli", "autotune.__main__", "=autotune"),

@@ -19,12 +19,12 @@ import optuna
 import pytest
 import sqlalchemy
 
-from autotune.config import Status, TrialResult
 from autotune.host import kernel_id, machine, process_identity
 from autotune.liveness import fail_dead_local_trials
-from autotune.options import StudyOptions
 from autotune.storage import open_storage
+from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
+from autotune.wire import Status, TrialResult
 
 STUDY = "mnist-cpu"
 

@@ -21,8 +21,8 @@ import pytest
 
 from autotune.backends import get_backend
 from autotune.backends.tt import DEFAULT_TRACE_REGION_SIZE, TTBackend
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.launch.runner import RunnerSettings, run_job
+from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 from search_spaces import default_space
 from studies import get_study
 

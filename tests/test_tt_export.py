@@ -22,9 +22,9 @@ from autotune import cli
 from autotune.backends import tt_recipe
 from autotune.backends.tt import TTBackend
 from autotune.backends.tt_export import mixed_precision_map, runnable_script
-from autotune.config import TrialConfig
 from autotune.errors import UsageError
 from autotune.export import export_dict, render
+from autotune.wire import TrialConfig
 from tests.test_tt_backend import (
     ROOT,
     STANDIN,

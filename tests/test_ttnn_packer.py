@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from autotune.backends.cpu import CPUEmulatedTTBackend
-from autotune.config import TrialConfig
 from autotune.numerics import BFP_FORMATS, round_bfp
+from autotune.wire import TrialConfig
 from studies import get_study, study_names
 
 pytestmark = pytest.mark.ttnn

@@ -16,11 +16,11 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import get_backend
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.errors import NothingFoundError
 from autotune.export import export_dict, load_config
 from autotune.measure import Measurement
 from autotune.plots import pareto_plot_data
+from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 from search_spaces import SearchSpace, SpaceError, default_space
 from studies import get_study
 

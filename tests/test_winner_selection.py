@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from autotune.analysis import best_feasible, trial_rows
-from autotune.config import TrialConfig
 from autotune.measure import Measurement
-from autotune.options import StudyOptions
+from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
+from autotune.wire import TrialConfig
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status, TrialConfig, TrialResult
+from autotune.wire import Status, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
-from autotune.config import Status, TrialConfig
+from autotune.wire import Status, TrialConfig
 
 if TYPE_CHECKING:
     import torch

@@ -40,8 +40,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
-from autotune.config import Status, TrialConfig
 from autotune.errors import UsageError
+from autotune.wire import Status, TrialConfig
 
 if TYPE_CHECKING:
     import torch

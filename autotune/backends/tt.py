@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.backends import tt_recipe
 from autotune.backends.base import Backend, Knob
-from autotune.config import Status, TrialConfig, TrialResult
+from autotune.wire import Status, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import torch

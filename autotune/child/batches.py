@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from autotune.config import TrialJob
+    from autotune.wire import TrialJob
     from studies import Study
 
 

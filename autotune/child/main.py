@@ -18,7 +18,7 @@ from pathlib import Path
 from autotune.backends import Backend, get_backend
 from autotune.child.batches import eval_set
 from autotune.child.environment import environment
-from autotune.config import JobMode, Status, TrialJob, TrialResult
+from autotune.wire import JobMode, Status, TrialJob, TrialResult
 from studies import Study, get_study
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status, TrialJob, TrialResult
+from autotune.wire import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
     import torch

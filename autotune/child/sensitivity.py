@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Status, TrialConfig, TrialJob, TrialResult
 from autotune.paths import PROJECT_ROOT
+from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 
 if TYPE_CHECKING:
     import torch

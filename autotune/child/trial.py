@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from autotune.child.batches import eval_set
 from autotune.child.environment import environment
 from autotune.child.metrics import accuracy_metrics
-from autotune.config import Status, TrialJob, TrialResult
 from autotune.measure import Measurement
+from autotune.wire import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
     import torch

@@ -76,7 +76,7 @@ def host_args(p: argparse.ArgumentParser) -> None:
 def host_options(args: argparse.Namespace) -> dict[str, Any]:
     """Settings of this host (not stored with the study)."""
     from autotune.liveness import check_heartbeat
-    from autotune.options import default_cache_dir
+    from autotune.study_options import default_cache_dir
 
     check_heartbeat(args.heartbeat)  # before the study is opened or created
     devices = tuple(d for d in args.devices.split(",") if d) if args.devices else None

@@ -197,7 +197,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autotune.html_report import write_report
+    from autotune.report import write_report
 
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"report output must end in .html, not {args.output.name!r}")

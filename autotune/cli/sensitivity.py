@@ -37,7 +37,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from autotune.cli import views
     from autotune.jobs import layer_sensitivity
     from autotune.launch.runner import RunnerSettings
-    from autotune.options import default_cache_dir
+    from autotune.study_options import default_cache_dir
     from studies import get_study
 
     get_study(args.model)  # unknown model: one line, exit 2

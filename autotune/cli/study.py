@@ -125,8 +125,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from autotune.options import StudyOptions
     from autotune.storage import shown
+    from autotune.study_options import StudyOptions
     from autotune.tuner import Tuner
     from search_spaces import load_space_file
 
@@ -164,9 +164,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from autotune.options import StudyOptions
     from autotune.records import read_study
     from autotune.storage import load_study
+    from autotune.study_options import StudyOptions
     from autotune.tuner import Tuner
 
     host = host_options(args)

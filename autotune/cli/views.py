@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autotune.report import format_table, reference_line, trial_table
+from autotune.tables import format_table, reference_line, trial_table
 
 if TYPE_CHECKING:
     from autotune.analysis import TrialRow

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autotune.backends import get_backend
-from autotune.config import Status, TrialJob, TrialResult
 from autotune.launch import forkserver
 from autotune.launch.probes import checkout_env
+from autotune.wire import Status, TrialJob, TrialResult
 
 STDERR_TAIL_CHARS = 4000
 #: The trial process's entry module (``main(argv, preloaded_bytes)``), named as data: the

@@ -1,0 +1,75 @@
+"""Text tables for the terminal (data on stdout; the CLI decides where it goes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autotune.analysis import TrialRow
+
+
+def config_label(config: dict[str, Any]) -> str:
+    """A compact one-line config: `bs256 O2 bf16 channels_last fc1.weight=bf16 ...`."""
+    if not config:
+        return "-"
+    parts = [f"bs{config['batch_size']}", f"O{config['optimization_level']}"]
+    if config.get("trace"):
+        parts.append("trace")
+    parts.append(config.get("activation_dtype", "?"))
+    knobs = config.get("knobs", config.get("extras", {}))  # "extras": records before the rename
+    parts += [k for k, v in knobs.items() if v is True]
+    parts += [f"{k}={v}" for k, v in knobs.items() if not isinstance(v, bool)]
+    act = config.get("activation_dtype")
+    # "activation": the cuda backend's name for "the activation dtype" (nothing lowered).
+    lowered = {
+        g: d for g, d in config.get("weight_dtypes", {}).items() if d not in (act, "activation")
+    }
+    parts += [f"{g.removesuffix('.weight')}={d}" for g, d in lowered.items()]
+    return " ".join(parts)
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def trial_table(rows: list[TrialRow]) -> str:
+    headers = ["#", "state", "status", "samples/s", "IQR", "drop(pt)", "feasible", "config", "note"]
+    body = [
+        [
+            str(r.number),
+            r.state,
+            r.status,
+            _num(r.throughput),
+            _num(r.metrics.get("throughput_iqr")),
+            _num(r.accuracy_drop, ".3f"),
+            "yes" if r.feasible else "no" if r.measured else "-",
+            config_label(r.config),
+            r.message[:60],
+        ]
+        for r in rows
+    ]
+    return format_table(headers, body)
+
+
+def _num(value: float | None, fmt: str = ",.0f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
+    """The reference recipe's throughput, and the pick's as a multiple of it (the study's goal)."""
+    ref = reference.confirmed_throughput
+    text = (
+        f"reference, the reference recipe (trial {reference.number}, "
+        f"{config_label(reference.config)}): {_num(ref)} samples/s"
+    )
+    if best is not None and best.confirmed_throughput is not None and ref:
+        text += (
+            f"; best feasible (trial {best.number}): {_num(best.confirmed_throughput)} "
+            f"samples/s = {best.confirmed_throughput / ref:.2f}x the reference"
+        )
+    return text

@@ -1,23 +1,73 @@
 """The jobs the tuner side asks trial processes to run, built in one place for the tuner,
-`autotune verify`, the sensitivity command and the benches: a trial's measurement, the fp32
-reference, and the per-layer sensitivity pass. Each runs in a process of its own
+`autotune verify`, the sensitivity command and the benches: the model's description (its
+first fp32 pass), a trial's measurement, the fp32 reference, and the per-layer sensitivity
+pass. Each runs in a process of its own
 (`autotune.launch.runner`); what runs there is `autotune.child`."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autotune.child.reference import BATCH as REFERENCE_BATCH
 from autotune.child.reference import Reference
 from autotune.child.sensitivity import EMULATION_BACKEND, EVAL_BATCH, NUMERICS_RULE
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, UsageError
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.sensitivity import Sensitivity, study_name
 from autotune.wire import JobMode, TrialConfig, TrialJob, TrialResult
+from studies import Weight
 
 if TYPE_CHECKING:
     from autotune.study_options import StudyOptions
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What one fp32 pass showed of a model (`autotune.child.describe`)."""
+
+    weights: tuple[Weight, ...]
+    inputs: str  # e.g. "input_ids: int64[2, 16], attention_mask: int64[2, 16]"
+    output: str
+    scored: str
+    eval_rows: int
+    labels: bool
+    metric: dict[str, Any]  # studies.metrics.Metric.describe()
+
+    def summary(self) -> str:
+        return (
+            f"inputs {self.inputs}; scored output {self.scored}; {self.eval_rows} eval rows"
+            f"{'' if self.labels else ' without labels'}; {len(self.weights)} lowerable weights"
+        )
+
+
+def describe_model(model: str, settings: RunnerSettings, eval_limit: int | None) -> ModelInfo:
+    """Run `model` once in fp32 on its own inputs, in a trial process. A model that cannot
+    is bad input: UsageError, one line naming the model and the error."""
+    job = TrialJob(
+        TrialConfig(model=model, backend="cpu", batch_size=2),
+        mode=JobMode.DESCRIBE,
+        eval_limit=eval_limit,
+    )
+    result = run_job(job, settings)
+    if not result.ok:
+        last = (result.stderr_tail.strip().splitlines() or [""])[-1]
+        raise UsageError(
+            f"model {model!r} cannot run on its own inputs ({result.status}): "
+            f"{result.message or last}"
+        )
+    art = result.artifacts
+    return ModelInfo(
+        weights=tuple(Weight(row["name"], row["kind"]) for row in result.table),
+        inputs=art["inputs"],
+        output=art["output"],
+        scored=art["scored"],
+        eval_rows=int(art["eval_rows"]),
+        labels=art["labels"] == "true",
+        metric=json.loads(art["metric"]),
+    )
 
 
 def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> TrialJob:

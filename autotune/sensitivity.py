@@ -25,15 +25,17 @@ class Sensitivity(NamedTuple):
     weight: str | None
     dtype: str
     accuracy_drop: float
-    agreement: float
+    agreement: float | None
     pcc: float
     max_abs_error: float
     mean_abs_error: float
 
     @property
     def score(self) -> tuple[float, float]:
-        """Lower is less sensitive: flipped predictions first, then output error."""
-        return (1.0 - self.agreement, self.mean_abs_error)
+        """Lower is less sensitive: flipped predictions first (the metric's drop where the
+        output has no classes), then output error."""
+        first = 1.0 - self.agreement if self.agreement is not None else self.accuracy_drop
+        return (first, self.mean_abs_error)
 
 
 def study_name(model: str) -> str:

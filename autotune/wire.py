@@ -23,6 +23,7 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
     CRASH = "crash"
     NAN = "nan"
+    METRIC_ERROR = "metric_error"  # the study's metric failed or returned no finite number
     SLOW = "slow"  # stopped after warm-up: far slower than the best trial so far
     # Not counted in the budget (autotune.tuner.NOT_COUNTED); the first two are queued again.
     INTERRUPTED = "interrupted"  # Ctrl-C
@@ -84,6 +85,7 @@ class JobMode(StrEnum):
     TRIAL = "trial"  # build, compile, time and evaluate one config
     REFERENCE = "reference"  # fp32 eager outputs: the accuracy baseline
     SENSITIVITY = "sensitivity"  # accuracy with one weight at a time lowered
+    DESCRIBE = "describe"  # one fp32 pass: the model's weights, outputs and metric
 
 
 @dataclass(frozen=True)

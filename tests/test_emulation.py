@@ -14,13 +14,13 @@ from autotune.backends import get_backend
 from autotune.backends._torch_dtypes import resolve_weight_map
 from autotune.backends.cpu import CPUEmulatedTTBackend
 from autotune.child import reference
-from autotune.child.metrics import accuracy_metrics
+from autotune.child.metrics import score
 from autotune.child.sensitivity import one_at_a_time
 from autotune.numerics import round_bfp
 from autotune.sensitivity import Sensitivity, dtype_starting_points
 from autotune.wire import TrialConfig
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
-from studies import Study, Weight, get_study
+from studies import TOP1, Study, Weight, get_study
 
 
 def test_group_weights():
@@ -198,7 +198,7 @@ def test_sensitivity_row_is_what_a_trial_with_that_map_measures(name, weight):
     with torch.no_grad():
         out = torch.cat([run(backend.to_device(c, lowered)).float() for c in inputs.split(100)])
     row = next(r for r in rows if r["weight"] == weight and r["dtype"] == "bfp_bf4")
-    assert row == {"weight": weight, "dtype": "bfp_bf4", **accuracy_metrics(out, ref, labels, acc)}
+    assert row == {"weight": weight, "dtype": "bfp_bf4", **score(out, ref, labels, TOP1, acc)}
 
 
 @pytest.mark.parametrize("name", ["mnist", "mnist_transformer"])

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.measure",
         "autotune.numerics",
         "autotune.host",
+        "autotune.pytree",
     ),
     # what is tuned and on what
     ("autotune.backends", "studies", "search_spaces"),

@@ -56,6 +56,7 @@ def main(argv: list[str], preloaded_bytes: int = 0) -> int:
             JobMode.TRIAL: run_trial,
             JobMode.REFERENCE: run_reference,
             JobMode.SENSITIVITY: run_sensitivity,
+            JobMode.DESCRIBE: run_describe,
         }[job.mode]
         result = run(job, get_study(job.config.model), backend)
     except Exception as exc:  # failure is a value: classify it and report it
@@ -76,6 +77,13 @@ def run_reference(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
 
     inputs, labels = eval_set(job, study)
     return reference.run(job, study, inputs, labels, environment(backend))
+
+
+def run_describe(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
+    """One fp32 pass on the study's inputs: what the model is (`autotune.child.describe`)."""
+    from autotune.child import describe
+
+    return describe.run(job, study)
 
 
 def run_sensitivity(job: TrialJob, study: Study, backend: Backend) -> TrialResult:

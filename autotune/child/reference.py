@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune import pytree
+from autotune.child.metrics import metric_value, target_of
 from autotune.wire import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
@@ -28,14 +30,15 @@ if TYPE_CHECKING:
 
     from studies import Study
 
-VERSION = 2  # part of the key: bump when the computation below changes its outputs
+VERSION = 3  # part of the key: bump when the computation below changes its outputs
 BATCH = 1000
 
 
 @dataclass(frozen=True)
 class Reference:
     path: Path
-    accuracy: float | None  # top-1 on the eval set; None for a study without labels
+    # The fp32 model's value of the study's metric on the eval set (top-1 in points, PCC...)
+    accuracy: float | None
     fingerprint: str
     environment: dict[str, Any] = field(default_factory=dict)
 
@@ -62,18 +65,27 @@ def fingerprint(
     model_name: str,
     study: Study,
     model: torch.nn.Module,
-    inputs: torch.Tensor,
+    inputs: Any,
     labels: torch.Tensor | None,
     eval_limit: int | None,
 ) -> str:
-    """sha256 over what decides the reference outputs (eval set already cut to eval_limit)."""
-    h = hashlib.sha256(f"autotune-reference-v{VERSION}|{model_name}|{eval_limit}".encode())
-    for obj in (type(study), type(model)):
-        source = inspect.getsourcefile(obj)
+    """sha256 over what decides the reference outputs (eval set already cut to eval_limit):
+    the code of the study, the model and a factory, the weights, the inputs, the labels."""
+    h = hashlib.sha256(
+        f"autotune-reference-v{VERSION}|{model_name}|{eval_limit}|{study.output}".encode()
+    )
+    for obj in (type(study), type(model), getattr(study, "factory", None)):
+        if obj is None:
+            continue
+        try:
+            source = inspect.getsourcefile(obj)
+        except TypeError:  # built in: nothing to read
+            source = None
         h.update(Path(source).read_bytes() if source else obj.__qualname__.encode())
     for name, tensor in model.state_dict().items():
         _update(h, name, tensor)
-    _update(h, "inputs", inputs)
+    for name, tensor in pytree.paths(inputs):
+        _update(h, f"inputs.{name}", tensor)
     if labels is not None:
         _update(h, "labels", labels)
     return h.hexdigest()
@@ -82,7 +94,7 @@ def fingerprint(
 def ensure(
     model_name: str,
     study: Study,
-    inputs: torch.Tensor,
+    inputs: Any,
     labels: torch.Tensor | None,
     eval_limit: int | None,
     cache_dir: Path,
@@ -103,10 +115,9 @@ def ensure(
     if hit is not None:
         outputs = torch.load(hit.path, map_location="cpu", weights_only=True)
         return hit, outputs
-    outputs = compute(model, inputs)
-    accuracy = None
-    if labels is not None:
-        accuracy = (outputs.argmax(1) == labels).double().mean().item()
+    outputs = compute(model, inputs, study.output)
+    metric = study.scoring(labels is not None)
+    accuracy = metric_value(metric, outputs, target_of(metric, labels, outputs))
     ref = Reference(cache_path(cache_dir, model_name, key), accuracy, key, environment)
     info = {
         "model": model_name,
@@ -120,20 +131,22 @@ def ensure(
     return ref, outputs
 
 
-def compute(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """fp32 eager outputs, in batches (channels_last for convolutions: the same numbers up
-    to summation order, twice as fast on oneDNN)."""
+def compute(model: torch.nn.Module, inputs: Any, output: str | int | None = None) -> torch.Tensor:
+    """The scored output (`output`, see `pytree.select_output`) of fp32 eager runs, in
+    batches (channels_last for convolutions fed one 4-D tensor: the same numbers up to
+    summation order, twice as fast on oneDNN)."""
     import torch
 
-    layout = torch.channels_last if _has_conv(model) and inputs.dim() == 4 else None
+    single = isinstance(inputs, torch.Tensor)
+    layout = torch.channels_last if single and _has_conv(model) and inputs.dim() == 4 else None
     if layout is not None:
         model = model.to(memory_format=layout)
     outs = []
     with torch.no_grad():
-        for chunk in inputs.float().split(BATCH):
+        for chunk in pytree.split(pytree.cast_floating(inputs, torch.float32), BATCH):
             if layout is not None:
                 chunk = chunk.contiguous(memory_format=layout)
-            outs.append(model(chunk).float())
+            outs.append(pytree.select_output(pytree.call(model, chunk), output).float())
     return torch.cat(outs).contiguous()
 
 

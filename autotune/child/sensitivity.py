@@ -101,7 +101,7 @@ def one_at_a_time(
     study: Study,
     backend: Backend,
     config: TrialConfig,
-    inputs: torch.Tensor,
+    inputs: Any,
     labels: torch.Tensor | None,
     reference: torch.Tensor,
     reference_accuracy: float | None,
@@ -122,8 +122,9 @@ def one_at_a_time(
     model whose calls do not replay cleanly is computed in full throughout."""
     import torch
 
+    from autotune import pytree
     from autotune.backends.cpu import card_model, card_weight
-    from autotune.child.metrics import accuracy_metrics
+    from autotune.child.metrics import score
 
     if native_bf16 is None:
         native_bf16 = backend.compute.native
@@ -133,22 +134,32 @@ def one_at_a_time(
     if not native_bf16:
         model = model.float()
     layout = None
-    if inputs.dim() == 4 and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+    single = isinstance(inputs, torch.Tensor)
+    if (
+        single
+        and inputs.dim() == 4
+        and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    ):
         layout = torch.channels_last  # oneDNN's fast layout for convolutions
         model = model.to(memory_format=layout)
-    names = [w.name for w in study.weights if w.kind in backend.weight_kinds]
+    names = [w.name for w in study.tunable_weights(model) if w.kind in backend.weight_kinds]
     cases = [(n, d) for n in names for d in backend.weight_dtypes[1:]]
     params = dict(model.named_parameters())
     lowered = {(n, d): card_weight(params[n], d, rule, n) for n, d in cases}
 
     def batches() -> Any:
-        for batch in inputs.split(config.batch_size):
-            x = batch.to(torch.bfloat16)
-            x = x if native_bf16 else x.float()
+        for batch in pytree.split(inputs, config.batch_size):
+            x = pytree.cast_floating(batch, torch.bfloat16)
+            if not native_bf16:  # bf16 values held in fp32
+                x = pytree.cast_floating(x, torch.float32)
             yield x if layout is None else x.contiguous(memory_format=layout)
 
+    def forward(x: Any) -> torch.Tensor:
+        return pytree.select_output(pytree.call(model, x), study.output).float()
+
+    metric = study.scoring(labels is not None)
     with torch.no_grad():
-        args = (model, names, cases, lowered, batches, not native_bf16)
+        args = (model, forward, names, cases, lowered, batches, not native_bf16)
         try:
             outputs = _lowered_outputs(*args, replay=replay)
         except _ReplayError:
@@ -156,7 +167,7 @@ def one_at_a_time(
     rows = []
     keys = [(None, backend.weight_dtypes[0]), *cases]
     for (name, dtype), outs in zip(keys, outputs, strict=True):
-        metrics = accuracy_metrics(torch.cat(outs), reference, labels, reference_accuracy)
+        metrics = score(torch.cat(outs), reference, labels, metric, reference_accuracy)
         rows.append({"weight": name, "dtype": dtype, **metrics})
     return rows
 
@@ -167,6 +178,7 @@ class _ReplayError(Exception):
 
 def _lowered_outputs(
     model: torch.nn.Module,
+    forward: Any,
     names: list[str],
     cases: list[tuple[str, str]],
     lowered: dict[tuple[str, str], torch.Tensor],
@@ -194,7 +206,7 @@ def _lowered_outputs(
         ops.record(track=i == 0)
         try:
             with ops:
-                outputs[0].append(model(x).float())
+                outputs[0].append(forward(x))
         finally:
             for h in hooks:
                 h.remove()
@@ -204,13 +216,13 @@ def _lowered_outputs(
             params[name].copy_(lowered[(name, dtype)])
             ops.replay(stops.get(owners[name], 0))
             with ops:
-                out = model(x).float()
+                out = forward(x)
             if ops.stop:
                 ops.check_unchanged()
             if i == 0 and ops.stop:
                 ops.replay(0)
                 with ops:
-                    full = model(x).float()
+                    full = forward(x)
                 if not torch.equal(out, full):
                     stops[owners[name]], out = 0, full  # the replay missed an effect
             params[name].copy_(originals[name])

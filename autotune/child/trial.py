@@ -7,15 +7,14 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from autotune.child.batches import eval_set
+from autotune import pytree
+from autotune.child.batches import eval_outputs, eval_set, host_batch, to_device, to_host
 from autotune.child.environment import environment
-from autotune.child.metrics import accuracy_metrics
+from autotune.child.metrics import MetricError, score
 from autotune.measure import Measurement
 from autotune.wire import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
-    import torch
-
     from autotune.backends import Backend
     from studies import Study
 
@@ -33,10 +32,12 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         run = backend.prepare(study.build_model(), cfg)
         timings["prepare_s"] = time.perf_counter() - start
         # Made once, outside the timed loop (e.g. tt's bf16 input, as the reference recipe does).
-        x = backend.host_input(study.example_input(cfg.batch_size), cfg)
+        x = host_batch(backend, study.example_input(cfg.batch_size), cfg)
+        if pytree.rows(x) != cfg.batch_size:
+            raise pytree.BatchError(f"example_input({cfg.batch_size}) gave {pytree.rows(x)} rows")
 
-        def step() -> torch.Tensor:
-            return backend.to_host(run(backend.to_device(x, cfg)))
+        def step() -> Any:
+            return to_host(backend, pytree.call(run, to_device(backend, x, cfg)))
 
         # At least `warmup_iters` iterations (the 1st compiles, the 2nd captures a trace),
         # then on until `warmup_seconds` have passed: CPU kernels, allocator caches and clocks
@@ -67,7 +68,7 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
 
         start = time.perf_counter()
         inputs, labels = eval_set(job, study)
-        outputs = _evaluate(run, backend, job, inputs)
+        outputs = eval_outputs(run, backend, study, inputs, cfg)
         timings["eval_s"] = time.perf_counter() - start
 
     metrics: dict[str, Any] = {**measurement.summary(), "batch_size": cfg.batch_size}
@@ -86,7 +87,11 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
     reference = torch.load(job.reference_path, map_location="cpu", weights_only=True)
     if job.eval_limit:
         reference = reference[: job.eval_limit]
-    metrics.update(accuracy_metrics(outputs, reference, labels, job.reference_accuracy))
+    metric = study.scoring(labels is not None)
+    try:
+        metrics.update(score(outputs, reference, labels, metric, job.reference_accuracy))
+    except MetricError as exc:  # the study's own metric: a failed trial with the reason
+        result.status, result.message = Status.METRIC_ERROR, str(exc)
     return result
 
 
@@ -124,17 +129,3 @@ def _measure(step: Any, backend: Backend, job: TrialJob, per_iter_estimate: floa
 def _stable(blocks: list[float], iters: int, batch_size: int) -> bool:
     m = Measurement(tuple(blocks), iters, batch_size)
     return m.throughput_iqr <= STABLE_IQR_RATIO * m.throughput
-
-
-def _evaluate(run: Any, backend: Backend, job: TrialJob, inputs: torch.Tensor) -> torch.Tensor:
-    """Outputs for the eval set at the trial's batch size (last batch zero-padded, so a
-    compiled model sees one shape only)."""
-    import torch
-
-    bs = job.config.batch_size
-    n = len(inputs)
-    pad = (-n) % bs
-    if pad:
-        inputs = torch.cat([inputs, inputs.new_zeros((pad, *inputs.shape[1:]))])
-    outs = [backend.to_host(run(backend.to_device(c, job.config))) for c in inputs.split(bs)]
-    return torch.cat(outs).float()[:n]

@@ -441,6 +441,12 @@ def trial_facts(impl: str) -> dict[str, Any]:
             "eval_shape": list(out.shape),
             "agreement": (out.float().argmax(1) == fp32.argmax(1)).double().mean().item(),
         }
+    # Token ids and masks: moved to the device and back, never cast (the contract).
+    ids = torch.arange(6).reshape(2, 3)
+    for label, config in configs(backend).items():
+        for name, tensor in (("int64", ids), ("bool", ids > 2)):
+            back = backend.to_host(backend.to_device(tensor, config))
+            facts[label][f"{name}_kept"] = back.dtype == tensor.dtype and torch.equal(back, tensor)
     facts["device_name"] = backend.device_name()
     facts["versions"] = backend.versions()
     facts["numerics"] = backend.numerics()
@@ -492,6 +498,11 @@ def test_prepared_model_maps_a_batch_to_finite_cpu_outputs(facts, label):
     assert got["devices"] == ["cpu"]  # to_host
     assert got["floating"] and got["finite"]
     assert got["repeatable"]  # eval mode, and nothing left over from the previous iteration
+
+
+@pytest.mark.parametrize("label", ["first", "last"])
+def test_integer_and_bool_inputs_are_never_cast(facts, label):
+    assert facts[label]["int64_kept"] and facts[label]["bool_kept"]
 
 
 @pytest.mark.parametrize("label", ["first", "last"])

@@ -39,10 +39,12 @@ class Backend(ABC):
     (and by the backend's own `prepare`): none of them may import torch or device libraries.
     `initialize`, `prepare`, `device_name`, `host_input`, `to_device`, `to_host` and
     `synchronize` run only inside the trial process, once per process (device runtimes
-    keep global state). `prepare` returns a callable that maps a device batch to a device
-    output; the trial process makes the host batch once with `host_input`, then times
-    `to_host(run(to_device(x)))` per iteration, the loop users run, and calls
-    `synchronize()` at each block end.
+    keep global state). `prepare` returns a callable that the trial process calls as the
+    model is called (``run(x)``, ``run(*x)`` or ``run(**x)`` for a tensor, a tuple or a
+    dict batch: `autotune.pytree.call`) and that returns the model's output on the device.
+    The trial process makes the host batch once with `host_input` (its floating tensors),
+    then times `to_host(run(to_device(x)))` per iteration, tensor by tensor, the loop users
+    run, and calls `synchronize()` at each block end.
     """
 
     name: str
@@ -110,13 +112,12 @@ class Backend(ABC):
     def device_name(self) -> str: ...
 
     @abstractmethod
-    def prepare(
-        self, model: torch.nn.Module, config: TrialConfig
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         """Apply `config` to the fp32 eval-mode `model` and compile it."""
 
     def host_input(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
-        """The batch as the user's program holds it on the host before each inference,
+        """One floating-point tensor of the batch as the user's program holds it on the host
+        before each inference (integer and bool tensors are not passed here),
         made once, outside the timed loop. The default keeps the study's input as it is
         (e.g. fp32 from the data pipeline), so converting it is part of each timed
         iteration; a backend whose reference recipe prepares the input once (tt) converts
@@ -125,8 +126,11 @@ class Backend(ABC):
 
     @abstractmethod
     def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
-        """Move a host batch to the device (timed, every iteration). It must also accept a
-        batch that did not go through `host_input` (e.g. the eval set's batches)."""
+        """Move one tensor of a host batch to the device (timed, every iteration; a batch
+        may hold several: a dict or tuple). Floating-point tensors may be cast to the
+        activation dtype; integer and bool tensors (token ids, masks) must keep their dtype.
+        It must also accept a tensor that did not go through `host_input` (e.g. the eval
+        set's batches)."""
 
     def to_host(self, y: torch.Tensor) -> torch.Tensor:
         return y.to("cpu")

@@ -53,9 +53,7 @@ class CPUBackend(Backend):
 
         return cpu_model()
 
-    def prepare(
-        self, model: torch.nn.Module, config: TrialConfig
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         import torch
 
         from autotune.backends._torch_dtypes import TORCH_DTYPES, apply_layer_dtypes
@@ -75,6 +73,8 @@ class CPUBackend(Backend):
 
         from autotune.backends._torch_dtypes import TORCH_DTYPES
 
+        if not x.is_floating_point():  # token ids, masks, categories: never cast
+            return x
         x = x.to(TORCH_DTYPES[config.activation_dtype])
         if config.knob_map.get("channels_last") and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -118,9 +118,7 @@ class CPUEmulatedTTBackend(CPUBackend):
                 self._compute = _bf16.BF16Compute(self._native, "chosen by the caller")
         return self._compute
 
-    def prepare(
-        self, model: torch.nn.Module, config: TrialConfig
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         import torch
 
         model = card_model(model, config.weight_dtype_map, self.numerics_rule, self.compute.native)
@@ -136,6 +134,8 @@ class CPUEmulatedTTBackend(CPUBackend):
     def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
         import torch
 
+        if not x.is_floating_point():  # token ids, masks, categories: never cast
+            return x
         x = x.to(torch.bfloat16)
         if not self.compute.native:
             x = x.float()  # bf16 values in fp32

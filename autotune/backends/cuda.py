@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
 from autotune.errors import UsageError
+from autotune.pytree import leaves, tree_map
 from autotune.wire import Status, TrialConfig
 
 if TYPE_CHECKING:
@@ -207,9 +208,7 @@ class CUDABackend(Backend):
         major, minor = torch.cuda.get_device_capability(self._device)
         return major, minor
 
-    def prepare(
-        self, model: torch.nn.Module, config: TrialConfig
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         if self._device is None:
             self.initialize(config)
         uses_fp8 = "fp8_e4m3" in config.weight_dtype_map.values()
@@ -227,17 +226,13 @@ class CUDABackend(Backend):
         return run
 
     def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
-        """The host batch on the GPU, as it arrives (the step casts it): with trace, written
-        straight into the graph's static input; with pinned_input, through a page-locked
-        buffer and a non-blocking copy."""
+        """A tensor of the host batch on the GPU, as it arrives (the step casts floating
+        tensors; with trace, the graph copies it into its static input); with pinned_input,
+        through a page-locked buffer and a non-blocking copy."""
         pinned = bool(config.knob_map.get("pinned_input", False))
         if pinned:
             x = self._stage_pinned(x)
-        if self._graph is None:
-            out = x.to(self._device, non_blocking=pinned)
-        else:
-            out = self._graph.input_buffer(x.shape, x.dtype, self._device)
-            out.copy_(x, non_blocking=pinned)
+        out = x.to(self._device, non_blocking=pinned)
         if pinned:
             self._copied.record()  # done when the copy out of the pinned buffer is
         return out
@@ -306,7 +301,7 @@ def build_step(
     config: TrialConfig,
     device: Any,
     compile_options: dict[str, Any],
-) -> Callable[[torch.Tensor], torch.Tensor]:
+) -> Callable[..., Any]:
     """`config` applied to the fp32 eval-mode `model` on `device`: the weight-only layers
     quantized from the fp32 weights, the rest cast to the activation dtype, channels_last,
     then the input-cast step, compiled with `compile_options` (torch.compile kwargs).
@@ -326,86 +321,87 @@ def build_step(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
+    def cast(x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():  # token ids, masks: as they are
+            return x
+        x = x.to(dtype)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
     class Step(torch.nn.Module):
-        """Cast the input to the activation dtype (and NHWC), then the model: inside the
-        compiled region and the CUDA graph, so the cast fuses with the first kernel."""
+        """Cast the floating inputs to the activation dtype (and NHWC), then the model:
+        inside the compiled region and the CUDA graph, so the cast fuses with the first
+        kernel. Called as the model is: ``step(x)``, ``step(*x)`` or ``step(**x)``."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x.to(dtype)
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x)
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return self.model(*tree_map(cast, args), **tree_map(cast, kwargs))
 
     step = Step().to(device)
     return torch.compile(step, **compile_options) if compile_options else step
 
 
 class CUDAGraphRunner:
-    """Runs `fn` as CUDA graphs: one capture per input shape, then replays.
+    """Runs `fn` as CUDA graphs: one capture per input signature (the batch's structure and
+    each tensor's shape, dtype and device), then replays.
 
     As in torch's CUDA graphs notes: a few warm-up calls on a side stream (they also compile
     a torch.compile'd `fn` and settle cuDNN's algorithm choice), then capture into a graph
-    whose input and output are static buffers. Each call copies its input into the static
-    input (skipped when the caller wrote there already, via `input_buffer`) and replays.
-    The result is the static output: the next call overwrites it, so copy it first.
+    whose inputs and outputs are static buffers. Each call copies its tensors into the
+    static inputs (one device-to-device copy each) and replays. The result is the static
+    output: the next call overwrites it, so copy it first.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], warmup_iters: int = GRAPH_WARMUP_ITERS) -> None:
+    def __init__(self, fn: Callable[..., Any], warmup_iters: int = GRAPH_WARMUP_ITERS) -> None:
         self._fn = fn
         self._warmup_iters = warmup_iters
-        self._inputs: dict[tuple, Any] = {}
-        self._graphs: dict[tuple, tuple[Any, Any]] = {}
+        self._graphs: dict[tuple, tuple[Any, Any, Any]] = {}
 
     @property
     def captures(self) -> int:
         return len(self._graphs)
 
-    def input_buffer(self, shape: Sequence[int], dtype: Any, device: Any) -> torch.Tensor:
-        """The static input for inputs of this shape and dtype (allocated on first use)."""
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import torch
 
-        key = self._key(shape, dtype, device)
-        if key not in self._inputs:
-            self._inputs[key] = torch.empty(tuple(shape), dtype=dtype, device=key[2])
-        return self._inputs[key]
-
-    @staticmethod
-    def _key(shape: Sequence[int], dtype: Any, device: Any) -> tuple:
-        import torch
-
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one
-            device = torch.device("cuda", torch.cuda.current_device())
-        return (tuple(shape), dtype, device)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        static = self.input_buffer(x.shape, x.dtype, x.device)
-        if x is not static:
-            static.copy_(x)
-        key = self._key(x.shape, x.dtype, x.device)
+        batch = (args, kwargs)
+        shapes = [(tuple(t.shape), t.dtype, _device_key(t.device)) for t in leaves(batch)]
+        key = (repr(tree_map(lambda t: None, batch)), *shapes)
         if key not in self._graphs:
+            static = tree_map(torch.empty_like, batch)
             with torch.no_grad():
-                self._graphs[key] = self._capture(static)
-        graph, out = self._graphs[key]
+                self._graphs[key] = (static, *self._capture(static))
+        static, graph, out = self._graphs[key]
+        for target, source in zip(leaves(static), leaves(batch), strict=True):
+            target.copy_(source)
         graph.replay()
         return out
 
-    def _capture(self, static: torch.Tensor) -> tuple[Any, Any]:
+    def _capture(self, static: tuple[tuple, dict]) -> tuple[Any, Any]:
         import torch
 
+        args, kwargs = static
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self._warmup_iters):
-                self._fn(static)
+                self._fn(*args, **kwargs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._fn(static)
+            out = self._fn(*args, **kwargs)
         return graph, out
+
+
+def _device_key(device: Any) -> Any:
+    """ "cuda" and "cuda:0" are one device."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device

@@ -170,9 +170,7 @@ class TTBackend(Backend):
             )
         tt_recipe.SELECT_DEVICE(tt_recipe.names("xr"))
 
-    def prepare(
-        self, model: torch.nn.Module, config: TrialConfig
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         # Importing tt_torch also registers the "tt" torch.compile backend.
         names = tt_recipe.names(
             "torch",
@@ -191,12 +189,15 @@ class TTBackend(Backend):
         return names.model
 
     def host_input(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+        if not x.is_floating_point():  # token ids, masks: as they are
+            return x
         return tt_recipe.CAST_INPUT(tt_recipe.names("torch", inputs=x))
 
     def to_device(self, x: torch.Tensor, config: TrialConfig) -> torch.Tensor:
         import torch
 
-        if x.dtype != torch.bfloat16:  # a batch not made by host_input (eval set): cast it
+        if x.is_floating_point() and x.dtype != torch.bfloat16:
+            # a batch not made by host_input (eval set): cast it
             x = x.to(torch.bfloat16)
         return tt_recipe.TO_DEVICE(tt_recipe.names(inputs=x, device=self._device))
 

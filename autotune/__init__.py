@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["apply_config", "load_config"]
+__all__ = ["apply_config", "load_config", "tune"]
 __version__ = "0.1.0"
 
 
@@ -17,6 +17,13 @@ def apply_config(model: Any, source: Any) -> Any:
     from autotune.export import apply_config as _apply
 
     return _apply(model, source)
+
+
+def tune(model: Any, **options: Any) -> Any:
+    """See `autotune.api.tune`."""
+    from autotune.api import tune as _tune
+
+    return _tune(model, **options)
 
 
 def load_config(source: Any) -> Any:

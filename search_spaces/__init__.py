@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import optuna
 
     from autotune.backends import Backend
-    from studies import Study
+    from studies import Study, Weight
 
 __all__ = [
     "BatchSize",
@@ -200,10 +200,15 @@ def load_space_file(path: Path) -> dict[str, Any]:
 
 
 def default_space(
-    study: Study, backend: Backend, max_batch_size: int | None = None, model: str | None = None
+    study: Study,
+    backend: Backend,
+    max_batch_size: int | None = None,
+    model: str | None = None,
+    weights: Sequence[Weight] | None = None,
 ) -> SearchSpace:
     """Everything the backend offers for this study (`model`: the name the trial process resolves,
-    when it differs from the study's own, e.g. ``pkg.module:ATTR``)."""
+    when it differs from the study's own, e.g. ``pkg.module:ATTR``; `weights`: the model's
+    lowerable weights as a describe job found them, else the study's own list)."""
     top = max_batch_size or study.max_batch_size
     if top < 1 or top & (top - 1):
         raise SpaceError(f"max batch size must be a power of two, not {top}")
@@ -236,7 +241,11 @@ def default_space(
         )
     )
     dims += [Dimension(k.name, KNOB_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
-    names = [w.name for w in study.weights if w.kind in backend.weight_kinds]
+    if weights is None:
+        if study.weights is None:
+            raise SpaceError(f"study {study.name!r} lists no weights: describe the model first")
+        weights = study.weights
+    names = [w.name for w in weights if w.kind in backend.weight_kinds]
     dims += [
         Dimension(
             WEIGHT_PREFIX + label,

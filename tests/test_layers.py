@@ -60,7 +60,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.report",
     ),
     # the user's entry points: the command line and the package's public API
-    ("autotune.cli", "autotune.__main__", "=autotune"),
+    ("autotune.cli", "autotune.api", "autotune.__main__", "=autotune"),
 )
 # Third-party modules the trial interpreter may lack: the child side never imports them.
 TUNER_ONLY = ("optuna", "sqlalchemy", "matplotlib", "tqdm", "yaml")

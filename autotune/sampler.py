@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from autotune.records import TrialRecord, trial_status
+from autotune.records import TrialRecord, retried_numbers, trial_status
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -229,6 +229,7 @@ def _oom_bound(params: dict[str, Any], ooms: list[dict[str, Any]]) -> bool:
 def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:
     """Observed records from stored trials (feasible = every constraint <= 0)."""
     running = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    retried = retried_numbers(trials)
     out = []
     for t in trials:
         if not t.params and t.state not in running:
@@ -238,7 +239,7 @@ def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:
             constraints = list(t.constraints.values())
             if constraints and all(c <= 0 for c in constraints) and math.isfinite(t.values[0]):
                 score = t.values[0]
-        status = trial_status(t)
+        status = trial_status(t, retried)
         speed = None
         if status == Status.SLOW:  # stopped after warm-up: how fast it was by then
             speed = (TrialRecord.of(t).metrics or {}).get("throughput_samples_per_s")

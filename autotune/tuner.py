@@ -42,6 +42,7 @@ from autotune.records import (
     enqueue,
     named_constraints,
     read_study,
+    retried_numbers,
     set_block_times,
     set_constraints,
     study_record,
@@ -67,25 +68,19 @@ MEASURED = {Status.OK, Status.NAN, Status.OOM, Status.SLOW}
 CONFIRM_CAP_FACTOR = 2
 
 
-def counts(t: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> bool:
+def counts(t: optuna.trial.FrozenTrial, retried: Container[int]) -> bool:
     """Whether a trial used up one unit of the budget.
 
     A trial another tuner failed under its owner (stale heartbeat) never does, whatever its
     owner wrote on it first: its config was queued again (its number is in `retried`, see
     `retried_numbers`), and a measured status (ok, nan, oom) on a FAIL trial can only be
     such an owner's (its own tell finishes those COMPLETE or PRUNED)."""
-    status = trial_status(t)
+    status = trial_status(t, retried)
     if not t.state.is_finished() or status is None or status in NOT_COUNTED:
         return False
     if t.number in retried:
         return False
     return not (t.state.name == "FAIL" and status in MEASURED)
-
-
-def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the trials whose config was queued again (lost or interrupted)."""
-    retries = (TrialRecord.of(t).retry_of for t in trials)
-    return {n for n in retries if n is not None}
 
 
 class Tuner:
@@ -448,8 +443,10 @@ class Tuner:
         """A counted trial that makes running `config` pointless: the same config, or the
         same config at a smaller batch size that ran out of memory."""
         key = config.key()
-        for t in self.study.get_trials(deepcopy=False):
-            if t.number == number or not counts(t):
+        trials = self.study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        for t in trials:
+            if t.number == number or not counts(t, retried):
                 continue
             record = TrialRecord.of(t)
             if record.config_key == key:

@@ -21,6 +21,7 @@ import sqlalchemy
 
 from autotune.host import kernel_id, machine, process_identity
 from autotune.liveness import fail_dead_local_trials
+from autotune.records import TrialRecord, retried_numbers
 from autotune.storage import open_storage
 from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
@@ -102,8 +103,9 @@ def test_stale_failed_trial_counts_once_and_owner_goes_on(tmp_path, monkeypatch,
     trials = stored(tuner)
     lost = trials[trial.number]
     assert lost.state == optuna.trial.TrialState.FAIL
-    assert lost.user_attrs["status"] == "lost"
-    assert "heartbeat" in lost.user_attrs["message"]
+    record = TrialRecord.of(lost, retried_numbers(trials))
+    assert record.status == "lost"
+    assert "heartbeat" in record.message
     retries = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
     assert [t.state for t in retries] == [optuna.trial.TrialState.WAITING]
     assert tuner.counted_trials() == 0
@@ -111,8 +113,9 @@ def test_stale_failed_trial_counts_once_and_owner_goes_on(tmp_path, monkeypatch,
 
 
 def test_failed_trial_with_a_retry_never_counts(tmp_path):
-    """Between another host failing a trial and marking it `lost`, a reader sees the trial
-    with its owner's status (here "crash"); once its retry is queued it does not count."""
+    """Between another host failing a trial and queuing its retry (which marks it `lost`),
+    a reader sees the trial with its owner's status (here "crash"); once its retry is
+    queued it does not count."""
     tuner = make_tuner(tmp_path)
     trial = tuner.study.ask()
     tuner._claim(trial)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from autotune.pruning import oom_bound
 from autotune.records import TrialRecord, retried_numbers, trial_status
 from autotune.wire import Status
 
@@ -87,7 +88,7 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
     if not scored:  # nothing feasible yet: the start, then its moves
         start = _start(space)
         for candidate in [start, *_moves(space, start)]:
-            if candidate not in tried and not _oom_bound(candidate, ooms):
+            if candidate not in tried and not any(oom_bound(candidate, o, BATCH) for o in ooms):
                 return candidate
         return None
     best = scored[0].score
@@ -114,7 +115,7 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
                 pick is not None and key >= pick
             ):
                 continue
-            if move in tried or _oom_bound(move, ooms):
+            if move in tried or any(oom_bound(move, o, BATCH) for o in ooms):
                 continue
             pick, chosen = key, move
     return chosen
@@ -215,15 +216,6 @@ def _moves(
     yield from batch(1)
     for d in space.weight_dimensions if per_layer else ():
         yield from flips(d.name)
-
-
-def _oom_bound(params: dict[str, Any], ooms: list[dict[str, Any]]) -> bool:
-    """The same config ran out of memory at this or a smaller batch size."""
-    rest = {k: v for k, v in params.items() if k != BATCH}
-    return any(
-        {k: v for k, v in o.items() if k != BATCH} == rest and o[BATCH] <= params[BATCH]
-        for o in ooms
-    )
 
 
 def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:

@@ -34,6 +34,7 @@ from autotune.jobs import fp32_reference, trial_job
 from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.liveness import Heartbeat, check_heartbeat, fail_lost_trials
+from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
 from autotune.records import (
     METRIC_NAMES,
     StudyRecord,
@@ -91,8 +92,7 @@ class Tuner:
 
         if opts.trials < 1:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
-        if opts.stop_ratio < 0 or 0 < opts.stop_ratio <= 1:
-            raise UsageError(f"--stop-slower must be 0 (off) or above 1, not {opts.stop_ratio:g}")
+        check_stop_ratio(opts.stop_ratio)
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
         check_heartbeat(opts.heartbeat_s)
@@ -304,9 +304,7 @@ class Tuner:
                 entry = {"status": str(result.status), "message": result.message[:200]}
             add_confirmation(self.study, row.number, entry)
 
-    def _slot_loop(
-        self, device: str | None, ref: Reference, done: threading.Event
-    ) -> None:
+    def _slot_loop(self, device: str | None, ref: Reference, done: threading.Event) -> None:
         import optuna
 
         env = {self.backend.visible_devices_env: device} if device is not None else {}
@@ -380,13 +378,11 @@ class Tuner:
         )
         self.storage.record_heartbeat(trial._trial_id)
 
-    def _run_one(
-        self, trial: optuna.Trial, runner: RunnerSettings, ref: Reference
-    ) -> None:
+    def _run_one(self, trial: optuna.Trial, runner: RunnerSettings, ref: Reference) -> None:
         config = self.space.suggest(trial)
         write_trial(trial, config=config.to_dict(), config_key=config.key())
         with self._lock:
-            earlier = self._earlier_outcome(config, trial.number)
+            earlier = earlier_outcome(config, self._counted(self.study.get_trials(deepcopy=False)))
             if earlier is not None:
                 if self._told(trial, self._copy_outcome, trial, earlier):
                     self._advance()
@@ -408,7 +404,10 @@ class Tuner:
         runner: RunnerSettings,
         ref: Reference,
     ) -> TrialResult:
-        job = replace(trial_job(self.opts, config, ref), stop_below=self._stop_below())
+        job = replace(
+            trial_job(self.opts, config, ref),
+            stop_below=stop_below(self.study, self.opts.stop_ratio),
+        )
         result = run_job(job, runner, cancel=self._stop)
         retry = self.backend.retry_config(config, result)
         if retry is not None and not self._stop.is_set():
@@ -423,14 +422,6 @@ class Tuner:
             result = run_job(replace(job, config=retry), runner, cancel=self._stop)
         return result
 
-    def _stop_below(self) -> float | None:
-        """Clearly losing (tinygrad's BEAM stops timing at 3x slower than the best): the
-        trial ends after warm-up, which saves its timing and its full-set evaluation."""
-        if not self.opts.stop_ratio:
-            return None
-        best = best_feasible(trial_rows(self.study))
-        return best.throughput / self.opts.stop_ratio if best is not None else None
-
     def _advance(self) -> None:
         self._bar.update(1)
         best = best_feasible(trial_rows(self.study))
@@ -438,27 +429,6 @@ class Tuner:
             self._bar.set_postfix_str(
                 f"best feasible {best.throughput:,.0f} samples/s (#{best.number})"
             )
-
-    def _earlier_outcome(self, config: TrialConfig, number: int) -> optuna.trial.FrozenTrial | None:
-        """A counted trial that makes running `config` pointless: the same config, or the
-        same config at a smaller batch size that ran out of memory."""
-        key = config.key()
-        trials = self.study.get_trials(deepcopy=False)
-        retried = retried_numbers(trials)
-        for t in trials:
-            if t.number == number or not counts(t, retried):
-                continue
-            record = TrialRecord.of(t)
-            if record.config_key == key:
-                return t
-            if record.status == Status.OOM and record.config is not None:
-                other = TrialConfig.from_dict(record.config)
-                if (
-                    other.batch_size <= config.batch_size
-                    and other.with_batch_size(config.batch_size) == config
-                ):
-                    return t
-        return None
 
     def _copy_outcome(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
         """Record what an earlier trial already showed, without starting a trial process."""

@@ -96,7 +96,8 @@ class TrialJob:
     warmup_iters: int = 3
     warmup_seconds: float = 0.5
     min_blocks: int = 5
-    # Stop after warm-up, neither timed nor evaluated, below this many samples/s.
+    # Stop after warm-up, neither timed nor evaluated, below this many samples/s
+    # (`autotune.pruning.stop_below`).
     stop_below: float | None = None
     reference_path: str | None = None
     reference_accuracy: float | None = None

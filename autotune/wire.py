@@ -24,7 +24,7 @@ class Status(StrEnum):
     CRASH = "crash"
     NAN = "nan"
     SLOW = "slow"  # stopped after warm-up: far slower than the best trial so far
-    # Not counted in the budget (autotune.tuner.NOT_COUNTED); the first two are queued again.
+    # Not counted in the budget (autotune.ledger.NOT_COUNTED); the first two are queued again.
     INTERRUPTED = "interrupted"  # Ctrl-C
     LOST = "lost"  # its tuner died or stopped beating (autotune.liveness)
     SURPLUS = "surplus"  # asked when other hosts had taken the last of the budget; not run

@@ -7,14 +7,13 @@ study through an RDB storage: the trial budget is stored with the study and kept
 each (`autotune.ledger`), a heartbeat marks each running trial, and trials of a tuner that
 died are failed and re-queued by whoever notices first (`autotune.liveness`). A result
 becomes a trial state by `autotune.outcome`; what is not worth running is
-`autotune.pruning`. A new study's starting points are queued by `autotune.starting_points`; what a
-study and its trials store is `autotune.records`.
+`autotune.pruning`. A study's record, reference and starting points come from
+`autotune.starting_points`; what a study and its trials store is `autotune.records`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import warnings
 from dataclasses import replace
@@ -29,30 +28,20 @@ from autotune.analysis import (
 )
 from autotune.backends import get_backend
 from autotune.child.reference import Reference
-from autotune.child.reference import cached as cached_reference
 from autotune.errors import UsageError
 from autotune.host import machine, usable_cores
-from autotune.jobs import fp32_reference, trial_job
+from autotune.jobs import trial_job
 from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.ledger import Ledger, trials_in_budget
 from autotune.liveness import Heartbeat, check_heartbeat
 from autotune.outcome import Scoring, tell, tell_copy
 from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
-from autotune.records import (
-    METRIC_NAMES,
-    StudyRecord,
-    TrialRecord,
-    add_confirmation,
-    read_study,
-    write_study,
-    write_trial,
-)
-from autotune.starting_points import queue_starting_points, recipe_config
+from autotune.records import METRIC_NAMES, TrialRecord, add_confirmation, write_trial
+from autotune.starting_points import open_record, study_reference
 from autotune.storage import open_storage
-from autotune.study_options import IDENTITY, StudyOptions, build_space
+from autotune.study_options import StudyOptions, build_space
 from autotune.wire import Status, TrialConfig, TrialResult
-from studies import get_study
 
 if TYPE_CHECKING:
     import optuna
@@ -114,9 +103,7 @@ class Tuner:
         # The sampler is per process; its seed only makes a single-process study repeatable.
         self.study.sampler = make_sampler(opts.sampler, self.space, opts.seed)
         self._joined = join_existing
-        self.record, created = self._check_metadata()
-        if created:
-            queue_starting_points(self.study, self.space, self.backend, opts, self.runner)
+        self.record = open_record(self.study, self.space, self.backend, opts, self.runner)
         self.ledger = Ledger(
             self.study,
             self.storage,
@@ -127,71 +114,9 @@ class Tuner:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
 
-    # --- study metadata ------------------------------------------------------------------
-
-    def _check_metadata(self) -> tuple[StudyRecord, bool]:
-        """The study's record, and whether this call created it (a new study); an existing
-        study must have been started with the same identity options and space."""
-        record = read_study(self.study)
-        wanted = {**self.opts.shared(), "space_signature": self.space.signature()}
-        if record is None:
-            record = StudyRecord(
-                options=wanted,
-                trials_budget=self.opts.trials,
-                weight_groups=self._weight_groups(),
-                reference_recipe=recipe_config(self.space, self.backend),
-            )
-            write_study(self.study, record)
-            return record, True
-        for key in (*IDENTITY, "space_signature"):
-            if record.options.get(key) != wanted[key]:
-                what = "space" if key == "space_signature" else key.replace("_", " ")
-                raise UsageError(
-                    f"study {self.opts.name!r} exists with a different {what}; "
-                    f"resume it with its original options or start a new one with --study-name"
-                )
-        if record.trials_budget != self.opts.trials:
-            record.trials_budget = self.opts.trials
-            write_study(self.study, record)
-        return record, False
-
-    def _weight_groups(self) -> dict[str, list[str]]:
-        """Each weight-dtype dimension's label -> the weight names it sets."""
-        from fnmatch import fnmatchcase
-
-        names = [w.name for w in get_study(self.opts.model).weights]
-        return {
-            label: [n for n in names if any(fnmatchcase(n, m) for m in members)]
-            for label, members in self.space.weight_groups().items()
-        }
-
     def reference(self) -> Reference:
-        """fp32 outputs on the eval set (`autotune.child.reference`): one cached file per model,
-        weights and eval set on this host, shared by its studies and sensitivity passes."""
-        recorded = self.record.reference_fingerprint
-        if recorded:
-            hit = cached_reference(self.opts.cache_dir, self.opts.model, recorded)
-            if hit is not None:
-                return replace(hit, accuracy=self.record.reference_accuracy)
-        ref = fp32_reference(
-            self.opts.model, self.opts.eval_limit, self.runner, self.opts.cache_dir
-        )
-        if recorded and recorded != ref.fingerprint:
-            print(
-                f"autotune: warning: model {self.opts.model!r} here (weights, code or eval "
-                "data) differs from the one this study started with; accuracy is measured "
-                "against this host's fp32 outputs",
-                file=sys.stderr,
-                flush=True,
-            )
-            return ref
-        self.record = replace(
-            read_study(self.study) or self.record,
-            reference_accuracy=ref.accuracy,
-            reference_environment=ref.environment,
-            reference_fingerprint=ref.fingerprint,
-        )
-        write_study(self.study, self.record)
+        """The study's fp32 reference (`autotune.starting_points.study_reference`)."""
+        ref, self.record = study_reference(self.study, self.record, self.opts, self.runner)
         return ref
 
     # --- the loop ------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from autotune.analysis import (
 from autotune.backends import get_backend
 from autotune.child.reference import Reference
 from autotune.errors import UsageError
-from autotune.host import machine, usable_cores
+from autotune.host import cores_note, machine, machines_warning, slot_threads
 from autotune.jobs import trial_job
 from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
@@ -70,13 +70,7 @@ class Tuner:
         if opts.devices and not self.backend.visible_devices_env:
             raise UsageError(f"backend {opts.backend} has no device selection (--devices)")
         self.space = build_space(opts)
-        # Trials at once on this host's CPU would share its cores: each gets its share of
-        # threads (also for re-measurements, so the figures stay comparable).
-        self.slot_threads = (
-            max(1, usable_cores() // opts.jobs)
-            if self.backend.computes_on_host_cpu and opts.jobs > 1
-            else None
-        )
+        self.slot_threads = slot_threads(opts.jobs, self.backend.computes_on_host_cpu)
         self.runner = RunnerSettings(
             python=opts.trial_python or RunnerSettings.python,
             timeout_s=opts.timeout_s,
@@ -131,31 +125,15 @@ class Tuner:
 
     def jobs_note(self) -> str | None:
         """One line at study start when this host's trials share its CPU cores."""
-        if self.slot_threads is None:
-            return None
-        return (
-            f"note: {self.opts.jobs} trials at once share this host's {usable_cores()} cores "
-            f"({self.slot_threads} thread(s) each); CPU throughput measured under --jobs > 1 "
-            "is not comparable with a lone run"
-        )
+        return cores_note(self.opts.jobs, self.slot_threads)
 
     def machine_warning(self) -> str | None:
         """One line when this study's CPU trials ran (or are about to run) on more than one
         machine: their throughputs are then not comparable."""
         if not self.backend.computes_on_host_cpu:
             return None
-        seen: dict[tuple, dict[str, Any]] = {}
         records = [TrialRecord.of(t).machine for t in self.study.get_trials(deepcopy=False)]
-        for m in [machine(), *records]:
-            if isinstance(m, dict):
-                seen.setdefault((m.get("cpu"), m.get("host"), m.get("id")), m)
-        if len(seen) < 2:
-            return None
-        names = "; ".join(f"{m.get('cpu')} on {m.get('host')}" for m in seen.values())
-        return (
-            f"warning: this study's CPU trials run on {len(seen)} machines ({names}); "
-            "their throughputs are not comparable"
-        )
+        return machines_warning([machine(), *records])
 
     def run(self) -> None:
         """Run trials until the study's budget of finished trials is reached.

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.errors import NothingFoundError
 from autotune.measure import Measurement
-from autotune.records import TrialRecord, block_times, named_constraints, study_record
+from autotune.records import (
+    TrialRecord,
+    block_times,
+    named_constraints,
+    retried_numbers,
+    study_record,
+)
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -91,8 +97,10 @@ def _remeasurements(entries: list[Any], batch_size: int) -> tuple[Measurement, .
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
     confirmed = study_record(study).confirmed
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        record = TrialRecord.of(t)
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    for t in trials:
+        record = TrialRecord.of(t, retried)
         constraints = list(named_constraints(t).values())
         config = record.config or {}
         batch = config.get("batch_size", 1)

@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,37 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def machines_warning(machines: Iterable[Any]) -> str | None:
+    """One line when these `machine()` records (as trials store them) name more than one
+    machine: CPU throughputs measured on them are then not comparable."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for m in machines:
+        if isinstance(m, dict):
+            seen.setdefault((m.get("cpu"), m.get("host"), m.get("id")), m)
+    if len(seen) < 2:
+        return None
+    names = "; ".join(f"{m.get('cpu')} on {m.get('host')}" for m in seen.values())
+    return (
+        f"warning: this study's CPU trials run on {len(seen)} machines ({names}); "
+        "their throughputs are not comparable"
+    )
+
+
+def slot_threads(jobs: int, on_host_cpu: bool) -> int | None:
+    """Threads per trial when `jobs` trials at once would share this host's CPU cores: each
+    gets its share (also for re-measurements, so the figures stay comparable). None where
+    nothing is shared (one slot, or trials that compute on a device)."""
+    return max(1, usable_cores() // jobs) if on_host_cpu and jobs > 1 else None
+
+
+def cores_note(jobs: int, threads: int | None) -> str | None:
+    """One line when `jobs` trials at once share this host's cores, `threads` each."""
+    if threads is None:
+        return None
+    return (
+        f"note: {jobs} trials at once share this host's {usable_cores()} cores "
+        f"({threads} thread(s) each); CPU throughput measured under --jobs > 1 "
+        "is not comparable with a lone run"
+    )

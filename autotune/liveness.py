@@ -4,7 +4,9 @@ Each tuner beats a heartbeat on the trials it runs (`Heartbeat`) and records its
 owner (`autotune.host.process_identity`). A trial whose heartbeat stops for 3 intervals is
 failed by whichever tuner notices first (Optuna's stale-trial check, `retry_lost_trial`); one
 whose owner ran on this machine and is gone is failed at once (`fail_dead_local_trials`).
-Either way it is marked lost (it does not count) and its config is queued again.
+Either way it is lost (it does not count) and its config is queued again. A finished trial
+is not written to, so the stale one is read as lost from its retry, while the local one
+stores "lost" before it is failed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.errors import UsageError
 from autotune.host import owner_alive
-from autotune.records import (
-    TrialRecord,
-    enqueue,
-    overwrite_finished,
-    write_trial_by_id,
-)
+from autotune.records import TrialRecord, enqueue, write_trial_by_id
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -88,21 +85,12 @@ def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.RDBStor
 
 
 def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose tuner stopped beating, just failed by this process: mark it lost (it
-    does not count, whatever its owner wrote on it) and queue its config again.
+    """A trial whose tuner stopped beating, just failed by this process: queue its config
+    again. The retry marks it lost (`autotune.records.TrialRecord.of`): it does not count,
+    whatever its owner wrote on it, and the finished trial itself is not written to.
 
     Optuna calls this (the storage's stale-trial callback) only in the process whose FAIL
-    won, so the trial is ours to mark; its owner, if it still runs, finds the trial finished
-    when it tells and does not count it.
+    won, so the trial is ours to re-queue; its owner, if it still runs, finds the trial
+    finished when it tells and does not count it.
     """
-    import socket
-
-    owner = TrialRecord.of(trial).owner or {}
-    message = (
-        f"no heartbeat from its tuner (pid {owner.get('pid')} on {owner.get('host')}); "
-        f"failed by {socket.gethostname()} and re-queued"
-    )
-    try:
-        overwrite_finished(study, trial._trial_id, status=Status.LOST.value, message=message)
-    finally:  # the retry marks it lost for counting even if the attributes could not be set
-        enqueue(study, trial.params, retry_of=trial.number)
+    enqueue(study, trial.params, retry_of=trial.number)

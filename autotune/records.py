@@ -19,15 +19,21 @@ goes through `StudyRecord`, `TrialRecord` and the writers below.
 - Raw block times (hundreds of floats per trial) live in a prefixed trial system attr:
   the dashboard lists every user attr in its trial table, and does not read system attrs.
   The user attrs keep a compact summary (`blocks`, `iters_per_block`).
+- A finished trial is never written to (Optuna's storage contract). A trial another tuner
+  failed when its heartbeat went stale is read as lost from the retry queued for it (its
+  ``retry_of``), see `TrialRecord.of`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from autotune.wire import Status
+
 if TYPE_CHECKING:
+    from collections.abc import Container, Iterable
+
     import optuna
 
 # 1: before this module (model, backend, max_accuracy_drop and min_agreement were stored both
@@ -212,12 +218,50 @@ class TrialRecord:
         return cls(**{k: v for k, v in named if k in known})
 
     @classmethod
-    def of(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
-        return cls.from_attrs(trial.user_attrs)
+    def of(
+        cls, trial: optuna.trial.FrozenTrial | optuna.Trial, retried: Container[int] = ()
+    ) -> TrialRecord:
+        """The trial's record; with `retried` (`retried_numbers` of the study's trials) a
+        trial failed under its tuner reads as lost (see `_lost`). Pass it where the status
+        or message matters."""
+        record = cls.from_attrs(trial.user_attrs)
+        if _lost(trial, record.status, retried):
+            owner = record.owner or {}
+            record.status = Status.LOST.value
+            record.message = (
+                f"no heartbeat from its tuner (pid {owner.get('pid')} on {owner.get('host')}); "
+                "failed and re-queued by another tuner"
+            )
+        return record
 
 
-def trial_status(trial: optuna.trial.FrozenTrial) -> str | None:
-    return trial.user_attrs.get("status")
+def trial_status(trial: optuna.trial.FrozenTrial, retried: Container[int]) -> str | None:
+    """The trial's status as `TrialRecord.of(trial, retried).status` has it."""
+    stored = trial.user_attrs.get("status")
+    return Status.LOST.value if _lost(trial, stored, retried) else stored
+
+
+def retried_numbers(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials whose config was queued again (lost or interrupted): the
+    `retry_of` of the trials queued to replace them."""
+    retries = (t.user_attrs.get("retry_of") for t in trials)
+    return {n for n in retries if n is not None}
+
+
+def _lost(
+    trial: optuna.trial.FrozenTrial | optuna.Trial, status: str | None, retried: Container[int]
+) -> bool:
+    """Failed and queued again, yet not interrupted by its own tuner: failed by another
+    tuner once its heartbeat went stale, whatever its owner wrote on it. Optuna finishes
+    such a trial before the callback that queues its retry runs
+    (`autotune.liveness.retry_lost_trial`), and a finished trial is not written to, so
+    this status is derived from the retry. A trial whose dead tuner was seen on this
+    machine stores "lost" itself, written before it was failed."""
+    return (
+        trial.number in retried
+        and trial.state.name == "FAIL"
+        and status not in (Status.INTERRUPTED.value, Status.LOST.value)
+    )
 
 
 def write_trial(trial: optuna.Trial, **values: Any) -> None:
@@ -229,32 +273,6 @@ def write_trial(trial: optuna.Trial, **values: Any) -> None:
 def write_trial_by_id(storage: optuna.storages.BaseStorage, trial_id: int, **values: Any) -> None:
     for key, value in _attrs(values).items():
         storage.set_trial_user_attr(trial_id, key, value)
-
-
-def overwrite_finished(study: optuna.Study, trial_id: int, **values: Any) -> None:
-    """Set fields of a finished trial's record. Optuna's API refuses writes to finished
-    trials, so this writes the RDB storage's attribute rows directly, in one transaction."""
-    import optuna
-    from optuna.storages._rdb import models
-
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return
-    session = storage.scoped_session()
-    try:
-        rows = models.TrialUserAttributeModel
-        for key, value in _attrs(values).items():
-            row = session.query(rows).filter_by(trial_id=trial_id, key=key).one_or_none()
-            if row is None:
-                session.add(rows(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def enqueue(

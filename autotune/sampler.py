@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from autotune.records import TrialRecord, trial_status
+from autotune.pruning import oom_bound
+from autotune.records import TrialRecord, retried_numbers, trial_status
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
     if not scored:  # nothing feasible yet: the start, then its moves
         start = _start(space)
         for candidate in [start, *_moves(space, start)]:
-            if candidate not in tried and not _oom_bound(candidate, ooms):
+            if candidate not in tried and not any(oom_bound(candidate, o, BATCH) for o in ooms):
                 return candidate
         return None
     best = scored[0].score
@@ -114,7 +115,7 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
                 pick is not None and key >= pick
             ):
                 continue
-            if move in tried or _oom_bound(move, ooms):
+            if move in tried or any(oom_bound(move, o, BATCH) for o in ooms):
                 continue
             pick, chosen = key, move
     return chosen
@@ -217,18 +218,10 @@ def _moves(
         yield from flips(d.name)
 
 
-def _oom_bound(params: dict[str, Any], ooms: list[dict[str, Any]]) -> bool:
-    """The same config ran out of memory at this or a smaller batch size."""
-    rest = {k: v for k, v in params.items() if k != BATCH}
-    return any(
-        {k: v for k, v in o.items() if k != BATCH} == rest and o[BATCH] <= params[BATCH]
-        for o in ooms
-    )
-
-
 def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:
     """Observed records from stored trials (feasible = every constraint <= 0)."""
     running = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    retried = retried_numbers(trials)
     out = []
     for t in trials:
         if not t.params and t.state not in running:
@@ -238,7 +231,7 @@ def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:
             constraints = list(t.constraints.values())
             if constraints and all(c <= 0 for c in constraints) and math.isfinite(t.values[0]):
                 score = t.values[0]
-        status = trial_status(t)
+        status = trial_status(t, retried)
         speed = None
         if status == Status.SLOW:  # stopped after warm-up: how fast it was by then
             speed = (TrialRecord.of(t).metrics or {}).get("throughput_samples_per_s")

@@ -1,19 +1,40 @@
-"""Starting points: trials queued when a study is created, run before the sampler's own.
+"""What a study starts from: its record, its fp32 reference, and its starting points.
 
-- The backend's reference recipe (`Backend.reference_recipe`) translated to the space:
-  measured first, it is the reference the study must beat
-  (`autotune.analysis.reference_recipe_row`).
-- Dtype maps ordered by layer sensitivity (`autotune.sensitivity`), where the space offers
-  block-float formats: the accurate-and-low-precision frontier is found in the first trials.
+- The study's record (`autotune.records.StudyRecord`) is written by the tuner that creates
+  the study; every later tuner (a resume, a worker on another host) must run it with the
+  same identity options and space (`open_record`).
+- The fp32 reference is the first host's (`study_reference`): its accuracy is recorded
+  with the study, and other hosts warn when their model differs.
+- Starting points are trials queued when a study is created, run before the sampler's own:
+  - the backend's reference recipe (`Backend.reference_recipe`) translated to the space:
+    measured first, it is the reference the study must beat
+    (`autotune.analysis.reference_recipe_row`);
+  - dtype maps ordered by layer sensitivity (`autotune.sensitivity`), where the space
+    offers block-float formats: the accurate-and-low-precision frontier is found in the
+    first trials.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from autotune.records import FROM_RECIPE, FROM_SENSITIVITY, enqueue
+from autotune.child.reference import Reference
+from autotune.child.reference import cached as cached_reference
+from autotune.errors import UsageError
+from autotune.jobs import fp32_reference
+from autotune.records import (
+    FROM_RECIPE,
+    FROM_SENSITIVITY,
+    StudyRecord,
+    enqueue,
+    read_study,
+    write_study,
+)
+from autotune.study_options import IDENTITY
 from search_spaces import recipe_params
+from studies import get_study
 
 if TYPE_CHECKING:
     import optuna
@@ -22,6 +43,83 @@ if TYPE_CHECKING:
     from autotune.launch.runner import RunnerSettings
     from autotune.study_options import StudyOptions
     from search_spaces import SearchSpace
+
+
+def open_record(
+    study: optuna.Study,
+    space: SearchSpace,
+    backend: Backend,
+    opts: StudyOptions,
+    runner: RunnerSettings,
+) -> StudyRecord:
+    """The study's record. A new study gets one, and its starting points; an existing
+    study must have been started with the same identity options and space (its trial
+    budget follows `opts`)."""
+    record = read_study(study)
+    wanted = {**opts.shared(), "space_signature": space.signature()}
+    if record is None:
+        record = StudyRecord(
+            options=wanted,
+            trials_budget=opts.trials,
+            weight_groups=_weight_groups(opts.model, space),
+            reference_recipe=recipe_config(space, backend),
+        )
+        write_study(study, record)
+        queue_starting_points(study, space, backend, opts, runner)
+        return record
+    for key in (*IDENTITY, "space_signature"):
+        if record.options.get(key) != wanted[key]:
+            what = "space" if key == "space_signature" else key.replace("_", " ")
+            raise UsageError(
+                f"study {opts.name!r} exists with a different {what}; "
+                f"resume it with its original options or start a new one with --study-name"
+            )
+    if record.trials_budget != opts.trials:
+        record.trials_budget = opts.trials
+        write_study(study, record)
+    return record
+
+
+def _weight_groups(model: str, space: SearchSpace) -> dict[str, list[str]]:
+    """Each weight-dtype dimension's label -> the weight names it sets."""
+    from fnmatch import fnmatchcase
+
+    names = [w.name for w in get_study(model).weights]
+    return {
+        label: [n for n in names if any(fnmatchcase(n, m) for m in members)]
+        for label, members in space.weight_groups().items()
+    }
+
+
+def study_reference(
+    study: optuna.Study, record: StudyRecord, opts: StudyOptions, runner: RunnerSettings
+) -> tuple[Reference, StudyRecord]:
+    """fp32 outputs on the eval set (`autotune.child.reference`): one cached file per model,
+    weights and eval set on this host, shared by its studies and sensitivity passes. Also
+    the study's record, with the reference recorded where it had none."""
+    recorded = record.reference_fingerprint
+    if recorded:
+        hit = cached_reference(opts.cache_dir, opts.model, recorded)
+        if hit is not None:
+            return replace(hit, accuracy=record.reference_accuracy), record
+    ref = fp32_reference(opts.model, opts.eval_limit, runner, opts.cache_dir)
+    if recorded and recorded != ref.fingerprint:
+        print(
+            f"autotune: warning: model {opts.model!r} here (weights, code or eval "
+            "data) differs from the one this study started with; accuracy is measured "
+            "against this host's fp32 outputs",
+            file=sys.stderr,
+            flush=True,
+        )
+        return ref, record
+    record = replace(
+        read_study(study) or record,
+        reference_accuracy=ref.accuracy,
+        reference_environment=ref.environment,
+        reference_fingerprint=ref.fingerprint,
+    )
+    write_study(study, record)
+    return ref, record
 
 
 def recipe_config(space: SearchSpace, backend: Backend) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ class Status(StrEnum):
     NAN = "nan"
     METRIC_ERROR = "metric_error"  # the study's metric failed or returned no finite number
     SLOW = "slow"  # stopped after warm-up: far slower than the best trial so far
-    # Not counted in the budget (autotune.tuner.NOT_COUNTED); the first two are queued again.
+    # Not counted in the budget (autotune.ledger.NOT_COUNTED); the first two are queued again.
     INTERRUPTED = "interrupted"  # Ctrl-C
     LOST = "lost"  # its tuner died or stopped beating (autotune.liveness)
     SURPLUS = "surplus"  # asked when other hosts had taken the last of the budget; not run
@@ -98,7 +98,8 @@ class TrialJob:
     warmup_iters: int = 3
     warmup_seconds: float = 0.5
     min_blocks: int = 5
-    # Stop after warm-up, neither timed nor evaluated, below this many samples/s.
+    # Stop after warm-up, neither timed nor evaluated, below this many samples/s
+    # (`autotune.pruning.stop_below`).
     stop_below: float | None = None
     reference_path: str | None = None
     reference_accuracy: float | None = None

@@ -14,6 +14,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
+from autotune.records import TrialRecord, retried_numbers
 from tests.conftest import ROOT, UNSEEDED_ARGS
 
 pytestmark = pytest.mark.slow
@@ -201,10 +202,11 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
     assert b.returncode == 0, err
     assert "joined study 'mnist-cpu'" in err
     assert_nothing_lost(postgres_url, budget, killed)
-    lost = trials_of(postgres_url)[killed]
-    assert lost.user_attrs["status"] == "lost"
+    trials = trials_of(postgres_url)
+    lost = TrialRecord.of(trials[killed], retried_numbers(trials))
+    assert lost.status == "lost"
     how = "no heartbeat" if contained else "died"
-    assert how in lost.user_attrs["message"], lost.user_attrs["message"]
+    assert how in lost.message, lost.message
     hosts = {
         t.user_attrs["owner"]["host"] for t in trials_of(postgres_url) if "owner" in t.user_attrs
     }

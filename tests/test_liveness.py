@@ -21,6 +21,7 @@ import sqlalchemy
 
 from autotune.host import kernel_id, machine, process_identity
 from autotune.liveness import fail_dead_local_trials
+from autotune.records import TrialRecord, retried_numbers
 from autotune.storage import open_storage
 from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
@@ -84,7 +85,7 @@ def test_stale_failed_trial_counts_once_and_owner_goes_on(tmp_path, monkeypatch,
     tuner = make_tuner(tmp_path)
     elsewhere = other_host(tuner)
     trial = tuner.study.ask()
-    tuner._claim(trial)
+    tuner.ledger.claim(trial)
     heartbeats_go_stale(tuner)
     if when == "before_tell":
         optuna.storages.fail_stale_trials(elsewhere)
@@ -97,30 +98,32 @@ def test_stale_failed_trial_counts_once_and_owner_goes_on(tmp_path, monkeypatch,
 
         monkeypatch.setattr(tuner.study, "tell", tell_after_takeover)
 
-    assert tuner._tell(trial, result) is False  # not told: someone else finished it
+    assert tuner._tell_result(trial, result) is False  # not told: someone else finished it
 
     trials = stored(tuner)
     lost = trials[trial.number]
     assert lost.state == optuna.trial.TrialState.FAIL
-    assert lost.user_attrs["status"] == "lost"
-    assert "heartbeat" in lost.user_attrs["message"]
+    record = TrialRecord.of(lost, retried_numbers(trials))
+    assert record.status == "lost"
+    assert "heartbeat" in record.message
     retries = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
     assert [t.state for t in retries] == [optuna.trial.TrialState.WAITING]
-    assert tuner.counted_trials() == 0
-    assert make_tuner(tmp_path, join=True).counted_trials() == 0
+    assert tuner.budget_used() == 0
+    assert make_tuner(tmp_path, join=True).budget_used() == 0
 
 
 def test_failed_trial_with_a_retry_never_counts(tmp_path):
-    """Between another host failing a trial and marking it `lost`, a reader sees the trial
-    with its owner's status (here "crash"); once its retry is queued it does not count."""
+    """Between another host failing a trial and queuing its retry (which marks it `lost`),
+    a reader sees the trial with its owner's status (here "crash"); once its retry is
+    queued it does not count."""
     tuner = make_tuner(tmp_path)
     trial = tuner.study.ask()
-    tuner._claim(trial)
+    tuner.ledger.claim(trial)
     trial.set_user_attr("status", "crash")
     elsewhere = other_host(tuner)
     tuner.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     elsewhere.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-    assert tuner.counted_trials() == 0
+    assert tuner.budget_used() == 0
 
 
 # --- whose trial is it: hosts with one hostname, reused pids ---------------------------------
@@ -152,7 +155,7 @@ def test_liveness_is_judged_by_kernel_and_process_start_not_hostname(tmp_path):
         trial = tuner.study.ask()
         trial.set_user_attr("owner", owner)
         numbers[name] = trial.number
-    with tuner._lock:
+    with tuner.ledger.lock:
         fail_dead_local_trials(tuner.study, tuner.storage)
     trials = stored(tuner)
     failed = {n for n, num in numbers.items() if trials[num].state.is_finished()}
@@ -166,7 +169,7 @@ def test_liveness_is_judged_by_kernel_and_process_start_not_hostname(tmp_path):
 def test_claim_records_process_and_machine(tmp_path):
     tuner = make_tuner(tmp_path)
     trial = tuner.study.ask()
-    tuner._claim(trial)
+    tuner.ledger.claim(trial)
     t = stored(tuner)[trial.number]
     assert t.user_attrs["owner"] == process_identity()
     assert t.user_attrs["machine"]["cpu"] == machine()["cpu"]
@@ -182,7 +185,7 @@ def test_queued_starting_point_past_the_budget_is_surplus_but_a_retry_is_not(tmp
     tuner = make_tuner(tmp_path, trials=1)
     host_b = make_tuner(tmp_path, trials=1, join=True)
     first = tuner.study.ask()  # host A holds the last unit of budget
-    assert not tuner._is_surplus(first)
+    assert not tuner.ledger.is_surplus(first)
     params = {"log2_batch_size": 6, "optimization_level": 0, "activation_dtype": "fp32"}
     host_b.study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
     host_b.study.enqueue_trial(params, user_attrs={"retry_of": 99})
@@ -191,8 +194,8 @@ def test_queued_starting_point_past_the_budget_is_surplus_but_a_retry_is_not(tmp
     assert "retry_of" not in first.user_attrs and asked[-1].user_attrs == {"retry_of": 99}
     assert {"seeded": "baseline"} in [t.user_attrs for t in asked]
     for trial in asked[:-1]:
-        assert "seeded" in trial.user_attrs and host_b._is_surplus(trial), trial.user_attrs
-    assert not host_b._is_surplus(asked[-1])
+        assert "seeded" in trial.user_attrs and host_b.ledger.is_surplus(trial), trial.user_attrs
+    assert not host_b.ledger.is_surplus(asked[-1])
 
 
 # --- CPU studies: cores shared by slots, machines that differ -------------------------------
@@ -202,7 +205,7 @@ def test_machines_that_differ_are_named_in_one_line(tmp_path):
     tuner = make_tuner(tmp_path)
     assert tuner.machine_warning() is None
     trial = tuner.study.ask()
-    tuner._claim(trial)
+    tuner.ledger.claim(trial)
     assert tuner.machine_warning() is None  # only this machine so far
     elsewhere = other_host(tuner).ask()
     other = {**machine(), "cpu": "AMD EPYC 7B13", "host": "box-b", "id": "b" * 32}

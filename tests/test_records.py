@@ -24,11 +24,12 @@ from autotune.records import (
     block_times,
     enqueue,
     named_constraints,
-    overwrite_finished,
     read_sensitivity,
     read_study,
+    retried_numbers,
     set_block_times,
     set_constraints,
+    trial_status,
     write_sensitivity,
     write_study,
     write_trial,
@@ -161,11 +162,35 @@ def test_trial_record_fields_and_their_stored_names(study):
     assert record.starting_point == FROM_SENSITIVITY and record.status == "ok"
     assert record.metrics == {"accuracy": 0.9} and record.timings is None
     assert TrialRecord.from_attrs(record.to_attrs()) == record
-    # A finished trial is rewritten in the storage directly (Optuna's API refuses).
-    overwrite_finished(study, first._trial_id, status="lost", message="gone")
+
+
+def test_a_failed_trial_with_a_retry_reads_as_lost(study):
+    """Another tuner failed it (stale heartbeat) and queued its config again: whatever its
+    owner wrote, it reads as lost, derived from the retry; the trial is not written to."""
+    owner = {"pid": 7, "host": "box-a"}
+    lost, interrupted, crashed = study.ask(), study.ask(), study.ask()
+    write_trial(lost, status="ok", metrics={"accuracy": 0.9}, owner=owner)
+    write_trial(interrupted, status="interrupted", message="Ctrl-C")
+    write_trial(crashed, status="crash", message="SIGSEGV")
+    for trial in (lost, interrupted, crashed):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    enqueue(study, {}, retry_of=lost.number)
+    enqueue(study, {}, retry_of=interrupted.number)
     fresh = optuna.load_study(study_name=study.study_name, storage=study._storage._backend)
-    again = TrialRecord.of(fresh.trials[first.number])
-    assert (again.status, again.message, again.metrics) == ("lost", "gone", {"accuracy": 0.9})
+    trials = fresh.get_trials()
+    retried = retried_numbers(trials)
+    assert retried == {lost.number, interrupted.number}
+    assert trials[lost.number].user_attrs["status"] == "ok"  # as its owner left it
+    again = TrialRecord.of(trials[lost.number], retried)
+    assert (again.status, again.metrics) == ("lost", {"accuracy": 0.9})
+    assert "no heartbeat from its tuner (pid 7 on box-a)" in again.message
+    assert trial_status(trials[lost.number], retried) == "lost"
+    assert TrialRecord.of(trials[lost.number]).status == "ok"  # without the retries
+    # Interrupted by its own tuner, or failed without a retry: as stored.
+    assert trial_status(trials[interrupted.number], retried) == "interrupted"
+    assert TrialRecord.of(trials[crashed.number], retried).message == "SIGSEGV"
+    statuses = {r.number: r.status for r in trial_rows(fresh)}
+    assert [statuses[n] for n in (0, 1, 2)] == ["lost", "interrupted", "crash"]
 
 
 def test_sensitivity_record_round_trips(study):

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import optuna
 import pytest
 
 from autotune.backends import get_backend
+from autotune.pruning import earlier_outcome, oom_bound
+from autotune.records import write_trial
 from autotune.sampler import BATCH, AutotuneSampler, Observed, make_sampler, observe, plan_next
+from autotune.wire import TrialConfig
 from search_spaces import SearchSpace, default_space
 from studies import get_study
 
@@ -113,6 +117,32 @@ def test_no_batch_at_or_above_one_that_ran_out_of_memory():
         # After an OOM, the same config is never run at that batch or above (a smaller
         # batch may still fit: x4 steps come before x2 steps).
         assert [h.params[BATCH] for h in later if h.params[BATCH] >= o[BATCH]] == []
+
+
+def test_the_tuner_skips_what_the_sampler_would_not_propose():
+    """One OOM rule (autotune.pruning) for the sampler's params and the tuner's stored
+    configs: the same config at the batch that ran out of memory or above. The tuner also
+    skips a config measured before (a duplicate)."""
+    assert oom_bound({BATCH: 7, "level": 1}, {BATCH: 6, "level": 1}, BATCH)
+    assert oom_bound({BATCH: 6, "level": 1}, {BATCH: 6, "level": 1}, BATCH)
+    assert not oom_bound({BATCH: 5, "level": 1}, {BATCH: 6, "level": 1}, BATCH)
+    assert not oom_bound({BATCH: 7, "level": 2}, {BATCH: 6, "level": 1}, BATCH)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    ran = TrialConfig("mnist", "cpu", 64, weight_dtypes=(("fc*", "bf16"),))
+    measured = replace(ran, batch_size=8)
+    for config, status in ((ran, "oom"), (measured, "ok")):
+        trial = study.ask()
+        write_trial(trial, status=status, config=config.to_dict(), config_key=config.key())
+        if status == "oom":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, [1000.0, 0.1])
+    oom, ok = spent = study.get_trials()
+    assert earlier_outcome(ran.with_batch_size(128), spent) is oom
+    assert earlier_outcome(ran, spent) is oom  # also its own duplicate
+    assert earlier_outcome(measured, spent) is ok
+    assert earlier_outcome(ran.with_batch_size(32), spent) is None
+    assert earlier_outcome(replace(ran, batch_size=128, trace=True), spent) is None
 
 
 def test_converges_then_returns_none():

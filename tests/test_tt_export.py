@@ -1,8 +1,9 @@
 """Exports for Tenstorrent studies: tt-xla's mixed-precision map and a runnable script.
 
 Studies are built the way the tuner stores them (a finished trial with the user attributes
-`Tuner._record` writes, the constraint, the study metadata) in a temporary SQLite file. The
-script and the map are run against the tt-xla stand-in (``tests/tt_standin``): no card here.
+`autotune.outcome.record_result` writes, the constraint, the study metadata) in a temporary
+SQLite file. The script and the map are run against the tt-xla stand-in
+(``tests/tt_standin``): no card here.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
         timings["warmup_s"] = sum(warmup[1:])
         settled = cfg.batch_size / statistics.median(warmup[1:][-5:] or warmup)
+        # Clearly losing: the rule and its threshold are the tuner's (autotune.pruning).
         if job.stop_below is not None and settled < job.stop_below:
             return TrialResult(
                 status=Status.SLOW,

@@ -176,7 +176,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tuner = Tuner(StudyOptions.from_study(record, **host), join_existing=True)
     output.tell(
         f"joined study {args.study_name!r}: budget {tuner.budget} trials, "
-        f"{tuner.counted_trials()} done"
+        f"{tuner.budget_used()} done"
     )
     return _run_and_summarise(tuner, args.format)
 

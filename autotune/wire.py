@@ -12,6 +12,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from autotune.files import write_atomic
+
 SCHEMA_VERSION = 1
 
 
@@ -153,9 +155,7 @@ class TrialResult:
         return cls(**d)
 
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)  # atomic: the tuner never reads a half-written result
+        write_atomic(path, json.dumps(self.to_dict(), indent=1))  # never read half-written
 
     @classmethod
     def read(cls, path: Path) -> TrialResult:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune.files import write_atomic
 from autotune.paths import PROJECT_ROOT
 from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 
@@ -82,7 +81,7 @@ def run(
         "environment": environment,
         "rows": rows,
     }
-    _write_atomic(path, json.dumps(data, indent=1))
+    write_atomic(path, json.dumps(data, indent=1))
     return _result(data, path, cached=False)
 
 
@@ -329,15 +328,3 @@ def _result(data: dict[str, Any], path: Path, cached: bool) -> TrialResult:
         environment=data["environment"],
         artifacts={"sensitivity": str(path), "cached": str(cached).lower()},
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -30,7 +30,7 @@ def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> 
         reference_path=str(reference.path),
         reference_accuracy=reference.accuracy,
         eval_limit=opts.eval_limit,
-        memory_limit_bytes=opts.memory_limit_bytes,
+        memory_limit_bytes=opts.memory_limit,
     )
 
 

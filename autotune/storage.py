@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autotune import defaults
 from autotune.errors import UsageError
 
 if TYPE_CHECKING:
     import optuna
-
-DEFAULT_STORAGE = "sqlite:///autotune.db"
 
 _BACKEND_NAMES = {
     "postgresql": "PostgreSQL",
@@ -63,7 +62,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
 
         heartbeat = {
             "heartbeat_interval": heartbeat_s,
-            "grace_period": 3 * heartbeat_s,
+            "grace_period": defaults.SILENT_BEATS * heartbeat_s,
             "heartbeat_stale_trial_callback": retry_lost_trial,
         }
     try:

@@ -96,11 +96,11 @@ class Tuner:
 
         if opts.trials < 1:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
-        if opts.stop_ratio < 0 or 0 < opts.stop_ratio <= 1:
-            raise UsageError(f"--stop-slower must be 0 (off) or above 1, not {opts.stop_ratio:g}")
+        if opts.stop_slower < 0 or 0 < opts.stop_slower <= 1:
+            raise UsageError(f"--stop-slower must be 0 (off) or above 1, not {opts.stop_slower:g}")
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
-        check_heartbeat(opts.heartbeat_s)
+        check_heartbeat(opts.heartbeat)
         self.opts = opts
         self.backend = get_backend(opts.backend)
         if opts.devices and not self.backend.visible_devices_env:
@@ -115,7 +115,7 @@ class Tuner:
         )
         self.runner = RunnerSettings(
             python=opts.trial_python or RunnerSettings.python,
-            timeout_s=opts.timeout_s,
+            timeout_s=opts.timeout_per_trial,
             cache_dir=opts.cache_dir,
             threads=self.slot_threads,
         )
@@ -125,7 +125,7 @@ class Tuner:
         # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        self.storage = open_storage(opts.storage, heartbeat_s=opts.heartbeat_s)
+        self.storage = open_storage(opts.storage, heartbeat_s=opts.heartbeat)
         if join_existing:
             self.study = optuna.load_study(study_name=opts.name, storage=self.storage)
         else:
@@ -322,7 +322,7 @@ class Tuner:
                 if trial is None:
                     return
                 # Beat from claim to tell: a trial is never silent while this tuner owns it.
-                with Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
+                with Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat):
                     try:
                         self._run_one(trial, runner, ref)
                     except optuna.exceptions.UpdateFinishedTrialError:
@@ -355,7 +355,7 @@ class Tuner:
                     self._claim(trial)
                     return trial
             # The last trials run elsewhere; keep watching in case their host dies.
-            time.sleep(min(2.0, self.opts.heartbeat_s / 2))
+            time.sleep(min(2.0, self.opts.heartbeat / 2))
         return None
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
@@ -431,10 +431,10 @@ class Tuner:
     def _stop_below(self) -> float | None:
         """Clearly losing (tinygrad's BEAM stops timing at 3x slower than the best): the
         trial ends after warm-up, which saves its timing and its full-set evaluation."""
-        if not self.opts.stop_ratio:
+        if not self.opts.stop_slower:
             return None
         best = best_feasible(trial_rows(self.study))
-        return best.throughput / self.opts.stop_ratio if best is not None else None
+        return best.throughput / self.opts.stop_slower if best is not None else None
 
     def _advance(self) -> None:
         self._bar.update(1)

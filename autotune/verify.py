@@ -18,7 +18,7 @@ from typing import Any
 
 from autotune import defaults
 from autotune.errors import UsageError
-from autotune.export import PROTOCOL_KEYS, check_schema, load_config
+from autotune.export import PROTOCOL, check_schema, load_config
 from autotune.wire import TrialResult
 
 DEFAULT_MAX_SLOWDOWN = defaults.MAX_SLOWDOWN
@@ -49,15 +49,15 @@ def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     defaults then, and a note saying so."""
     from autotune.study_options import StudyOptions
 
-    defaults = {k: getattr(StudyOptions, k) for k in PROTOCOL_KEYS}
+    unrecorded = {key: getattr(StudyOptions, name) for key, name in PROTOCOL.items()}
     stored = data.get("protocol")
     if not isinstance(stored, dict):
         note = (
             f"export schema {data['schema']} does not record how it was measured; replayed "
-            f"with the defaults (measure {defaults['measure_seconds']:g} s, full eval set)"
+            f"with the defaults (measure {unrecorded['measure_seconds']:g} s, full eval set)"
         )
-        return defaults, [note]
-    return {k: stored.get(k, defaults[k]) for k in PROTOCOL_KEYS}, []
+        return unrecorded, [note]
+    return {key: stored.get(key, unrecorded[key]) for key in PROTOCOL}, []
 
 
 @dataclass
@@ -214,9 +214,12 @@ def verify(
         limit = StudyOptions.max_accuracy_drop
         notes.append(f"the export records no accuracy limit; using {limit:g} points")
     cache = cache_dir or default_cache_dir()
-    opts = StudyOptions(model=config.model, backend=config.backend, cache_dir=cache, **protocol)
+    measured = {PROTOCOL[key]: value for key, value in protocol.items()}
+    opts = StudyOptions(model=config.model, backend=config.backend, cache_dir=cache, **measured)
     runner = RunnerSettings(
-        python=trial_python or RunnerSettings.python, timeout_s=opts.timeout_s, cache_dir=cache
+        python=trial_python or RunnerSettings.python,
+        timeout_s=opts.timeout_per_trial,
+        cache_dir=cache,
     )
     check_trial_python(runner.python, backend)
 

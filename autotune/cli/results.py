@@ -92,7 +92,9 @@ def add_parsers(sub: Any) -> None:
     output.add_format(v, "the comparison")
     v.add_argument("--trial-python", help="interpreter that runs the rounds (default: this one)")
     v.add_argument("--worker-python", dest="trial_python", help=argparse.SUPPRESS)  # old name
-    v.add_argument("--cache-dir", type=Path, help="compile cache (default ~/.cache/autotune)")
+    v.add_argument(
+        "--cache-dir", type=Path, help=f"compile cache (default {defaults.CACHE_DIR_SHOWN})"
+    )
 
     r = sub.add_parser(
         "report",

@@ -1,4 +1,5 @@
-"""Defaults of the options a user sets: one home, read by StudyOptions, verify and the CLI.
+"""Every default autotune has, once: the options a user sets (read by StudyOptions, verify
+and the CLI) and the measurement protocol a trial gets without them (`autotune.wire`).
 
 Plain constants with no imports, so the CLI's parser can show them without importing the
 tuner (and torch).
@@ -9,6 +10,8 @@ TRIALS = 50
 MAX_ACCURACY_DROP = 0.5  # points of top-1 below fp32
 MEASURE_SECONDS = 1.0  # timed seconds per trial after warm-up
 WARMUP_ITERS = 3  # at least this many untimed iterations (the 1st compiles, the 2nd traces)
+WARMUP_SHARE = 0.5  # ... and warm-up lasts at least this share of the timed seconds
+MIN_BLOCKS = 5  # timed blocks a measurement has at least
 TIMEOUT_PER_TRIAL = 300.0  # a trial's process group is killed after this long
 SAMPLERS = ("autotune", "tpe", "random")
 SAMPLER = "autotune"

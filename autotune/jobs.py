@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autotune import defaults
 from autotune.child.reference import BATCH as REFERENCE_BATCH
 from autotune.child.reference import Reference
 from autotune.child.sensitivity import EMULATION_BACKEND, EVAL_BATCH, NUMERICS_RULE
@@ -26,7 +27,7 @@ def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> 
         config,
         measure_seconds=opts.measure_seconds,
         warmup_iters=opts.warmup_iters,
-        warmup_seconds=opts.measure_seconds / 2,
+        warmup_seconds=opts.measure_seconds * defaults.WARMUP_SHARE,
         reference_path=str(reference.path),
         reference_accuracy=reference.accuracy,
         eval_limit=opts.eval_limit,

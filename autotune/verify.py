@@ -21,7 +21,6 @@ from autotune.errors import UsageError
 from autotune.export import PROTOCOL, check_schema, load_config
 from autotune.wire import TrialResult
 
-DEFAULT_MAX_SLOWDOWN = defaults.MAX_SLOWDOWN
 ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
 
 
@@ -182,7 +181,7 @@ def verify(
     path: Path,
     *,
     rounds: int = defaults.VERIFY_ROUNDS,
-    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    max_slowdown: float = defaults.MAX_SLOWDOWN,
     max_accuracy_drop: float | None = None,
     trial_python: str | None = None,
     cache_dir: Path | None = None,

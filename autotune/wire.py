@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
 from autotune.files import write_atomic
 
 SCHEMA_VERSION = 1
@@ -94,10 +95,10 @@ class TrialJob:
 
     config: TrialConfig
     mode: JobMode = JobMode.TRIAL
-    measure_seconds: float = 1.0
-    warmup_iters: int = 3
-    warmup_seconds: float = 0.5
-    min_blocks: int = 5
+    measure_seconds: float = defaults.MEASURE_SECONDS
+    warmup_iters: int = defaults.WARMUP_ITERS
+    warmup_seconds: float = defaults.MEASURE_SECONDS * defaults.WARMUP_SHARE
+    min_blocks: int = defaults.MIN_BLOCKS
     # Stop after warm-up, neither timed nor evaluated, below this many samples/s.
     stop_below: float | None = None
     reference_path: str | None = None

@@ -19,6 +19,7 @@ from typing import Any
 from autotune import defaults
 from autotune.errors import UsageError
 from autotune.export import PROTOCOL, check_schema, load_config
+from autotune.tables import config_label, format_table, num
 from autotune.wire import TrialResult
 
 ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
@@ -122,7 +123,7 @@ class VerifyReport:
             return (
                 f"top-1 drop {drop:.3f} points vs fp32 here, over the "
                 f"{self.max_accuracy_drop:g} allowed (export: "
-                f"{_fmt(self.exported.get('accuracy_drop'), '.3f')})"
+                f"{num(self.exported.get('accuracy_drop'), '.3f')})"
             )
         if self.min_agreement_percent is not None:
             agreement = 100 * (self.worst("agreement", highest=False) or 0.0)
@@ -304,8 +305,6 @@ def environment_diff(provenance: dict[str, Any], here: dict[str, Any]) -> list[d
 
 def render_text(report: VerifyReport) -> str:
     """The comparison as a terminal table (stdout)."""
-    from autotune.tables import config_label, format_table
-
     prov = report.provenance
     ratio = report.ratios()
     exp = report.exported
@@ -358,7 +357,7 @@ def render_text(report: VerifyReport) -> str:
     lines.append(format_table(["", "export", "here", "here/export", "limit"], rows))
     lines.append("")
     env_rows = [
-        [e["what"], _fmt(e["exported"]), _fmt(e["here"]), "changed" if e["changed"] else ""]
+        [e["what"], num(e["exported"], ""), num(e["here"], ""), "changed" if e["changed"] else ""]
         for e in report.environment
     ]
     lines.append(format_table(["environment", "export", "here", ""], env_rows))
@@ -381,8 +380,8 @@ def _acc_row(
     delta = "-" if here is None or there is None else f"{scale * (here - there):+{fmt}}"
     return [
         label,
-        _fmt(None if there is None else scale * there, fmt),
-        _fmt(None if here is None else scale * here, fmt),
+        num(None if there is None else scale * there, fmt),
+        num(None if here is None else scale * here, fmt),
         delta,
         limit,
     ]
@@ -392,11 +391,3 @@ def _span(values: list[float], what: str) -> str:
     if len(values) == 1:
         return f"1 {what}"
     return f"{len(values)} {what}s, {min(values):,.0f}-{max(values):,.0f}"
-
-
-def _fmt(value: Any, fmt: str = "") -> str:
-    if value is None:
-        return "-"
-    if fmt and isinstance(value, int | float):
-        return format(value, fmt)
-    return str(value)

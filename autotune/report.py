@@ -198,7 +198,8 @@ def _trial_table(
 
 
 def _sensitivity(storage_url: str, model: str) -> str:
-    """The per-layer chart, when `autotune sensitivity` cached one for this model here."""
+    """The per-layer chart, when `autotune sensitivity` recorded a pass of this model here
+    (and its cache file is on this host)."""
     import io
 
     import optuna
@@ -209,16 +210,16 @@ def _sensitivity(storage_url: str, model: str) -> str:
         record = optuna.load_study(study_name=sens.study_name(model), storage=storage_url)
     except KeyError:
         return ""
-    cached = read_sensitivity(record)
-    if cached is None or not cached.rows:
+    stored = read_sensitivity(record)
+    found = sens.stored_pass(stored) if stored is not None else None
+    if found is None or not found.rows:
         return ""
-    rows = [sens.Sensitivity(**row) for row in cached.rows]
     buf = io.BytesIO()
-    sens.draw(sens.plot_data(model, rows), buf)
-    limit = cached.eval_limit
+    sens.draw(sens.plot_data(model, found.rows), buf)
+    limit = found.eval_limit
     return (
         "<h2>Layer sensitivity</h2>"
-        f"<p>One weight lowered at a time ({_e(cached.backend or '?')}, exact tt-metal "
+        f"<p>One weight lowered at a time ({_e(found.backend or '?')}, exact tt-metal "
         f"rounding), on {'the first ' + str(limit) if limit else 'all'} eval samples.</p>"
         + _image(buf.getvalue(), f"layer sensitivity of {model}")
     )

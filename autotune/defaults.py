@@ -1,4 +1,5 @@
-"""Defaults of the options a user sets: one home, read by StudyOptions, verify and the CLI.
+"""Every default autotune has, once: the options a user sets (read by StudyOptions, verify
+and the CLI) and the measurement protocol a trial gets without them (`autotune.wire`).
 
 Plain constants with no imports, so the CLI's parser can show them without importing the
 tuner (and torch).
@@ -8,12 +9,18 @@ BACKEND = "cpu"
 TRIALS = 50
 MAX_ACCURACY_DROP = 0.5  # points of top-1 below fp32
 MEASURE_SECONDS = 1.0  # timed seconds per trial after warm-up
-TIMEOUT_S = 300.0  # a trial's process group is killed after this long
+WARMUP_ITERS = 3  # at least this many untimed iterations (the 1st compiles, the 2nd traces)
+WARMUP_SHARE = 0.5  # ... and warm-up lasts at least this share of the timed seconds
+MIN_BLOCKS = 5  # timed blocks a measurement has at least
+TIMEOUT_PER_TRIAL = 300.0  # a trial's process group is killed after this long
 SAMPLERS = ("autotune", "tpe", "random")
 SAMPLER = "autotune"
-STOP_RATIO = 3.0  # stop a trial this many times slower than the best feasible one
+STOP_SLOWER = 3.0  # stop a trial this many times slower than the best feasible one
 CONFIRM = 3  # re-measure this many top trials
+STORAGE = "sqlite:///autotune.db"
+CACHE_DIR_SHOWN = "~/.cache/autotune"  # how help texts name `study_options.default_cache_dir`
 JOBS = 1  # trials at once on one host
-HEARTBEAT_S = 10
+HEARTBEAT = 10  # seconds
+SILENT_BEATS = 3  # a trial silent for this many heartbeat intervals is lost (re-queued)
 VERIFY_ROUNDS = 3  # fresh processes `autotune verify` runs
 MAX_SLOWDOWN = 0.10  # `autotune verify` fails below (1 - this) x the export's throughput

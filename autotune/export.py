@@ -20,6 +20,7 @@ from autotune.analysis import TrialRow, reference_recipe_row, trial_rows, winner
 from autotune.backends import get_backend, tt_export
 from autotune.errors import UsageError
 from autotune.records import TrialRecord, study_record
+from autotune.study_options import stored_options
 from autotune.wire import TrialConfig
 
 if TYPE_CHECKING:
@@ -32,8 +33,16 @@ if TYPE_CHECKING:
 # and the host to the provenance. Readers accept every version listed here.
 EXPORT_SCHEMA = 3  # 3: the backend's knobs under "knobs" ("backend_options" before)
 READABLE_SCHEMAS = (1, 2, 3)
-# The measurement settings a replay must repeat (StudyOptions fields).
-PROTOCOL_KEYS = ("measure_seconds", "warmup_iters", "eval_limit", "memory_limit_bytes", "timeout_s")
+# The measurement settings a replay must repeat: the export's key -> the StudyOptions field.
+# The keys stay those schema 2 wrote (an older `autotune verify` elsewhere reads them); two
+# options have since been renamed after their flags.
+PROTOCOL = {
+    "measure_seconds": "measure_seconds",
+    "warmup_iters": "warmup_iters",
+    "eval_limit": "eval_limit",
+    "memory_limit_bytes": "memory_limit",
+    "timeout_s": "timeout_per_trial",
+}
 EXPORTED_METRICS = (
     "throughput_samples_per_s",
     "throughput_iqr",
@@ -54,6 +63,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
     trial = study.trials[row.number]
     env_info = TrialRecord.of(trial).environment or {}
     meta = study_record(study)
+    options = stored_options(meta.options)
     return {
         "schema": EXPORT_SCHEMA,
         "model": config.model,
@@ -79,7 +89,7 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "weight_groups": {
             label: members for label, members in meta.weight_groups.items() if members != [label]
         },
-        "protocol": {k: meta.options.get(k) for k in PROTOCOL_KEYS},
+        "protocol": {key: options.get(name) for key, name in PROTOCOL.items()},
         "constraint": {
             "max_accuracy_drop": meta.max_accuracy_drop,
             "min_agreement_percent": meta.min_agreement,

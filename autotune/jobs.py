@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune import defaults
 from autotune.child.reference import BATCH as REFERENCE_BATCH
 from autotune.child.reference import Reference
-from autotune.child.sensitivity import EMULATION_BACKEND, EVAL_BATCH, NUMERICS_RULE
+from autotune.child.sensitivity import EMULATION_BACKEND, EVAL_BATCH
 from autotune.errors import AutotuneError, UsageError
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.sensitivity import Sensitivity, study_name
-from autotune.wire import JobMode, TrialConfig, TrialJob, TrialResult
+from autotune.wire import JobMode, TrialConfig, TrialJob
 from studies import Weight
 
 if TYPE_CHECKING:
@@ -76,11 +77,11 @@ def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> 
         config,
         measure_seconds=opts.measure_seconds,
         warmup_iters=opts.warmup_iters,
-        warmup_seconds=opts.measure_seconds / 2,
+        warmup_seconds=opts.measure_seconds * defaults.WARMUP_SHARE,
         reference_path=str(reference.path),
         reference_accuracy=reference.accuracy,
         eval_limit=opts.eval_limit,
-        memory_limit_bytes=opts.memory_limit_bytes,
+        memory_limit_bytes=opts.memory_limit,
     )
 
 
@@ -120,7 +121,8 @@ def layer_sensitivity(
 ) -> list[Sensitivity]:
     """Rows for `model`, from the cache in `cache_dir` or computed in one trial process.
 
-    `storage_url`: also record them there (study `<model>-sensitivity`) for its readers.
+    `storage_url`: also record there where they are (study `<model>-sensitivity`: the
+    cache file is their one home, see `autotune.sensitivity`), for its readers.
     Raises AutotuneError (one line) when the pass fails."""
     job = TrialJob(
         TrialConfig(
@@ -134,15 +136,13 @@ def layer_sensitivity(
     result = run_job(job, runner)
     if not result.ok:
         raise AutotuneError(f"sensitivity run failed ({result.status}): {result.message}")
-    rows = [Sensitivity(**{f: row.get(f) for f in Sensitivity._fields}) for row in result.table]
     if storage_url is not None:
-        _record(storage_url, model, eval_limit, result, rows)
-    return rows
+        # Absolute: the storage's readers may run elsewhere on this host.
+        _record(storage_url, model, str(Path(result.artifacts["sensitivity"]).resolve()))
+    return [Sensitivity.of(row) for row in result.table]
 
 
-def _record(
-    storage_url: str, model: str, eval_limit: int | None, result: TrialResult, rows: list
-) -> None:
+def _record(storage_url: str, model: str, path: str) -> None:
     import optuna
 
     from autotune.records import SensitivityRecord, write_sensitivity
@@ -151,14 +151,4 @@ def _record(
     record = optuna.create_study(
         study_name=study_name(model), storage=open_storage(storage_url), load_if_exists=True
     )
-    write_sensitivity(
-        record,
-        SensitivityRecord(
-            rows=[row._asdict() for row in rows],
-            eval_limit=eval_limit,
-            rule=NUMERICS_RULE,
-            backend=EMULATION_BACKEND,
-            reference_accuracy=result.metrics.get("reference_accuracy"),
-            environment=result.environment,
-        ),
-    )
+    write_sensitivity(record, SensitivityRecord(path=path))

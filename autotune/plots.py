@@ -13,9 +13,13 @@ from __future__ import annotations
 import io
 from collections import Counter
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
+from autotune import defaults
 from autotune.analysis import TrialRow, best_feasible, pareto_front
+
+if TYPE_CHECKING:
+    from autotune.records import StudyRecord
 
 LOG_SCALE_SPAN = 10.0  # max/min throughput from which the y axis is logarithmic
 OFF_SCALE_FACTOR = 4.0  # drops beyond this many times the constraint are drawn at the edge
@@ -42,6 +46,27 @@ class ParetoPlotData(NamedTuple):
     failures: dict[str, int]  # unmeasured trials by status, most frequent first
     message: str | None  # one line when there is no point to draw
     min_agreement: float | None  # percent; a second constraint, not on these axes
+
+
+def study_labels(meta: StudyRecord) -> tuple[str, str, str]:
+    """Model, backend and device of a study, as its plot and report name them."""
+    device = meta.reference_environment.get("device", "unknown device")
+    return meta.model or "?", meta.backend or "?", device
+
+
+def study_plot_data(rows: list[TrialRow], meta: StudyRecord) -> ParetoPlotData:
+    """The plot of a stored study (`plot` and `report`): its labels and its constraint, the
+    default one where the record has none."""
+    model, backend, device = study_labels(meta)
+    drop = meta.max_accuracy_drop
+    return pareto_plot_data(
+        rows,
+        model=model,
+        backend=backend,
+        device=device,
+        max_accuracy_drop=defaults.MAX_ACCURACY_DROP if drop is None else drop,
+        min_agreement=meta.min_agreement,
+    )
 
 
 def pareto_plot_data(

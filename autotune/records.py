@@ -301,9 +301,11 @@ def _attrs(values: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class SensitivityRecord:
-    """A copy of the sensitivity pass of a model, for readers of the storage (the report);
-    the pass itself is cached in the cache directory (`autotune.sensitivity`)."""
+    """Where the sensitivity pass of a model is, for readers of the storage (the report):
+    `path`, its cache file, the pass's one home (`autotune.sensitivity` says why). Records
+    written before held a copy of the pass instead: the other fields."""
 
+    path: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)  # `Sensitivity._asdict()`
     eval_limit: int | None = None
     rule: str | None = None

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import TrialRow, best_feasible, trial_rows
-from autotune.plots import pareto_plot_data, render
+from autotune.plots import render, study_labels, study_plot_data
 from autotune.records import StudyRecord, TrialRecord, read_sensitivity, study_record
-from autotune.storage import load_study
-from autotune.tables import config_label
+from autotune.storage import load_study, shown
+from autotune.tables import config_label, num
 
 if TYPE_CHECKING:
     import optuna
@@ -55,18 +55,10 @@ def build_report(storage_url: str, study_name: str) -> str:
     rows = trial_rows(study)
     frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
     ref_env = meta.reference_environment
-    model, backend = meta.model or "?", meta.backend or "?"
-    device = ref_env.get("device", "unknown device")
-    plot = pareto_plot_data(
-        rows,
-        model=model,
-        backend=backend,
-        device=device,
-        max_accuracy_drop=meta.max_accuracy_drop if meta.max_accuracy_drop is not None else 0.5,
-        min_agreement=meta.min_agreement,
-    )
+    model, backend, device = study_labels(meta)
+    plot = study_plot_data(rows, meta)
     best = best_feasible(rows)
-    shown_url = _safe_url(storage_url)
+    shown_url = shown(storage_url, unparsed="(storage URL not shown)")  # the page is shared
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -137,11 +129,11 @@ def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str
         "throughput (samples/s)": f"{best.confirmed_throughput:,.0f} (median, pooled)",
         "measurements (samples/s)": ", ".join(f"{v:,.0f}" for v in measurements)
         + f" (the trial's own, then {len(best.confirmations)} re-measurement(s))",
-        "top-1 drop vs fp32 (points)": _num(m.get("accuracy_drop"), ".3f"),
-        "agreement with fp32 (%)": _num(_pct(m.get("agreement")), ".3f"),
-        "PCC with fp32": _num(m.get("pcc"), ".6f"),
-        "latency per batch p50 / p95 (ms)": f"{_num(m.get('latency_ms_p50'), '.2f')} / "
-        f"{_num(m.get('latency_ms_p95'), '.2f')}",
+        "top-1 drop vs fp32 (points)": num(m.get("accuracy_drop"), ".3f"),
+        "agreement with fp32 (%)": num(_pct(m.get("agreement")), ".3f"),
+        "PCC with fp32": num(m.get("pcc"), ".6f"),
+        "latency per batch p50 / p95 (ms)": f"{num(m.get('latency_ms_p50'), '.2f')} / "
+        f"{num(m.get('latency_ms_p95'), '.2f')}",
     }
     commands = (
         f"autotune export --storage '{url}' --study '{study}' -o best.json\n"
@@ -195,10 +187,10 @@ def _trial_table(
             reason += f"<details><summary>stderr</summary><pre>{_e(tail[-1500:])}</pre></details>"
         body.append(
             f'<tr class="{css}"><td class="num">{r.number}</td><td>{r.state}</td>'
-            f"<td>{_e(r.status)}</td><td class='num'>{_num(r.throughput, ',.0f')}</td>"
-            f"<td class='num'>{_num(r.metrics.get('throughput_iqr'), ',.0f')}</td>"
-            f"<td class='num'>{_num(r.accuracy_drop, '.3f')}</td>"
-            f"<td class='num'>{_num(_pct(r.metrics.get('agreement')), '.2f')}</td>"
+            f"<td>{_e(r.status)}</td><td class='num'>{num(r.throughput, ',.0f')}</td>"
+            f"<td class='num'>{num(r.metrics.get('throughput_iqr'), ',.0f')}</td>"
+            f"<td class='num'>{num(r.accuracy_drop, '.3f')}</td>"
+            f"<td class='num'>{num(_pct(r.metrics.get('agreement')), '.2f')}</td>"
             f"<td>{feasible}</td><td><code>{_e(config_label(r.config))}</code></td>"
             f"<td>{reason}</td></tr>"
         )
@@ -206,7 +198,8 @@ def _trial_table(
 
 
 def _sensitivity(storage_url: str, model: str) -> str:
-    """The per-layer chart, when `autotune sensitivity` cached one for this model here."""
+    """The per-layer chart, when `autotune sensitivity` recorded a pass of this model here
+    (and its cache file is on this host)."""
     import io
 
     import optuna
@@ -217,16 +210,16 @@ def _sensitivity(storage_url: str, model: str) -> str:
         record = optuna.load_study(study_name=sens.study_name(model), storage=storage_url)
     except KeyError:
         return ""
-    cached = read_sensitivity(record)
-    if cached is None or not cached.rows:
+    stored = read_sensitivity(record)
+    found = sens.stored_pass(stored) if stored is not None else None
+    if found is None or not found.rows:
         return ""
-    rows = [sens.Sensitivity(**row) for row in cached.rows]
     buf = io.BytesIO()
-    sens.draw(sens.plot_data(model, rows), buf)
-    limit = cached.eval_limit
+    sens.draw(sens.plot_data(model, found.rows), buf)
+    limit = found.eval_limit
     return (
         "<h2>Layer sensitivity</h2>"
-        f"<p>One weight lowered at a time ({_e(cached.backend or '?')}, exact tt-metal "
+        f"<p>One weight lowered at a time ({_e(found.backend or '?')}, exact tt-metal "
         f"rounding), on {'the first ' + str(limit) if limit else 'all'} eval samples.</p>"
         + _image(buf.getvalue(), f"layer sensitivity of {model}")
     )
@@ -263,22 +256,8 @@ def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
 
 
-def _safe_url(url: str) -> str:
-    """The storage URL without its password (the page is meant to be shared)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: show nothing of it rather than a secret
-        return "(storage URL not shown)"
-
-
 def _pct(value: float | None) -> float | None:
     return None if value is None else 100 * value
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
 
 
 def _e(value: Any) -> str:

@@ -44,17 +44,24 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from autotune.defaults import SAMPLERS
 from autotune.pruning import oom_bound
 from autotune.records import TrialRecord, retried_numbers, trial_status
 from autotune.wire import Status
+from search_spaces import (
+    ACTIVATION_DTYPE,
+    BATCH_SIZE,
+    LOG2_BATCH_SIZE,
+    OPTIMIZATION_LEVEL,
+    WEIGHT_PREFIX,
+)
 
 if TYPE_CHECKING:
     from search_spaces import SearchSpace
 
-BATCH = "log2_batch_size"
-ACT = "activation_dtype"
-LEVEL = "optimization_level"
-SAMPLERS = ("autotune", "tpe", "random")
+BATCH = LOG2_BATCH_SIZE
+ACT = ACTIVATION_DTYPE
+LEVEL = OPTIMIZATION_LEVEL
 
 
 @dataclass(frozen=True)
@@ -127,14 +134,14 @@ def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     diff = {k for k in a if a[k] != b.get(k)}
     if diff == {BATCH}:
         return (BATCH, a[BATCH], b[BATCH])
-    if ACT in diff and all(k == ACT or k.startswith("dtype:") for k in diff):
+    if ACT in diff and all(k == ACT or k.startswith(WEIGHT_PREFIX) for k in diff):
         return (ACT, b[ACT])
     if len(diff) == 1:
         (name,) = diff
-        if name.startswith("dtype:"):
+        if name.startswith(WEIGHT_PREFIX):
             # One layer to this dtype, whichever layer; away from the activation dtype
             # (a deviation) or back to it (towards uniform) are different moves.
-            return ("dtype:", b[name], b[name] == b.get(ACT))
+            return (WEIGHT_PREFIX, b[name], b[name] == b.get(ACT))
         return (name, b[name])
     return None
 
@@ -168,7 +175,7 @@ def _start(space: SearchSpace) -> dict[str, Any]:
     (compilation rarely loses at steady state), switches at their first value."""
     params: dict[str, Any] = {}
     for d in space.dimensions:
-        if d.name == "batch_size":
+        if d.name == BATCH_SIZE:
             exps = [int(math.log2(b)) for b in d.choices]
             params[BATCH] = exps[len(exps) // 2]
         elif d.name == LEVEL:
@@ -191,7 +198,7 @@ def _moves(
     space: SearchSpace, inc: dict[str, Any], per_layer: bool = True
 ) -> Iterator[dict[str, Any]]:
     dims = {d.name: d for d in space.dimensions}
-    exps = [int(math.log2(b)) for b in dims["batch_size"].choices]
+    exps = [int(math.log2(b)) for b in dims[BATCH_SIZE].choices]
     lo, hi = exps[0], exps[-1]
 
     def batch(step: int) -> Iterator[dict[str, Any]]:
@@ -211,7 +218,7 @@ def _moves(
     yield from flips(LEVEL)
     switches = [d.name for d in space.dimensions if not d.members and d.name not in (ACT, LEVEL)]
     for name in switches:
-        if name != "batch_size":
+        if name != BATCH_SIZE:
             yield from flips(name)
     yield from batch(1)
     for d in space.weight_dimensions if per_layer else ():

@@ -6,6 +6,16 @@ dtype dimension offers block-float formats queue the maps it suggests before sam
 
 This module reads, ranks and draws the rows; the pass itself runs in a trial process
 (`autotune.child.sensitivity`, cached there), started by `autotune.jobs.layer_sensitivity`.
+
+The rows have one home: that cache file. The trial process that computes them writes it
+(it has no storage: the child never imports optuna), and every storage and study on the
+host reuses it, so a new database never pays for the pass again. A storage that is told
+of a pass (`autotune sensitivity --storage`, a study's starting points) keeps only where
+the file is (study `<model>-sensitivity`, `records.SensitivityRecord.path`), for its
+readers, the HTML report: `stored_pass` reads the file through it. A copy in the storage
+would be a second home that can disagree with the cache (recomputed with --recompute, or
+for a changed model); the price is that a report made where the file is not (another
+host, a cleared cache) shows no chart until `autotune sensitivity` runs there.
 """
 
 from __future__ import annotations
@@ -13,9 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from autotune.child.sensitivity import NUMERICS_RULE
+from autotune.child.sensitivity import NUMERICS_RULE, read_cache
 
 if TYPE_CHECKING:
+    from autotune.records import SensitivityRecord
     from search_spaces import SearchSpace
 
 
@@ -36,6 +47,28 @@ class Sensitivity(NamedTuple):
         output has no classes), then output error."""
         first = 1.0 - self.agreement if self.agreement is not None else self.accuracy_drop
         return (first, self.mean_abs_error)
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Sensitivity:
+        """One row as the pass writes it (its extra keys left out)."""
+        return cls(**{f: row.get(f) for f in cls._fields})
+
+
+class StoredPass(NamedTuple):
+    rows: list[Sensitivity]
+    eval_limit: int | None
+    backend: str | None
+
+
+def stored_pass(record: SensitivityRecord) -> StoredPass | None:
+    """The pass a storage's record points to, read from its cache file; None when the file
+    is not here. A record written before the storage kept only the pointer holds the rows
+    itself."""
+    data = record.to_attrs() if record.path is None else read_cache(Path(record.path))
+    if data is None:
+        return None
+    rows = [Sensitivity.of(row) for row in data.get("rows") or []]
+    return StoredPass(rows, data.get("eval_limit"), data.get("backend"))
 
 
 def study_name(model: str) -> str:

@@ -139,7 +139,7 @@ def queue_starting_points(
     recipe = recipe_params(space, backend.reference_recipe)
     if recipe is not None:
         enqueue(study, recipe[0], starting_point=FROM_RECIPE)
-    if opts.sensitivity_starting_points:
+    if opts.starting_points:
         for params in sensitivity_points(space, opts, runner):
             enqueue(study, params, starting_point=FROM_SENSITIVITY)
 

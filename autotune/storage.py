@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autotune import defaults
 from autotune.errors import UsageError
 
 if TYPE_CHECKING:
     import optuna
-
-DEFAULT_STORAGE = "sqlite:///autotune.db"
 
 _BACKEND_NAMES = {
     "postgresql": "PostgreSQL",
@@ -63,7 +62,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
 
         heartbeat = {
             "heartbeat_interval": heartbeat_s,
-            "grace_period": 3 * heartbeat_s,
+            "grace_period": defaults.SILENT_BEATS * heartbeat_s,
             "heartbeat_stale_trial_callback": retry_lost_trial,
         }
     try:
@@ -144,11 +143,13 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
         raise UsageError(f"no study {name!r} in {shown(storage_url)}{known}") from None
 
 
-def shown(url: str) -> str:
-    """The URL as messages may print it: a password is masked."""
+def shown(url: str, unparsed: str | None = None) -> str:
+    """The URL as messages and the HTML report may print it: a password is masked. A URL
+    SQLAlchemy cannot parse has nothing to mask in a usable form: it is shown as is, or as
+    `unparsed` where it must never be (a page meant to be shared)."""
     import sqlalchemy.engine
 
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse: nothing to mask in a usable form
-        return url
+    except Exception:
+        return url if unparsed is None else unparsed

@@ -1,89 +1,53 @@
-"""What a study is asked to do: its options and the space they define (the measurement
-protocol they give each trial is `autotune.jobs.trial_job`)."""
+"""What a study is asked to do: its options, each declared once, and the space they define
+(the measurement protocol they give each trial is `autotune.jobs.trial_job`).
+
+An option's field name is its flag's (`stop_slower` is `--stop-slower`; a switch on by
+default, `progress`, is `--no-progress`), and its declaration holds its default (from
+`autotune.defaults`) and its help: the CLI's parsers are generated from them
+(`autotune.cli.common.add_options`). This module imports nothing heavy at import time, so
+`autotune --help` stays fast; `build_space` imports the backends and studies when called.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune import defaults
-from autotune.backends import get_backend
-from autotune.storage import DEFAULT_STORAGE
-from search_spaces import SearchSpace, default_space
-from studies import get_study
 
 if TYPE_CHECKING:
     from autotune.records import StudyRecord
+    from search_spaces import SearchSpace
 
-# Settings every host must share: they define what a trial measures.
-IDENTITY = (
-    "model",
-    "backend",
-    "max_accuracy_drop",
-    "min_agreement",
-    "eval_limit",
-    "measure_seconds",
-)
+# Groups of options: stored with the study (every host running its trials uses them), which
+# study (every command reading one takes them), and this host's own settings.
+STUDY, WHICH, HOST = "study", "which", "host"
+
+# Stored under these names before the names became the flags'; read by `from_study`.
+RENAMED = {
+    "stop_ratio": "stop_slower",
+    "timeout_s": "timeout_per_trial",
+    "memory_limit_bytes": "memory_limit",
+    "sensitivity_starting_points": "starting_points",
+}
 
 
-@dataclass(frozen=True)
-class StudyOptions:
-    # Stored with the study (every host running trials uses them).
-    model: str
-    backend: str = defaults.BACKEND
-    trials: int = defaults.TRIALS
-    max_accuracy_drop: float = defaults.MAX_ACCURACY_DROP
-    min_agreement: float | None = None  # percent of top-1 predictions equal to fp32's
-    space: dict[str, Any] | None = None  # narrowing spec, as read from a space file
-    max_batch_size: int | None = None
-    measure_seconds: float = defaults.MEASURE_SECONDS
-    warmup_iters: int = 3
-    timeout_s: float | None = defaults.TIMEOUT_S
-    memory_limit_bytes: int | None = None
-    eval_limit: int | None = None
-    seed: int | None = None
-    sampler: str = defaults.SAMPLER  # autotune's strategy (autotune.sampler), "tpe" or "random"
-    # A trial slower than the best feasible one so far by this factor after warm-up stops
-    # there (pruned as "slow": not timed, not evaluated). 0 measures every trial in full.
-    stop_ratio: float = defaults.STOP_RATIO
-    sensitivity_starting_points: bool = True  # queue sensitivity-ordered dtype maps first
-    # Re-measure this many top trials, then the top until it is re-measured.
-    confirm: int = defaults.CONFIRM
-    # This host only.
-    storage: str = DEFAULT_STORAGE
-    study_name: str | None = None
-    trial_python: str | None = None
-    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
-    jobs: int = defaults.JOBS
-    devices: tuple[str, ...] | None = None
-    heartbeat_s: int = defaults.HEARTBEAT_S
-    progress: bool = True
+def parse_size(text: str) -> int:
+    """'1.5G', '800M', '2GiB', '4096' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text, re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 800M or 2G)")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
 
-    @property
-    def name(self) -> str:
-        return self.study_name or f"{self.model}-{self.backend}"
 
-    def shared(self) -> dict[str, Any]:
-        host = {
-            "storage",
-            "study_name",
-            "trial_python",
-            "cache_dir",
-            "jobs",
-            "devices",
-            "heartbeat_s",
-            "progress",
-        }
-        return {k: v for k, v in asdict(self).items() if k not in host}
-
-    @classmethod
-    def from_study(cls, record: StudyRecord, **host: Any) -> StudyOptions:
-        """Options of an existing study (for `autotune worker`), plus this host's settings."""
-        known = {f.name for f in fields(cls)}
-        shared = {k: v for k, v in record.options.items() if k in known}
-        return cls(**shared, **host)
+def comma_list(text: str) -> tuple[str, ...] | None:
+    """'0,1' -> ('0', '1'); nothing listed: None."""
+    return tuple(item for item in text.split(",") if item) or None
 
 
 def default_cache_dir() -> Path:
@@ -91,7 +55,189 @@ def default_cache_dir() -> Path:
     return Path(base) / "autotune"
 
 
+def option(
+    default: Any = MISSING,
+    *,
+    help: str | None = None,
+    group: str = STUDY,
+    identity: bool = False,
+    factory: Any = MISSING,
+    **cli: Any,
+) -> Any:
+    """A StudyOptions field. With `help` it is a flag; `cli` holds more of its
+    `add_argument` keywords (metavar, choices, type, where not its default's type) and
+    `flags` (its spellings, when not only `--name`) and `hidden` (old spellings, still
+    parsed, not shown). `identity`: every host must share it (it defines what a trial
+    measures), and a study is resumed only with the same value."""
+    meta = {"help": help, "group": group, "identity": identity, "cli": cli}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    # In the order `autotune study --help` lists them.
+    model: str = option(help="study to tune (e.g. mnist)", identity=True)
+    backend: str = option(
+        defaults.BACKEND,
+        help=f"device family: cpu, cuda, tt (default {defaults.BACKEND})",
+        identity=True,
+    )
+    confirm: int = option(
+        defaults.CONFIRM,
+        help="re-measure the K best feasible trials, then the top one while it is not "
+        "re-measured (at most 2K in all); the pick pools all measurements (default "
+        f"{defaults.CONFIRM}; 0: no re-measurement)",
+        metavar="K",
+    )
+    starting_points: bool = option(
+        True,
+        help="skip the sensitivity pass and its dtype maps queued as starting points (done "
+        "only where the space offers block-float dtypes); the model's recipe is still queued",
+        # The flag's first name, from before "seed" meant only the sampler's RNG seed.
+        hidden=("--no-seed",),
+    )
+    trials: int = option(
+        defaults.TRIALS, help="total finished trials the study should have (rerun to resume)"
+    )
+    max_accuracy_drop: float = option(
+        defaults.MAX_ACCURACY_DROP,
+        help="feasible = top-1 within this many points of fp32 "
+        f"(default {defaults.MAX_ACCURACY_DROP:g})",
+        metavar="POINTS",
+        identity=True,
+    )
+    min_agreement: float | None = option(
+        None,
+        help="also require this share of top-1 predictions equal to fp32's (e.g. 99.9)",
+        metavar="PERCENT",
+        type=float,
+        identity=True,
+    )
+    # The narrowing spec, as read from the space file (`--space FILE`: the CLI reads it).
+    space: dict[str, Any] | None = option(
+        None, help="TOML/YAML file narrowing the space", metavar="FILE", type=Path
+    )
+    max_batch_size: int | None = option(
+        None, help="largest batch size searched (power of 2)", type=int
+    )
+    measure_seconds: float = option(
+        defaults.MEASURE_SECONDS,
+        help=f"timed seconds per trial after warmup (default {defaults.MEASURE_SECONDS:g})",
+        identity=True,
+    )
+    warmup_iters: int = option(defaults.WARMUP_ITERS)  # no flag
+    timeout_per_trial: float | None = option(
+        defaults.TIMEOUT_PER_TRIAL,
+        help="kill a trial's process group after this long "
+        f"(default {defaults.TIMEOUT_PER_TRIAL:g})",
+        metavar="SECONDS",
+    )
+    memory_limit: int | None = option(  # bytes
+        None,
+        help="cap each trial process's memory (RLIMIT_DATA), e.g. 2G; over it is OOM (pruned)",
+        metavar="SIZE",
+        type=parse_size,
+    )
+    seed: int | None = option(None, help="sampler seed, for repeatable searches", type=int)
+    sampler: str = option(  # autotune's strategy is `autotune.sampler`
+        defaults.SAMPLER,
+        help="search strategy: autotune's (climbs batch size and uniform precision, then "
+        "TPE; default), plain TPE, or random",
+        choices=defaults.SAMPLERS,
+    )
+    stop_slower: float = option(
+        defaults.STOP_SLOWER,
+        help="stop a trial after warm-up when it is X times slower than the best feasible "
+        "one so far (pruned as slow: not timed, not evaluated; default "
+        f"{defaults.STOP_SLOWER:g}; 0 never stops)",
+        metavar="X",
+    )
+    eval_limit: int | None = option(
+        None, help="evaluate accuracy on the first N samples only", type=int, identity=True
+    )
+    storage: str = option(
+        defaults.STORAGE,
+        help=f"SQLAlchemy URL of the study storage (default {defaults.STORAGE})",
+        group=WHICH,
+    )
+    study_name: str | None = option(  # default: `name`
+        None, help="study name", group=WHICH, flags=("--study", "--study-name")
+    )
+    trial_python: str | None = option(
+        None,
+        help="interpreter that runs trials (default: this one)",
+        group=HOST,
+        # The flag's name before "worker" came to mean only the `autotune worker` command.
+        hidden=("--worker-python",),
+    )
+    jobs: int = option(
+        defaults.JOBS,
+        help=f"trials run at once on this host (default {defaults.JOBS})",
+        group=HOST,
+    )
+    devices: tuple[str, ...] | None = option(
+        None,
+        help="comma-separated device ids: one trial per device at once",
+        group=HOST,
+        metavar="IDS",
+        type=comma_list,
+    )
+    heartbeat: int = option(
+        defaults.HEARTBEAT,
+        help=f"heartbeat interval; a trial silent for {defaults.SILENT_BEATS} intervals is "
+        "re-queued",
+        group=HOST,
+        metavar="SECONDS",
+    )
+    cache_dir: Path = option(
+        help=f"compile and reference cache (default {defaults.CACHE_DIR_SHOWN})",
+        group=HOST,
+        factory=default_cache_dir,
+        type=Path,
+    )
+    progress: bool = option(True, help="no progress bar", group=HOST)
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{self.model}-{self.backend}"
+
+    def shared(self) -> dict[str, Any]:
+        """What the study stores: the options every host running its trials uses."""
+        return {k: v for k, v in asdict(self).items() if group(k) == STUDY}
+
+    @classmethod
+    def from_study(cls, record: StudyRecord, **host: Any) -> StudyOptions:
+        """Options of an existing study (for `autotune worker`), plus this host's settings."""
+        known = {f.name for f in fields(cls)}
+        shared = {k: v for k, v in stored_options(record.options).items() if k in known}
+        return cls(**shared, **host)
+
+
+def declared(name: str | None = None) -> list[Field]:
+    """The declarations of StudyOptions' fields (all, or the one named), in order."""
+    return [f for f in fields(StudyOptions) if name in (None, f.name)]
+
+
+def group(name: str) -> str:
+    return declared(name)[0].metadata["group"]
+
+
+IDENTITY = tuple(f.name for f in declared() if f.metadata["identity"])
+
+
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored options under today's names (older studies stored some under
+    RENAMED's keys)."""
+    return {RENAMED.get(k, k): v for k, v in options.items()}
+
+
 def build_space(opts: StudyOptions) -> SearchSpace:
+    from autotune.backends import get_backend
+    from search_spaces import default_space
+    from studies import get_study
+
     space = default_space(
         get_study(opts.model), get_backend(opts.backend), opts.max_batch_size, model=opts.model
     )

@@ -44,9 +44,9 @@ def trial_table(rows: list[TrialRow]) -> str:
             str(r.number),
             r.state,
             r.status,
-            _num(r.throughput),
-            _num(r.metrics.get("throughput_iqr")),
-            _num(r.accuracy_drop, ".3f"),
+            num(r.throughput),
+            num(r.metrics.get("throughput_iqr")),
+            num(r.accuracy_drop, ".3f"),
             "yes" if r.feasible else "no" if r.measured else "-",
             config_label(r.config),
             r.message[:60],
@@ -56,8 +56,12 @@ def trial_table(rows: list[TrialRow]) -> str:
     return format_table(headers, body)
 
 
-def _num(value: float | None, fmt: str = ",.0f") -> str:
-    return "-" if value is None else format(value, fmt)
+def num(value: Any, fmt: str = ",.0f") -> str:
+    """A figure as tables, the HTML report and `verify` print it: "-" where there is none,
+    and a value that is not a number (text of an older record) as it is."""
+    if value is None:
+        return "-"
+    return format(value, fmt) if isinstance(value, int | float) else str(value)
 
 
 def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
@@ -65,11 +69,11 @@ def reference_line(reference: TrialRow, best: TrialRow | None) -> str:
     ref = reference.confirmed_throughput
     text = (
         f"reference, the reference recipe (trial {reference.number}, "
-        f"{config_label(reference.config)}): {_num(ref)} samples/s"
+        f"{config_label(reference.config)}): {num(ref)} samples/s"
     )
     if best is not None and best.confirmed_throughput is not None and ref:
         text += (
-            f"; best feasible (trial {best.number}): {_num(best.confirmed_throughput)} "
+            f"; best feasible (trial {best.number}): {num(best.confirmed_throughput)} "
             f"samples/s = {best.confirmed_throughput / ref:.2f}x the reference"
         )
     return text

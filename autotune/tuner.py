@@ -61,10 +61,10 @@ class Tuner:
 
         if opts.trials < 1:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
-        check_stop_ratio(opts.stop_ratio)
+        check_stop_ratio(opts.stop_slower)
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
-        check_heartbeat(opts.heartbeat_s)
+        check_heartbeat(opts.heartbeat)
         self.opts = opts
         self.backend = get_backend(opts.backend)
         if opts.devices and not self.backend.visible_devices_env:
@@ -73,7 +73,7 @@ class Tuner:
         self.slot_threads = slot_threads(opts.jobs, self.backend.computes_on_host_cpu)
         self.runner = RunnerSettings(
             python=opts.trial_python or RunnerSettings.python,
-            timeout_s=opts.timeout_s,
+            timeout_s=opts.timeout_per_trial,
             cache_dir=opts.cache_dir,
             threads=self.slot_threads,
         )
@@ -83,7 +83,7 @@ class Tuner:
         # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        self.storage = open_storage(opts.storage, heartbeat_s=opts.heartbeat_s)
+        self.storage = open_storage(opts.storage, heartbeat_s=opts.heartbeat)
         if join_existing:
             self.study = optuna.load_study(study_name=opts.name, storage=self.storage)
         else:
@@ -101,7 +101,7 @@ class Tuner:
         self.ledger = Ledger(
             self.study,
             self.storage,
-            heartbeat_s=opts.heartbeat_s,
+            heartbeat_s=opts.heartbeat,
             threads=self.slot_threads,
             jobs=opts.jobs,
         )
@@ -200,7 +200,7 @@ class Tuner:
                 if trial is None:
                     return
                 # Beat from claim to tell: a trial is never silent while this tuner owns it.
-                with Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat_s):
+                with Heartbeat(self.storage, trial._trial_id, self.opts.heartbeat):
                     try:
                         self._run_one(trial, runner, ref)
                     except optuna.exceptions.UpdateFinishedTrialError:
@@ -249,7 +249,7 @@ class Tuner:
     ) -> TrialResult:
         job = replace(
             trial_job(self.opts, config, ref),
-            stop_below=stop_below(self.study, self.opts.stop_ratio),
+            stop_below=stop_below(self.study, self.opts.stop_slower),
         )
         result = run_job(job, runner, cancel=self._stop)
         retry = self.backend.retry_config(config, result)

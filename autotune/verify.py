@@ -18,10 +18,10 @@ from typing import Any
 
 from autotune import defaults
 from autotune.errors import UsageError
-from autotune.export import PROTOCOL_KEYS, check_schema, load_config
+from autotune.export import PROTOCOL, check_schema, load_config
+from autotune.tables import config_label, format_table, num
 from autotune.wire import TrialResult
 
-DEFAULT_MAX_SLOWDOWN = defaults.MAX_SLOWDOWN
 ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
 
 
@@ -49,15 +49,15 @@ def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     defaults then, and a note saying so."""
     from autotune.study_options import StudyOptions
 
-    defaults = {k: getattr(StudyOptions, k) for k in PROTOCOL_KEYS}
+    unrecorded = {key: getattr(StudyOptions, name) for key, name in PROTOCOL.items()}
     stored = data.get("protocol")
     if not isinstance(stored, dict):
         note = (
             f"export schema {data['schema']} does not record how it was measured; replayed "
-            f"with the defaults (measure {defaults['measure_seconds']:g} s, full eval set)"
+            f"with the defaults (measure {unrecorded['measure_seconds']:g} s, full eval set)"
         )
-        return defaults, [note]
-    return {k: stored.get(k, defaults[k]) for k in PROTOCOL_KEYS}, []
+        return unrecorded, [note]
+    return {key: stored.get(key, unrecorded[key]) for key in PROTOCOL}, []
 
 
 @dataclass
@@ -123,7 +123,7 @@ class VerifyReport:
             return (
                 f"top-1 drop {drop:.3f} points vs fp32 here, over the "
                 f"{self.max_accuracy_drop:g} allowed (export: "
-                f"{_fmt(self.exported.get('accuracy_drop'), '.3f')})"
+                f"{num(self.exported.get('accuracy_drop'), '.3f')})"
             )
         if self.min_agreement_percent is not None:
             agreement = 100 * (self.worst("agreement", highest=False) or 0.0)
@@ -182,7 +182,7 @@ def verify(
     path: Path,
     *,
     rounds: int = defaults.VERIFY_ROUNDS,
-    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    max_slowdown: float = defaults.MAX_SLOWDOWN,
     max_accuracy_drop: float | None = None,
     trial_python: str | None = None,
     cache_dir: Path | None = None,
@@ -214,9 +214,12 @@ def verify(
         limit = StudyOptions.max_accuracy_drop
         notes.append(f"the export records no accuracy limit; using {limit:g} points")
     cache = cache_dir or default_cache_dir()
-    opts = StudyOptions(model=config.model, backend=config.backend, cache_dir=cache, **protocol)
+    measured = {PROTOCOL[key]: value for key, value in protocol.items()}
+    opts = StudyOptions(model=config.model, backend=config.backend, cache_dir=cache, **measured)
     runner = RunnerSettings(
-        python=trial_python or RunnerSettings.python, timeout_s=opts.timeout_s, cache_dir=cache
+        python=trial_python or RunnerSettings.python,
+        timeout_s=opts.timeout_per_trial,
+        cache_dir=cache,
     )
     check_trial_python(runner.python, backend)
 
@@ -302,8 +305,6 @@ def environment_diff(provenance: dict[str, Any], here: dict[str, Any]) -> list[d
 
 def render_text(report: VerifyReport) -> str:
     """The comparison as a terminal table (stdout)."""
-    from autotune.tables import config_label, format_table
-
     prov = report.provenance
     ratio = report.ratios()
     exp = report.exported
@@ -356,7 +357,7 @@ def render_text(report: VerifyReport) -> str:
     lines.append(format_table(["", "export", "here", "here/export", "limit"], rows))
     lines.append("")
     env_rows = [
-        [e["what"], _fmt(e["exported"]), _fmt(e["here"]), "changed" if e["changed"] else ""]
+        [e["what"], num(e["exported"], ""), num(e["here"], ""), "changed" if e["changed"] else ""]
         for e in report.environment
     ]
     lines.append(format_table(["environment", "export", "here", ""], env_rows))
@@ -379,8 +380,8 @@ def _acc_row(
     delta = "-" if here is None or there is None else f"{scale * (here - there):+{fmt}}"
     return [
         label,
-        _fmt(None if there is None else scale * there, fmt),
-        _fmt(None if here is None else scale * here, fmt),
+        num(None if there is None else scale * there, fmt),
+        num(None if here is None else scale * here, fmt),
         delta,
         limit,
     ]
@@ -390,11 +391,3 @@ def _span(values: list[float], what: str) -> str:
     if len(values) == 1:
         return f"1 {what}"
     return f"{len(values)} {what}s, {min(values):,.0f}-{max(values):,.0f}"
-
-
-def _fmt(value: Any, fmt: str = "") -> str:
-    if value is None:
-        return "-"
-    if fmt and isinstance(value, int | float):
-        return format(value, fmt)
-    return str(value)

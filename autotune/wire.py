@@ -12,6 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
+from autotune.files import write_atomic
+
 SCHEMA_VERSION = 1
 
 
@@ -94,10 +97,10 @@ class TrialJob:
 
     config: TrialConfig
     mode: JobMode = JobMode.TRIAL
-    measure_seconds: float = 1.0
-    warmup_iters: int = 3
-    warmup_seconds: float = 0.5
-    min_blocks: int = 5
+    measure_seconds: float = defaults.MEASURE_SECONDS
+    warmup_iters: int = defaults.WARMUP_ITERS
+    warmup_seconds: float = defaults.MEASURE_SECONDS * defaults.WARMUP_SHARE
+    min_blocks: int = defaults.MIN_BLOCKS
     # Stop after warm-up, neither timed nor evaluated, below this many samples/s
     # (`autotune.pruning.stop_below`).
     stop_below: float | None = None
@@ -156,9 +159,7 @@ class TrialResult:
         return cls(**d)
 
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)  # atomic: the tuner never reads a half-written result
+        write_atomic(path, json.dumps(self.to_dict(), indent=1))  # never read half-written
 
     @classmethod
     def read(cls, path: Path) -> TrialResult:

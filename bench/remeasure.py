@@ -29,6 +29,7 @@ from autotune.launch.runner import RunnerSettings, run_job
 from autotune.records import study_record
 from autotune.storage import load_study
 from autotune.study_options import StudyOptions
+from autotune.tables import num
 from autotune.wire import TrialConfig
 
 
@@ -125,8 +126,8 @@ def main() -> int:
         "speedup_pick_vs_reference": speedup,
     }
     print(
-        f"medians (same run, interleaved): pick {_num(medians['pick'])}, reference "
-        f"{_num(medians['reference'])} samples/s; speedup "
+        f"medians (same run, interleaved): pick {num(medians['pick'])}, reference "
+        f"{num(medians['reference'])} samples/s; speedup "
         + (f"{speedup:.2f}x" if speedup else "n/a")
     )
     if args.json:
@@ -134,14 +135,10 @@ def main() -> int:
     return 0
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def _fmt(run: dict) -> str:
     if run["status"] != "ok":
         return f"{run['status']}: {run['message']}"
-    return f"{_num(run['throughput_samples_per_s'])} samples/s ({run['wall_s']:.0f} s)"
+    return f"{num(run['throughput_samples_per_s'])} samples/s ({run['wall_s']:.0f} s)"
 
 
 if __name__ == "__main__":

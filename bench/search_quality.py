@@ -40,6 +40,7 @@ from typing import Any
 
 import optuna
 
+from autotune import defaults
 from autotune.backends import get_backend
 from autotune.child.reference import Reference
 from autotune.jobs import fp32_reference, trial_job
@@ -55,9 +56,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "search_quality"
 WORKLOADS = ("mnist", "mnist_transformer", "mnist_mlp", "mnist_resnet")
 STRATEGIES = ("random", "tpe", "autotune")
 BATCHES = tuple(2**e for e in range(3, 13))  # 8 .. 4096
-MAX_DROP = 0.5  # the study's default constraint, in points
+MAX_DROP = defaults.MAX_ACCURACY_DROP  # the study's default constraint, in points
 TOP = 5
-CONFIRM = 3  # the tuner's default --confirm
+CONFIRM = defaults.CONFIRM  # the tuner's default --confirm
 
 
 def cpu_kind() -> tuple[str, dict[str, Any]]:

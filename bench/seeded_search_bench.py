@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, seeded: bool, storage: str, cache: Path) -> di
         min_agreement=args.min_agreement,
         measure_seconds=0.2,
         seed=args.seed,
-        sensitivity_starting_points=seeded,
+        starting_points=seeded,
         confirm=0,
         storage=storage,
         study_name=f"{args.model}-{'seeded' if seeded else 'plain'}",

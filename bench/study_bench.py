@@ -97,7 +97,7 @@ def main() -> None:
             statuses[r.status] = statuses.get(r.status, 0) + 1
 
         # Re-measure best and recipe, interleaved, with the study's own protocol.
-        settings = RunnerSettings(cache_dir=cache, timeout_s=opts.timeout_s)
+        settings = RunnerSettings(cache_dir=cache, timeout_s=opts.timeout_per_trial)
         ref = tuner.reference()
         best_cfg = TrialConfig.from_dict(best.config)
         recipe_cfg = reference_recipe(args.model, args.backend)

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
     from studies import Study, Weight
 
 __all__ = [
+    "ACTIVATION_DTYPE",
+    "BATCH_SIZE",
+    "KNOB_PREFIX",
+    "LOG2_BATCH_SIZE",
+    "OPTIMIZATION_LEVEL",
+    "TRACE",
+    "WEIGHT_PREFIX",
     "BatchSize",
     "Dimension",
     "SearchSpace",
@@ -40,8 +47,15 @@ __all__ = [
     "recipe_params",
 ]
 
-WEIGHT_PREFIX = "dtype:"
-KNOB_PREFIX = "knob:"
+# Names of the common dimensions (each also the TrialConfig field it sets), read by the
+# sampler: one spelling for both.
+BATCH_SIZE = "batch_size"
+LOG2_BATCH_SIZE = "log2_batch_size"  # batch size's Optuna param: searched as log2
+OPTIMIZATION_LEVEL = "optimization_level"
+TRACE = "trace"
+ACTIVATION_DTYPE = "activation_dtype"
+WEIGHT_PREFIX = "dtype:"  # + label: a weight-dtype dimension
+KNOB_PREFIX = "knob:"  # + name: a backend knob's target
 
 
 class SpaceError(UsageError):
@@ -85,7 +99,7 @@ class BatchSize(Dimension):
 
     def suggest(self, trial: optuna.Trial) -> int:
         lo, hi = int(math.log2(self.choices[0])), int(math.log2(self.choices[-1]))
-        return 2 ** trial.suggest_int("log2_batch_size", lo, hi)
+        return 2 ** trial.suggest_int(LOG2_BATCH_SIZE, lo, hi)
 
     def narrow(self, allowed: Any) -> Dimension:
         if isinstance(allowed, dict):
@@ -214,14 +228,14 @@ def default_space(
         raise SpaceError(f"max batch size must be a power of two, not {top}")
     dims: list[Dimension] = [
         BatchSize(
-            "batch_size",
-            "batch_size",
+            BATCH_SIZE,
+            BATCH_SIZE,
             tuple(2**i for i in range(top.bit_length())),
             "samples per inference call; larger amortises dispatch, may run out of memory",
         ),
         Dimension(
-            "optimization_level",
-            "optimization_level",
+            OPTIMIZATION_LEVEL,
+            OPTIMIZATION_LEVEL,
             (0, 1, 2),
             "compiler optimisation level; see the backend's mapping",
         ),
@@ -229,13 +243,13 @@ def default_space(
     if backend.has_trace:
         dims.append(
             Dimension(
-                "trace", "trace", (False, True), "record the dispatch sequence once and replay it"
+                TRACE, TRACE, (False, True), "record the dispatch sequence once and replay it"
             )
         )
     dims.append(
         Dimension(
-            "activation_dtype",
-            "activation_dtype",
+            ACTIVATION_DTYPE,
+            ACTIVATION_DTYPE,
             backend.activation_dtypes,
             "dtype of activations and of layers the weight map leaves alone",
         )
@@ -306,7 +320,7 @@ def recipe_params(
             return None
         values[d.name] = value
         if isinstance(d, BatchSize):
-            params["log2_batch_size"] = int(math.log2(value))
+            params[LOG2_BATCH_SIZE] = int(math.log2(value))
         else:
             params[d.name] = value
     return params, space.config_from(values)

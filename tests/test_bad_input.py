@@ -120,8 +120,8 @@ def test_no_seed_is_a_hidden_alias_of_no_starting_points():
 
     parse = build_parser().parse_args
     for flag in ("--no-starting-points", "--no-seed"):
-        assert parse(["study", "--model", "mnist", flag]).no_starting_points
-    assert not parse(["study", "--model", "mnist"]).no_starting_points
+        assert not parse(["study", "--model", "mnist", flag]).starting_points
+    assert parse(["study", "--model", "mnist"]).starting_points
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
         parse(["study", "--help"])

@@ -17,6 +17,7 @@ from autotune.child import reference
 from autotune.child.metrics import score
 from autotune.child.sensitivity import one_at_a_time
 from autotune.numerics import round_bfp
+from autotune.records import read_sensitivity
 from autotune.sensitivity import Sensitivity, dtype_starting_points
 from autotune.wire import TrialConfig
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
@@ -305,10 +306,12 @@ def test_sensitivity_and_emulated_study_end_to_end(cli, tmp_path, cache_dir, mod
     assert len(rows) == 1 + 2 * n_linear
     assert (tmp_path / "sens.png").read_bytes()[:4] == b"\x89PNG"
     # Cached by model and weights in the cache directory, with the compute path it used;
-    # a copy goes to the storage for its readers (the HTML report).
+    # the storage keeps where that file is, for its readers (the HTML report).
     cached = {p: p.stat().st_mtime_ns for p in (cache_dir / "autotune").glob("*/*.json")}
-    hits = [json.loads(p.read_text()) for p in cached if p.parent.name == "sensitivity"]
-    entry = next(d for d in hits if d["model"] == model and d["eval_limit"] == 500)
+    hits = {p: json.loads(p.read_text()) for p in cached if p.parent.name == "sensitivity"}
+    path, entry = next(
+        (p, d) for p, d in hits.items() if d["model"] == model and d["eval_limit"] == 500
+    )
     assert [{k: row[k] for k in rows[0]} for row in entry["rows"]] == rows
     assert entry["environment"]["numerics"]["bf16_compute"] in (
         "bf16",
@@ -317,7 +320,7 @@ def test_sensitivity_and_emulated_study_end_to_end(cli, tmp_path, cache_dir, mod
     record = optuna.load_study(
         study_name=f"{model}-sensitivity", storage=f"sqlite:///{tmp_path / 'autotune.db'}"
     )
-    assert record.user_attrs["autotune_sensitivity"]["rows"] == rows
+    assert read_sensitivity(record).path == str(path.resolve())
     # A new database does not pay again: nothing in the cache is written anew.
     r = cli("sensitivity", "--model", model, "--eval-limit", "500", "--storage", "sqlite:///b.db")
     assert r.returncode == 0 and "bfp_bf4" in r.stdout

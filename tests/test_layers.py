@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.errors",
         "autotune.paths",
         "autotune.defaults",
+        "autotune.files",
         "autotune.wire",
         "autotune.measure",
         "autotune.numerics",

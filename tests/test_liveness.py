@@ -35,9 +35,9 @@ def make_tuner(tmp_path: Path, *, trials: int = 2, join: bool = False, jobs: int
         model="mnist",
         trials=trials,
         storage=f"sqlite:///{tmp_path / 'autotune.db'}",
-        sensitivity_starting_points=False,
+        starting_points=False,
         cache_dir=tmp_path / "cache",
-        heartbeat_s=1,
+        heartbeat=1,
         jobs=jobs,
         progress=False,
     )

@@ -353,3 +353,28 @@ def test_autotune_sampler_starts_from_a_neutral_uniform_config():
     config = cpu_space().suggest(optuna.trial.FixedTrial(start))  # complete and valid params
     assert config.batch_size == 64 and config.optimization_level == 2
     assert set(config.weight_dtype_map.values()) == {config.activation_dtype} == {"fp32"}
+
+
+def test_study_options_read_studies_stored_under_the_old_names():
+    """The fields took their flags' names; a study stored before still resumes (worker)."""
+    from autotune.records import StudyRecord
+    from autotune.study_options import StudyOptions
+
+    old = {"model": "mnist", "stop_ratio": 0.0, "timeout_s": 20.0, "memory_limit_bytes": 1024}
+    old |= {"sensitivity_starting_points": False}
+    opts = StudyOptions.from_study(StudyRecord(options=old), heartbeat=4)
+    assert (opts.stop_slower, opts.timeout_per_trial, opts.memory_limit) == (0.0, 20.0, 1024)
+    assert not opts.starting_points and opts.heartbeat == 4
+
+
+def test_every_study_flag_is_its_option():
+    """The parser is generated from StudyOptions: each flag's dest is a field of that name."""
+    from dataclasses import fields
+
+    from autotune.cli import build_parser
+    from autotune.study_options import StudyOptions
+
+    args = build_parser().parse_args(["study", "--model", "mnist", "--memory-limit", "2G"])
+    names = {f.name for f in fields(StudyOptions)} - {"warmup_iters"}  # no flag
+    assert names <= set(vars(args))
+    assert args.memory_limit == 2**31 and args.stop_slower == 3.0 and args.starting_points

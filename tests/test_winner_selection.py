@@ -31,7 +31,7 @@ def test_unconfirmed_trial_above_all_confirmed_is_remeasured(tmp_path, cache_dir
         storage=f"sqlite:///{tmp_path / 'a.db'}",
         measure_seconds=0.2,
         eval_limit=200,
-        sensitivity_starting_points=False,
+        starting_points=False,
         confirm=2,
         cache_dir=cache_dir,
         progress=False,

@@ -6,7 +6,14 @@ from fnmatch import fnmatchcase
 
 import torch
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The torch dtype of each dtype name a backend offers. tf32 tensors are fp32: TF32 is how
+# cuda's matmuls and convolutions compute on them (set by the cuda backend).
+TORCH_DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def resolve_weight_map(names: list[str], weight_map: dict[str, str]) -> dict[str, str]:

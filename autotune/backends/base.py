@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autotune.errors import UsageError
 from autotune.wire import Status, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
@@ -29,6 +31,25 @@ class Knob:
     name: str
     choices: tuple[Any, ...]
     doc: str
+
+
+def run_probe(
+    python: str, code: str, *args: str, env: dict[str, str], timeout: float, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in the trial interpreter `python` (what trials could import there is asked
+    in a child process: the tuner never imports torch or device libraries to find out).
+    One-line UsageError when the interpreter does not run."""
+    try:
+        return subprocess.run(
+            [python, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=check,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
 
 
 class Backend(ABC):
@@ -91,6 +112,15 @@ class Backend(ABC):
         """Raise UsageError (one line) when trials could not reach their device from the
         trial interpreter `python` (each of `devices`, as `visible_devices_env` restricts
         it). Tuner side: probe in a child process, never import device libraries here."""
+
+    def cannot_import(
+        self, python: str, modules: Sequence[str], why: str | None = None
+    ) -> UsageError:
+        """The one line saying that the trial interpreter lacks `modules`, and what to do."""
+        reason = f" ({why})" if why else ""
+        return UsageError(
+            f"trial python {python} cannot import {', '.join(modules)}{reason}; {self.install_hint}"
+        )
 
     def retry_config(self, config: TrialConfig, result: TrialResult) -> TrialConfig | None:
         """A config to retry once after `result` failed (e.g. with a larger trace region),

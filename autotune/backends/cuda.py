@@ -34,12 +34,11 @@ import importlib.metadata
 import json
 import os
 import re
-import subprocess
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from autotune.backends.base import Backend, Knob
+from autotune.backends.base import Backend, Knob, run_probe
 from autotune.errors import UsageError
 from autotune.pytree import leaves, tree_map
 from autotune.wire import Status, TrialConfig
@@ -72,20 +71,6 @@ except Exception as exc:
     info["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 print(json.dumps(info))
 """
-
-
-def _activation_dtype(name: str) -> torch.dtype:
-    import torch
-
-    dtypes = {
-        "fp32": torch.float32,
-        "tf32": torch.float32,
-        "bf16": torch.bfloat16,
-        "fp16": torch.float16,
-    }
-    if name not in dtypes:
-        raise ValueError(f"cuda backend: unknown activation dtype {name!r}")
-    return dtypes[name]
 
 
 class CUDABackend(Backend):
@@ -165,10 +150,7 @@ class CUDABackend(Backend):
                 env[self.visible_devices_env] = device
             info = _probe(python, env)
             if "torch" not in info:
-                raise UsageError(
-                    f"trial python {python} cannot import torch ({info.get('error')}); "
-                    f"{INSTALL_HINT}"
-                )
+                raise self.cannot_import(python, ["torch"], info.get("error"))
             if not info["cuda"]:
                 raise UsageError(
                     f"no CUDA GPU: torch {info['torch']} in {python} is a CPU-only build; "
@@ -278,16 +260,7 @@ class CUDABackend(Backend):
 
 
 def _probe(python: str, env: dict[str, str]) -> dict[str, Any]:
-    try:
-        proc = subprocess.run(
-            [python, "-c", _PROBE],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=PROBE_TIMEOUT_S,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
+    proc = run_probe(python, _PROBE, env=env, timeout=PROBE_TIMEOUT_S)
     lines = proc.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])
@@ -308,9 +281,12 @@ def build_step(
     Nothing here needs a GPU: tests run it on the CPU."""
     import torch
 
+    from autotune.backends._torch_dtypes import TORCH_DTYPES
     from autotune.backends._weight_only import install, weight_only_layers
 
-    dtype = _activation_dtype(config.activation_dtype)
+    if config.activation_dtype not in CUDABackend.activation_dtypes:
+        raise ValueError(f"cuda backend: unknown activation dtype {config.activation_dtype!r}")
+    dtype = TORCH_DTYPES[config.activation_dtype]
     unknown = set(config.weight_dtype_map.values()) - set(CUDABackend.weight_dtypes)
     if unknown:
         raise ValueError(f"cuda backend: unknown weight dtype {unknown.pop()!r}")

@@ -14,15 +14,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune import pytree
 from autotune.child.metrics import metric_value, target_of
+from autotune.files import replacing, write_atomic
 from autotune.wire import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
@@ -206,20 +205,10 @@ def _read_info(path: Path) -> dict[str, Any] | None:
 
 
 def _store(path: Path, outputs: torch.Tensor, info: dict[str, Any]) -> None:
-    """Outputs, then their info (the info file marks a complete entry); each written to a
-    temporary file and renamed, so concurrent studies never read half a file."""
+    """Outputs, then their info (the info file marks a complete entry); each replaced whole,
+    so concurrent studies never read half a file."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in (
-        (path, lambda f: torch.save(outputs, f)),
-        (path.with_suffix(".json"), lambda f: f.write(json.dumps(info, indent=1).encode())),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    with replacing(path) as f:
+        torch.save(outputs, f)
+    write_atomic(path.with_suffix(".json"), json.dumps(info, indent=1))

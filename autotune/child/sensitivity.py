@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune.files import write_atomic
 from autotune.paths import PROJECT_ROOT
 from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 
@@ -61,12 +60,12 @@ def run(
     ref_key = reference.fingerprint(model_name, study, fp32, inputs, labels, job.eval_limit)
     path = cache_dir / "sensitivity" / f"{reference.safe_name(model_name)}-"
     path = Path(f"{path}{cache_key(ref_key, backend)[:20]}.json")
-    if path.exists() and not job.refresh_cache:
+    cached = None if job.refresh_cache else read_cache(path)
+    if cached is not None:
         try:
-            data = json.loads(path.read_text())
-            return _result(data, path, cached=True)
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: computed again below
+            return _result(cached, path, cached=True)
+        except KeyError:
+            pass  # incomplete: computed again below
     fp32_env = {k: v for k, v in environment.items() if k != "numerics"}  # plain fp32 there
     ref, ref_outputs = reference.ensure(
         model_name, study, inputs, labels, job.eval_limit, cache_dir, fp32_env, fp32, ref_key
@@ -82,8 +81,18 @@ def run(
         "environment": environment,
         "rows": rows,
     }
-    _write_atomic(path, json.dumps(data, indent=1))
+    write_atomic(path, json.dumps(data, indent=1))
     return _result(data, path, cached=False)
+
+
+def read_cache(path: Path) -> dict[str, Any] | None:
+    """A cached pass as `run` wrote it (rows and how they were computed); None when it is
+    missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def cache_key(reference_fingerprint: str, backend: Backend) -> str:
@@ -341,15 +350,3 @@ def _result(data: dict[str, Any], path: Path, cached: bool) -> TrialResult:
         environment=data["environment"],
         artifacts={"sensitivity": str(path), "cached": str(cached).lower()},
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from autotune.cli import output, results, sensitivity, study
-from autotune.cli.common import EPILOG, parse_size
+from autotune.cli.common import EPILOG
 from autotune.errors import AutotuneError
+from autotune.study_options import parse_size
 
 __all__ = ["build_parser", "main", "parse_size", "run"]
 

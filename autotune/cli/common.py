@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import MISSING
 from typing import Any
 
-from autotune import defaults
-from autotune.storage import DEFAULT_STORAGE
+from autotune.study_options import HOST, WHICH, declared
 
 EPILOG = """examples:
   autotune study --model mnist --trials 50
@@ -21,72 +20,69 @@ EPILOG = """examples:
 """
 
 
-def parse_size(text: str) -> int:
-    """'1.5G', '800M', '2GiB', '4096' -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text, re.I)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 800M or 2G)")
-    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
-    return int(float(m.group(1)) * scale)
+def add_options(
+    p: argparse.ArgumentParser,
+    group: str,
+    *,
+    after: dict[str, Callable[[argparse.ArgumentParser], None]] | None = None,
+    given: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """The flags of StudyOptions' fields in `group`, made from their declarations.
+    `after[name]` adds what the command has beside option `name`; `given[name]` holds
+    add_argument keywords this command sets otherwise (e.g. required)."""
+    for f in declared():
+        meta = f.metadata
+        if meta["group"] != group or meta["help"] is None:
+            continue
+        cli = dict(meta["cli"])
+        hidden = cli.pop("hidden", ())
+        if isinstance(f.default, bool):  # a switch; `--no-NAME` turns one that is on off
+            kind: dict[str, Any] = {"action": "store_false" if f.default else "store_true"}
+            names = cli.pop("flags", (_flag(f.name, negated=f.default),))
+        else:
+            default = None if f.default is MISSING else f.default  # None: the factory's
+            kind = {"default": default, "type": cli.pop("type", _type_of(default))}
+            names = cli.pop("flags", (_flag(f.name),))
+        cli |= {"help": meta["help"], **(given or {}).get(f.name, {})}
+        if f.default is MISSING and f.default_factory is MISSING:
+            cli["required"] = True
+        p.add_argument(*names, dest=f.name, **kind, **cli)
+        for old in hidden:
+            p.add_argument(old, dest=f.name, help=argparse.SUPPRESS, **kind)
+        if after and f.name in after:
+            after[f.name](p)
+
+
+def _flag(name: str, negated: bool = False) -> str:
+    return ("--no-" if negated else "--") + name.replace("_", "-")
+
+
+def _type_of(default: Any) -> Any:
+    return type(default) if isinstance(default, int | float) else None
 
 
 def storage_args(p: argparse.ArgumentParser, study_required: bool) -> None:
-    p.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        help=f"SQLAlchemy URL of the study storage (default {DEFAULT_STORAGE})",
-    )
-    p.add_argument(
-        "--study",
-        "--study-name",
-        dest="study_name",
-        required=study_required,
-        help="study name" + ("" if study_required else " (default MODEL-BACKEND)"),
-    )
+    """`--storage` and `--study`: which study a command works on."""
+    unnamed = {"help": "study name (default MODEL-BACKEND)"}  # StudyOptions.name
+    add_options(p, WHICH, given={"study_name": {"required": True} if study_required else unnamed})
 
 
-def host_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trial-python", help="interpreter that runs trials (default: this one)")
-    # The flag's name before "worker" came to mean only the `autotune worker` command.
-    p.add_argument("--worker-python", dest="trial_python", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=defaults.JOBS,
-        help=f"trials run at once on this host (default {defaults.JOBS})",
-    )
-    p.add_argument(
-        "--devices",
-        metavar="IDS",
-        help="comma-separated device ids: one trial per device at once",
-    )
-    p.add_argument(
-        "--heartbeat",
-        type=int,
-        default=defaults.HEARTBEAT_S,
-        metavar="SECONDS",
-        help="heartbeat interval; a trial silent for 3 intervals is re-queued",
-    )
-    p.add_argument(
-        "--cache-dir", type=Path, help="compile and reference cache (default ~/.cache/autotune)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+def options_given(args: argparse.Namespace, group: str) -> dict[str, Any]:
+    """The parsed values of the options in `group`; None (not given, no default) is left
+    to the field's default."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in declared()
+        if f.metadata["group"] == group and getattr(args, f.name, None) is not None
+    }
 
 
 def host_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings of this host (not stored with the study)."""
+    """Which study, and the settings of this host (not stored with the study)."""
     from autotune.liveness import check_heartbeat
-    from autotune.study_options import default_cache_dir
 
     check_heartbeat(args.heartbeat)  # before the study is opened or created
-    devices = tuple(d for d in args.devices.split(",") if d) if args.devices else None
-    return {
-        "storage": args.storage,
-        "study_name": args.study_name,
-        "trial_python": args.trial_python,
-        "cache_dir": args.cache_dir or default_cache_dir(),
-        "jobs": len(devices) if devices else args.jobs,
-        "devices": devices,
-        "heartbeat_s": args.heartbeat,
-        "progress": not args.no_progress,
-    }
+    host = options_given(args, WHICH) | options_given(args, HOST)
+    if host.get("devices"):
+        host["jobs"] = len(host["devices"])  # one trial per device at once
+    return host

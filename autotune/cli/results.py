@@ -10,6 +10,7 @@ from autotune import defaults
 from autotune.cli import output
 from autotune.cli.common import storage_args
 from autotune.errors import NothingFoundError, UsageError
+from autotune.export import FORMATS as EXPORT_FORMATS  # no torch: fine for --help
 
 EXPORT_EPILOG = """examples:
   autotune export --study mnist-cpu -o best.json
@@ -53,7 +54,7 @@ def add_parsers(sub: Any) -> None:
     # no table here. json is the same JSON document as elsewhere.
     e.add_argument(
         "--format",
-        choices=["json", "tt-mixed-precision", "script"],
+        choices=EXPORT_FORMATS,
         default="json",
         help="file format. json: autotune's config (default); tt-mixed-precision: tt-xla's "
         "{weight: dtype} map for tt_torch.apply_weight_dtype_overrides; script: a runnable "
@@ -92,7 +93,9 @@ def add_parsers(sub: Any) -> None:
     output.add_format(v, "the comparison")
     v.add_argument("--trial-python", help="interpreter that runs the rounds (default: this one)")
     v.add_argument("--worker-python", dest="trial_python", help=argparse.SUPPRESS)  # old name
-    v.add_argument("--cache-dir", type=Path, help="compile cache (default ~/.cache/autotune)")
+    v.add_argument(
+        "--cache-dir", type=Path, help=f"compile cache (default {defaults.CACHE_DIR_SHOWN})"
+    )
 
     r = sub.add_parser(
         "report",
@@ -126,21 +129,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from autotune.analysis import trial_rows
     from autotune.cli import views
-    from autotune.plots import draw, pareto_plot_data
+    from autotune.plots import draw, study_plot_data
     from autotune.records import study_record
     from autotune.storage import load_study
 
     study = load_study(args.storage, args.study_name)
-    meta = study_record(study)
-    drop = meta.max_accuracy_drop
-    data = pareto_plot_data(
-        trial_rows(study),
-        model=meta.model or "?",
-        backend=meta.backend or "?",
-        device=meta.reference_environment.get("device", "unknown device"),
-        max_accuracy_drop=drop if drop is not None else defaults.MAX_ACCURACY_DROP,
-        min_agreement=meta.min_agreement,
-    )
+    data = study_plot_data(trial_rows(study), study_record(study))
     if args.format == "json":
         output.data_json(data._asdict())
         return 0

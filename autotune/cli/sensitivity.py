@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from autotune import defaults
 from autotune.cli import output
 from autotune.errors import UsageError
-from autotune.storage import DEFAULT_STORAGE
 
 
 def add_parsers(sub: Any) -> None:
@@ -21,14 +21,16 @@ def add_parsers(sub: Any) -> None:
     )
     se.add_argument("--model", required=True)
     se.add_argument(
-        "--storage", default=DEFAULT_STORAGE, help="also record the result here (HTML report)"
+        "--storage", default=defaults.STORAGE, help="also record the result here (HTML report)"
     )
     se.add_argument("--eval-limit", type=int, help="evaluate on the first N samples only")
     se.add_argument("--recompute", action="store_true", help="ignore the cached result")
     output.add_format(se, "each layer's accuracy drop and error")
     se.add_argument("-o", "--output", type=Path, help="also draw a bar chart (.png or .svg)")
     se.add_argument(
-        "--cache-dir", type=Path, help="result and reference cache (default ~/.cache/autotune)"
+        "--cache-dir",
+        type=Path,
+        help=f"result and reference cache (default {defaults.CACHE_DIR_SHOWN})",
     )
 
 

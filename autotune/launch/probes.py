@@ -4,10 +4,10 @@ never imports torch or device libraries to find out."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autotune.backends.base import run_probe
 from autotune.errors import UsageError
 from autotune.paths import PROJECT_ROOT
 
@@ -32,18 +32,7 @@ def check_trial_python(python: str, backend: Backend) -> None:
         "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
     )
     modules = ["autotune", *backend.trial_modules]
-    try:
-        out = subprocess.run(
-            [python, "-c", probe, *modules],
-            capture_output=True,
-            text=True,
-            env=checkout_env(),
-            timeout=60,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"trial python {python!r} does not run: {exc}") from None
-    if out:
-        raise UsageError(
-            f"trial python {python} cannot import {', '.join(out)}; {backend.install_hint}"
-        )
+    proc = run_probe(python, probe, *modules, env=checkout_env(), timeout=60, check=True)
+    missing = proc.stdout.split()
+    if missing:
+        raise backend.cannot_import(python, missing)

@@ -19,6 +19,8 @@ goes through `StudyRecord`, `TrialRecord` and the writers below.
 - Raw block times (hundreds of floats per trial) live in a prefixed trial system attr:
   the dashboard lists every user attr in its trial table, and does not read system attrs.
   The user attrs keep a compact summary (`blocks`, `iters_per_block`).
+- Layouts studies were stored in before are upgraded on read by `autotune.records_legacy`,
+  the one place that knows them.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from autotune import records_legacy
+
 if TYPE_CHECKING:
     import optuna
 
-# 1: before this module (model, backend, max_accuracy_drop and min_agreement were stored both
-# at the top level and under "options"); 2: each once, under "options".
+# 2: each option once, under "options" (1: see autotune.records_legacy).
 SCHEMA_VERSION = 2
 STUDY_ATTR = "autotune"  # the study's record, one prefixed study user attr
 SENSITIVITY_ATTR = "autotune_sensitivity"  # the sensitivity pass, on study <model>-sensitivity
@@ -69,10 +72,10 @@ def set_block_times(trial: optuna.Trial, block_times: list[float], iters_per_blo
 
 
 def block_times(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Seconds per timed block; studies written before the move kept them in user attrs."""
+    """Seconds per timed block."""
     stored: Any = trial.system_attrs.get(BLOCK_TIMES_ATTR)
     if stored is None:
-        stored = trial.user_attrs.get("block_times", [])
+        stored = records_legacy.trial_block_times(trial.user_attrs)
     return [float(t) for t in stored]
 
 
@@ -126,19 +129,10 @@ class StudyRecord:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyRecord:
-        """Tolerant of missing keys and of schema 1 (options also at the top level)."""
-        legacy = {k: attrs[k] for k in _LEGACY_OPTIONS if k in attrs}
-        if "seed_recipe" in attrs:  # the reference recipe's name before the rename
-            attrs = {"reference_recipe": attrs["seed_recipe"], **attrs}
-        known = {f.name for f in fields(cls)} - {"options", "schema"}
-        return cls(
-            options={**legacy, **(attrs.get("options") or {})},
-            schema=attrs.get("schema", 1),
-            **{k: v for k, v in attrs.items() if k in known and v is not None},
-        )
-
-
-_LEGACY_OPTIONS = ("model", "backend", "max_accuracy_drop", "min_agreement")
+        """Tolerant of missing keys and of older layouts (`records_legacy.study_attrs`)."""
+        attrs = records_legacy.study_attrs(attrs)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in known and v is not None})
 
 
 def read_study(study: optuna.Study) -> StudyRecord | None:
@@ -207,8 +201,9 @@ class TrialRecord:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        """Tolerant of older layouts (`records_legacy.trial_attrs`)."""
         known = {f.name for f in fields(cls)}
-        named = ((_FIELD_OF.get(k, k), v) for k, v in attrs.items())
+        named = ((_FIELD_OF.get(k, k), v) for k, v in records_legacy.trial_attrs(attrs).items())
         return cls(**{k: v for k, v in named if k in known})
 
     @classmethod

@@ -33,6 +33,8 @@ from autotune.records import (
     write_study,
     write_trial,
 )
+from autotune.tables import config_label
+from autotune.wire import TrialConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,15 +89,6 @@ def test_block_times_live_in_a_system_attr(study):
     assert block_times(frozen) == [0.01, 0.011, 0.012]
 
 
-def test_block_times_of_an_older_study(study):
-    study.add_trial(
-        optuna.trial.create_trial(
-            values=[1.0, 0.0], user_attrs={"block_times": [0.5, 0.6], "iters_per_block": 2}
-        )
-    )
-    assert block_times(study.trials[0]) == [0.5, 0.6]
-
-
 # --- typed records ----------------------------------------------------------------------------
 
 
@@ -119,32 +112,6 @@ def test_study_record_round_trips_and_stores_each_option_once(study):
     add_confirmation(study, 3, {"iters_per_block": 1, "block_times": [0.1]})
     add_confirmation(study, 3, {"status": "crash", "message": "x"})
     assert [len(v) for v in read_study(study).confirmed.values()] == [2]
-
-
-def test_study_record_of_the_earlier_layout_reads(study):
-    """Schema 1 stored the identity options twice; a study made by another tool (or a test
-    fixture) may hold only the top-level keys."""
-    study.set_user_attr(
-        STUDY_ATTR,
-        {
-            "options": {"model": "mnist", "backend": "cpu", "space_signature": "s"},
-            "model": "mnist",
-            "backend": "cpu",
-            "max_accuracy_drop": 0.3,
-            "trials_budget": 4,
-            "reference_accuracy": 0.98,
-            "reference_fingerprint": "f",
-            "seed_recipe": {"batch_size": 64},  # the reference recipe's earlier name
-            "an_unknown_key": 1,
-        },
-    )
-    record = read_study(study)
-    assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
-    assert record.reference_accuracy == 0.98 and record.made_by_tuner
-    assert record.reference_recipe == {"batch_size": 64}
-    study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})
-    record = read_study(study)
-    assert (record.model, record.backend, record.made_by_tuner) == ("m", "cuda", False)
 
 
 def test_trial_record_fields_and_their_stored_names(study):
@@ -173,6 +140,59 @@ def test_sensitivity_record_round_trips(study):
     record = SensitivityRecord(rows=[{"weight": "fc1.weight", "dtype": "bfp_bf8"}], eval_limit=9)
     write_sensitivity(study, record)
     assert read_sensitivity(study) == record
+
+
+# --- older layouts (autotune.records_legacy) ------------------------------------------------------
+
+
+def test_block_times_of_an_older_study(study):
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[1.0, 0.0], user_attrs={"block_times": [0.5, 0.6], "iters_per_block": 2}
+        )
+    )
+    assert block_times(study.trials[0]) == [0.5, 0.6]
+
+
+def test_study_record_of_the_earlier_layout_reads(study):
+    """Schema 1 stored the identity options twice; a study made by another tool may hold
+    only the top-level keys."""
+    study.set_user_attr(
+        STUDY_ATTR,
+        {
+            "options": {"model": "mnist", "backend": "cpu", "space_signature": "s"},
+            "model": "mnist",
+            "backend": "cpu",
+            "max_accuracy_drop": 0.3,
+            "trials_budget": 4,
+            "reference_accuracy": 0.98,
+            "reference_fingerprint": "f",
+            "seed_recipe": {"batch_size": 64, "extras": {"channels_last": True}},  # earlier names
+            "an_unknown_key": 1,
+        },
+    )
+    record = read_study(study)
+    assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
+    assert record.reference_accuracy == 0.98 and record.made_by_tuner
+    assert record.reference_recipe == {"batch_size": 64, "knobs": {"channels_last": True}}
+    study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})
+    record = read_study(study)
+    assert (record.model, record.backend, record.made_by_tuner) == ("m", "cuda", False)
+
+
+def test_trial_record_of_the_earlier_layout_reads(study):
+    """Configs stored before the rename call the backend's knobs "extras"."""
+    config = TrialConfig("mnist", "cpu", 8, knobs=(("pinned", True),))
+    old = {k: v for k, v in config.to_dict().items() if k != "knobs"} | {"extras": {"pinned": True}}
+    study.add_trial(
+        optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"status": "ok", "config": old})
+    )
+    stored = TrialRecord.of(study.trials[0]).config
+    assert stored == config.to_dict() and TrialConfig.from_dict(stored) == config
+    assert config_label(stored) == "bs8 O0 fp32 pinned"
+
+
+# --- the one home of the layout -------------------------------------------------------------------
 
 
 def test_only_records_touches_user_attrs():

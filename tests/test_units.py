@@ -283,9 +283,6 @@ def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
     assert row.confirmed_throughput == approx(100.0)
     stored = study.user_attrs["autotune"]["confirmed"]["2"][0]
     assert stored == {"iters_per_block": 2, "block_times": [0.025, 0.025]}
-    # Legacy studies stored each re-measurement's median only: one block each.
-    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [80.0]}})
-    assert trial_rows(study)[2].confirmed_throughput == approx(100.0)
 
 
 def test_export_schema(tmp_path):

@@ -26,7 +26,8 @@ goes through `StudyRecord`, `TrialRecord` and the writers below.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from autotune import records_legacy
@@ -49,10 +50,17 @@ def set_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:
     attr saying which constraint held (<= 0 is satisfied)."""
     for name, value in values.items():
         trial.set_constraint(name, value)
-    floats = [float(v) for v in values.values()]
+    floats, readable = _constraints_layout(values)
     trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS_ATTR, floats)
-    trial.set_user_attr("constraints", {name: float(v) for name, v in values.items()})
-    trial.set_user_attr("feasible", all(v <= 0 for v in floats))
+    write_trial(trial, **readable)
+
+
+def _constraints_layout(values: dict[str, float]) -> tuple[list[float], dict[str, Any]]:
+    """The unnamed list (the system attr optuna-dashboard reads) and the record's readable
+    fields, of constraints `values` by name."""
+    floats = [float(v) for v in values.values()]
+    readable = {"constraints": {name: float(v) for name, v in values.items()}}
+    return floats, readable | {"feasible": all(v <= 0 for v in floats)}
 
 
 def named_constraints(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
@@ -67,8 +75,7 @@ def named_constraints(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 def set_block_times(trial: optuna.Trial, block_times: list[float], iters_per_block: int) -> None:
     trial.storage.set_trial_system_attr(trial._trial_id, BLOCK_TIMES_ATTR, list(block_times))
-    trial.set_user_attr("blocks", len(block_times))
-    trial.set_user_attr("iters_per_block", iters_per_block)
+    write_trial(trial, blocks=len(block_times), iters_per_block=iters_per_block)
 
 
 def block_times(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -250,6 +257,40 @@ def overwrite_finished(study: optuna.Study, trial_id: int, **values: Any) -> Non
         raise
     finally:
         session.close()
+
+
+def finished_trial(
+    record: TrialRecord,
+    *,
+    state: optuna.trial.TrialState | None = None,
+    values: Sequence[float] | None = None,
+    params: dict[str, Any] | None = None,
+    distributions: dict[str, optuna.distributions.BaseDistribution] | None = None,
+    constraints: dict[str, float] | None = None,
+    block_times: Sequence[float] | None = None,
+) -> optuna.trial.FrozenTrial:
+    """A finished trial (COMPLETE unless `state` says otherwise) holding `record`, for
+    `study.add_trial` (a trial copied or imported into a study, a study built to be read),
+    laid out as a tuner lays out its own: `constraints` as `set_constraints` stores them,
+    `block_times` (of ``record.iters_per_block`` iterations each) as `set_block_times`."""
+    import optuna
+
+    system: dict[str, Any] = {}
+    if constraints is not None:
+        system[LEGACY_CONSTRAINTS_ATTR], readable = _constraints_layout(constraints)
+        record = replace(record, **readable)
+    if block_times is not None:
+        system[BLOCK_TIMES_ATTR] = list(block_times)
+        record = replace(record, blocks=len(block_times))
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if state is None else state,
+        values=values,
+        params=params,
+        distributions=distributions,
+        user_attrs=record.to_attrs(),
+        system_attrs=system,
+        constraints=constraints,
+    )
 
 
 def enqueue(

@@ -84,12 +84,10 @@ def remeasurement_entry(block_times: list[float], iters_per_block: int) -> dict[
     }
 
 
-def _remeasurements(entries: list[Any], batch_size: int) -> tuple[Measurement, ...]:
+def _remeasurements(entries: list[dict[str, Any]], batch_size: int) -> tuple[Measurement, ...]:
     out = []
     for e in entries:
-        if isinstance(e, int | float):  # studies from before block times were kept
-            out.append(Measurement((batch_size / e,), 1, batch_size))
-        elif e.get("block_times"):  # failed attempts have none
+        if e.get("block_times"):  # failed attempts have none
             out.append(Measurement(tuple(e["block_times"]), e["iters_per_block"], batch_size))
     return tuple(out)
 

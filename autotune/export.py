@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune import records_legacy
 from autotune.analysis import TrialRow, reference_recipe_row, trial_rows, winner
 from autotune.backends import get_backend, tt_export
 from autotune.errors import UsageError
@@ -30,9 +31,10 @@ if TYPE_CHECKING:
     import torch
 
 # 2 added "protocol" (how the trial was measured, for `autotune verify`), the fp32 top-1,
-# and the host to the provenance. Readers accept every version listed here.
-EXPORT_SCHEMA = 3  # 3: the backend's knobs under "knobs" ("backend_options" before)
-READABLE_SCHEMAS = (1, 2, 3)
+# and the host to the provenance; 3: the backend's knobs under "knobs". Readers accept every
+# version listed here, older ones upgraded by `autotune.records_legacy.export_data`.
+EXPORT_SCHEMA = 3
+READABLE_SCHEMAS = (*records_legacy.OLD_EXPORT_SCHEMAS, EXPORT_SCHEMA)
 # The measurement settings a replay must repeat: the export's key -> the StudyOptions field.
 # The keys stay those schema 2 wrote (an older `autotune verify` elsewhere reads them); two
 # options have since been renamed after their flags.
@@ -168,6 +170,7 @@ def load_config(source: str | Path | dict[str, Any]) -> TrialConfig:
     """A TrialConfig from an exported JSON file (path) or its parsed dict."""
     data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
     check_schema(data)
+    data = records_legacy.export_data(data)
     return TrialConfig(
         model=data["model"],
         backend=data["backend"],
@@ -176,8 +179,7 @@ def load_config(source: str | Path | dict[str, Any]) -> TrialConfig:
         trace=data["enable_trace"],
         activation_dtype=data["activation_dtype"],
         weight_dtypes=tuple(data["weight_dtype_overrides"].items()),
-        # Schemas 1-2 called the knobs "backend_options".
-        knobs=tuple(data.get("knobs", data.get("backend_options", {})).items()),
+        knobs=tuple(data.get("knobs", {}).items()),
     )
 
 

@@ -22,13 +22,17 @@ goes through `StudyRecord`, `TrialRecord` and the writers below.
 - A finished trial is never written to (Optuna's storage contract). A trial another tuner
   failed when its heartbeat went stale is read as lost from the retry queued for it (its
   ``retry_of``), see `TrialRecord.of`.
+- Layouts studies were stored in before are upgraded on read by `autotune.records_legacy`,
+  the one place that knows them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from autotune import records_legacy
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -36,8 +40,7 @@ if TYPE_CHECKING:
 
     import optuna
 
-# 1: before this module (model, backend, max_accuracy_drop and min_agreement were stored both
-# at the top level and under "options"); 2: each once, under "options".
+# 2: each option once, under "options" (1: see autotune.records_legacy).
 SCHEMA_VERSION = 2
 STUDY_ATTR = "autotune"  # the study's record, one prefixed study user attr
 SENSITIVITY_ATTR = "autotune_sensitivity"  # the sensitivity pass, on study <model>-sensitivity
@@ -52,10 +55,17 @@ def set_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:
     attr saying which constraint held (<= 0 is satisfied)."""
     for name, value in values.items():
         trial.set_constraint(name, value)
-    floats = [float(v) for v in values.values()]
+    floats, readable = _constraints_layout(values)
     trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS_ATTR, floats)
-    trial.set_user_attr("constraints", {name: float(v) for name, v in values.items()})
-    trial.set_user_attr("feasible", all(v <= 0 for v in floats))
+    write_trial(trial, **readable)
+
+
+def _constraints_layout(values: dict[str, float]) -> tuple[list[float], dict[str, Any]]:
+    """The unnamed list (the system attr optuna-dashboard reads) and the record's readable
+    fields, of constraints `values` by name."""
+    floats = [float(v) for v in values.values()]
+    readable = {"constraints": {name: float(v) for name, v in values.items()}}
+    return floats, readable | {"feasible": all(v <= 0 for v in floats)}
 
 
 def named_constraints(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
@@ -70,15 +80,14 @@ def named_constraints(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 def set_block_times(trial: optuna.Trial, block_times: list[float], iters_per_block: int) -> None:
     trial.storage.set_trial_system_attr(trial._trial_id, BLOCK_TIMES_ATTR, list(block_times))
-    trial.set_user_attr("blocks", len(block_times))
-    trial.set_user_attr("iters_per_block", iters_per_block)
+    write_trial(trial, blocks=len(block_times), iters_per_block=iters_per_block)
 
 
 def block_times(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Seconds per timed block; studies written before the move kept them in user attrs."""
+    """Seconds per timed block."""
     stored: Any = trial.system_attrs.get(BLOCK_TIMES_ATTR)
     if stored is None:
-        stored = trial.user_attrs.get("block_times", [])
+        stored = records_legacy.trial_block_times(trial.user_attrs)
     return [float(t) for t in stored]
 
 
@@ -132,19 +141,10 @@ class StudyRecord:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyRecord:
-        """Tolerant of missing keys and of schema 1 (options also at the top level)."""
-        legacy = {k: attrs[k] for k in _LEGACY_OPTIONS if k in attrs}
-        if "seed_recipe" in attrs:  # the reference recipe's name before the rename
-            attrs = {"reference_recipe": attrs["seed_recipe"], **attrs}
-        known = {f.name for f in fields(cls)} - {"options", "schema"}
-        return cls(
-            options={**legacy, **(attrs.get("options") or {})},
-            schema=attrs.get("schema", 1),
-            **{k: v for k, v in attrs.items() if k in known and v is not None},
-        )
-
-
-_LEGACY_OPTIONS = ("model", "backend", "max_accuracy_drop", "min_agreement")
+        """Tolerant of missing keys and of older layouts (`records_legacy.study_attrs`)."""
+        attrs = records_legacy.study_attrs(attrs)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in known and v is not None})
 
 
 def read_study(study: optuna.Study) -> StudyRecord | None:
@@ -213,8 +213,9 @@ class TrialRecord:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        """Tolerant of older layouts (`records_legacy.trial_attrs`)."""
         known = {f.name for f in fields(cls)}
-        named = ((_FIELD_OF.get(k, k), v) for k, v in attrs.items())
+        named = ((_FIELD_OF.get(k, k), v) for k, v in records_legacy.trial_attrs(attrs).items())
         return cls(**{k: v for k, v in named if k in known})
 
     @classmethod
@@ -235,7 +236,7 @@ class TrialRecord:
         return record
 
 
-def trial_status(trial: optuna.trial.FrozenTrial, retried: Container[int]) -> str | None:
+def trial_status(trial: optuna.trial.FrozenTrial, retried: Container[int] = ()) -> str | None:
     """The trial's status as `TrialRecord.of(trial, retried).status` has it."""
     stored = trial.user_attrs.get("status")
     return Status.LOST.value if _lost(trial, stored, retried) else stored
@@ -273,6 +274,40 @@ def write_trial(trial: optuna.Trial, **values: Any) -> None:
 def write_trial_by_id(storage: optuna.storages.BaseStorage, trial_id: int, **values: Any) -> None:
     for key, value in _attrs(values).items():
         storage.set_trial_user_attr(trial_id, key, value)
+
+
+def finished_trial(
+    record: TrialRecord,
+    *,
+    state: optuna.trial.TrialState | None = None,
+    values: Sequence[float] | None = None,
+    params: dict[str, Any] | None = None,
+    distributions: dict[str, optuna.distributions.BaseDistribution] | None = None,
+    constraints: dict[str, float] | None = None,
+    block_times: Sequence[float] | None = None,
+) -> optuna.trial.FrozenTrial:
+    """A finished trial (COMPLETE unless `state` says otherwise) holding `record`, for
+    `study.add_trial` (a trial copied or imported into a study, a study built to be read),
+    laid out as a tuner lays out its own: `constraints` as `set_constraints` stores them,
+    `block_times` (of ``record.iters_per_block`` iterations each) as `set_block_times`."""
+    import optuna
+
+    system: dict[str, Any] = {}
+    if constraints is not None:
+        system[LEGACY_CONSTRAINTS_ATTR], readable = _constraints_layout(constraints)
+        record = replace(record, **readable)
+    if block_times is not None:
+        system[BLOCK_TIMES_ATTR] = list(block_times)
+        record = replace(record, blocks=len(block_times))
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if state is None else state,
+        values=values,
+        params=params,
+        distributions=distributions,
+        user_attrs=record.to_attrs(),
+        system_attrs=system,
+        constraints=constraints,
+    )
 
 
 def enqueue(

@@ -15,7 +15,7 @@ def config_label(config: dict[str, Any]) -> str:
     if config.get("trace"):
         parts.append("trace")
     parts.append(config.get("activation_dtype", "?"))
-    knobs = config.get("knobs", config.get("extras", {}))  # "extras": records before the rename
+    knobs = config.get("knobs", {})
     parts += [k for k, v in knobs.items() if v is True]
     parts += [f"{k}={v}" for k, v in knobs.items() if not isinstance(v, bool)]
     act = config.get("activation_dtype")

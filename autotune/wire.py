@@ -77,8 +77,7 @@ class TrialConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
         d = dict(d)
         d["weight_dtypes"] = tuple(d.get("weight_dtypes", {}).items())
-        # Records written before the rename call the backend's knobs "extras".
-        d["knobs"] = tuple(d.pop("extras", d.get("knobs", {})).items())
+        d["knobs"] = tuple(d.get("knobs", {}).items())
         return cls(**d)
 
 

@@ -199,6 +199,7 @@ def test_optuna_dashboard_shows_the_study(place):
         assert len(t["constraints"]) == 1 and t["constraints"][0] <= 0
         names = {p["name"] for p in t["params"]}
         assert {"log2_batch_size", "activation_dtype"} <= names
+        # Raw: the point is the user attrs as the dashboard serves them.
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
         assert "block_times" not in attrs  # raw samples live in a system attr
         assert attrs["status"] == "ok" and attrs["feasible"] == "True"

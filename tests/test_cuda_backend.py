@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -34,6 +35,14 @@ from autotune.backends._weight_only import (
 from autotune.backends.cuda import CUDABackend, CUDAGraphRunner, build_step
 from autotune.errors import UsageError
 from autotune.export import export_dict, render
+from autotune.records import (
+    FROM_RECIPE,
+    StudyRecord,
+    TrialRecord,
+    finished_trial,
+    read_study,
+    write_study,
+)
 from autotune.tables import reference_line
 from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 from search_spaces import default_space, recipe_params
@@ -337,9 +346,8 @@ def test_tuner_queues_the_reference_recipe_first(tmp_path, monkeypatch):
     waiting = tuner.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     params, config = recipe_params(tuner.space, CUDABackend.reference_recipe)
     assert waiting[0].system_attrs["fixed_params"] == params  # what enqueue_trial fixed
-    assert waiting[0].user_attrs["seeded"] == "reference_recipe"
-    meta = tuner.study.user_attrs["autotune"]
-    assert TrialConfig.from_dict(meta["reference_recipe"]) == config
+    assert TrialRecord.of(waiting[0]).starting_point == FROM_RECIPE
+    assert TrialConfig.from_dict(read_study(tuner.study).reference_recipe) == config
     assert config.batch_size == 64 and config.trace and config.activation_dtype == "bf16"
 
 
@@ -365,32 +373,20 @@ def stored_study(tmp_path: Path) -> optuna.Study:
         study_name="mnist-cuda",
         directions=["maximize", "minimize"],
     )
-    study.set_user_attr(
-        "autotune",
-        {
-            "model": "mnist",
-            "backend": "cuda",
-            "max_accuracy_drop": MAX_DROP,
-            "reference_recipe": recipe.to_dict(),
-        },
-    )
+    options = {"model": "mnist", "backend": "cuda", "max_accuracy_drop": MAX_DROP}
+    write_study(study, StudyRecord(options=options, reference_recipe=recipe.to_dict()))
     for config, throughput in ((recipe, 400_000.0), (pick, 2_400_000.0)):
-        metrics = {"throughput_samples_per_s": throughput, "accuracy_drop": 0.01}
+        record = TrialRecord(
+            config=config.to_dict(),
+            config_key=config.key(),
+            status="ok",
+            message="",
+            metrics={"throughput_samples_per_s": throughput, "accuracy_drop": 0.01},
+            environment={"device": DEVICE, "versions": {"torch": "2.13.0+cu128", "cuda": "12.8"}},
+        )
         study.add_trial(
-            optuna.trial.create_trial(
-                values=[throughput, 0.01],
-                constraints={"accuracy_drop": 0.01 - MAX_DROP},
-                user_attrs={
-                    "config": config.to_dict(),
-                    "config_key": config.key(),
-                    "status": "ok",
-                    "message": "",
-                    "metrics": metrics,
-                    "environment": {
-                        "device": DEVICE,
-                        "versions": {"torch": "2.13.0+cu128", "cuda": "12.8"},
-                    },
-                },
+            finished_trial(
+                record, values=[throughput, 0.01], constraints={"accuracy_drop": 0.01 - MAX_DROP}
             )
         )
     return study
@@ -422,9 +418,7 @@ def test_export_and_summary_report_device_and_reference(tmp_path):
 
 def test_export_without_a_reference_says_none(tmp_path):
     study = stored_study(tmp_path)
-    meta = dict(study.user_attrs["autotune"])
-    del meta["reference_recipe"]
-    study.set_user_attr("autotune", meta)
+    write_study(study, replace(read_study(study), reference_recipe=None))
     assert export_dict(study)["reference"] is None
     assert reference_recipe_row(study, trial_rows(study)) is None
 

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from autotune.records import TrialRecord, retried_numbers
+from autotune.records import TrialRecord, retried_numbers, trial_status
 from tests.conftest import ROOT, UNSEEDED_ARGS
 
 pytestmark = pytest.mark.slow
@@ -66,8 +66,8 @@ def running_trial_of(storage: str, pid: int) -> optuna.trial.FrozenTrial | None:
     for t in trials_of(storage):
         if (
             t.state == optuna.trial.TrialState.RUNNING
-            and t.user_attrs.get("owner", {}).get("pid") == pid
-            and "config" in t.user_attrs
+            and (TrialRecord.of(t).owner or {}).get("pid") == pid
+            and TrialRecord.of(t).config is not None
         ):
             return t
     return None
@@ -76,14 +76,17 @@ def running_trial_of(storage: str, pid: int) -> optuna.trial.FrozenTrial | None:
 def assert_nothing_lost(storage: str, budget: int, killed: int) -> None:
     trials = trials_of(storage)
     by_number = {t.number: t for t in trials}
-    counted = [t for t in trials if t.user_attrs.get("status") in ("ok", "oom", "nan")]
-    assert len(counted) == budget, [(t.number, t.state, t.user_attrs.get("status")) for t in trials]
+    retried = retried_numbers(trials)
+    status = {t.number: trial_status(t, retried) for t in trials}
+    counted = [t for t in trials if status[t.number] in ("ok", "oom", "nan")]
+    assert len(counted) == budget, [(t.number, t.state, status[t.number]) for t in trials]
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     lost = by_number[killed]
     assert lost.state == optuna.trial.TrialState.FAIL
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == killed]
+    retries = [t for t in trials if TrialRecord.of(t).retry_of == killed]
     assert len(retries) == 1, "the killed trial's config must be queued exactly once"
-    assert retries[0].params == lost.params and retries[0].user_attrs["status"] == "ok"
+    assert status[killed] == "lost"
+    assert retries[0].params == lost.params and status[retries[0].number] == "ok"
 
 
 def test_kill_9_then_resume_on_the_same_host(tmp_path, fast_space, cache_dir):
@@ -139,14 +142,15 @@ def test_parallel_slots_on_sqlite(cli, tmp_path, fast_space):
     assert r.returncode == 0, r.stderr
     assert "database is locked" not in r.stderr
     trials = trials_of(f"sqlite:///{tmp_path / 'autotune.db'}")
-    assert len(trials) == 4 and all(t.user_attrs["status"] == "ok" for t in trials)
-    owners = {t.user_attrs["owner"]["pid"] for t in trials if "owner" in t.user_attrs}
+    assert len(trials) == 4 and all(trial_status(t, ()) == "ok" for t in trials)
+    records = [TrialRecord.of(t) for t in trials]
+    owners = {r.owner["pid"] for r in records if r.owner is not None}
     assert len(owners) == 1  # one tuner process, two slots
     # Each slot gets its share of this host's cores, and the trial records it.
     share = max(1, len(os.sched_getaffinity(0)) // 2)
-    for t in trials:
-        assert t.user_attrs["environment"]["threads"] == share
-        assert t.user_attrs["machine"]["threads"] == share
+    for record in records:
+        assert record.environment["threads"] == share
+        assert record.machine["threads"] == share
     notes = [line for line in r.stderr.splitlines() if "--jobs > 1" in line]
     assert len(notes) == 1 and "not comparable with a lone run" in notes[0]
 
@@ -207,9 +211,8 @@ def test_two_hosts_on_postgresql_one_killed(tmp_path, fast_space, cache_dir, pos
     assert lost.status == "lost"
     how = "no heartbeat" if contained else "died"
     assert how in lost.message, lost.message
-    hosts = {
-        t.user_attrs["owner"]["host"] for t in trials_of(postgres_url) if "owner" in t.user_attrs
-    }
+    owners = [TrialRecord.of(t).owner for t in trials_of(postgres_url)]
+    hosts = {owner["host"] for owner in owners if owner is not None}
     assert len(hosts) == (2 if contained else 1)
     # Host B says once that the study's CPU trials ran on two machines (its own hostname).
     warned = [line for line in err.splitlines() if "machines" in line]

@@ -17,7 +17,7 @@ from autotune.child import reference
 from autotune.child.metrics import score
 from autotune.child.sensitivity import one_at_a_time
 from autotune.numerics import round_bfp
-from autotune.records import read_sensitivity
+from autotune.records import FROM_SENSITIVITY, TrialRecord, read_sensitivity
 from autotune.sensitivity import Sensitivity, dtype_starting_points
 from autotune.wire import TrialConfig
 from search_spaces import MAX_WEIGHT_PARAMS, default_space, group_weights
@@ -353,10 +353,11 @@ def test_sensitivity_and_emulated_study_end_to_end(cli, tmp_path, cache_dir, mod
     trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     # The first trials are the sensitivity-seeded maps: all bf16, then the least sensitive
     # dimension lowered to bfp_bf8.
-    assert [t.user_attrs.get("seeded") for t in trials] == ["sensitivity"] * 4
-    assert set(trials[0].user_attrs["config"]["weight_dtypes"].values()) == {"bf16"}
-    assert "bfp_bf8" in trials[1].user_attrs["config"]["weight_dtypes"].values()
-    assert all(t.user_attrs["status"] == "ok" for t in trials)
+    records = [TrialRecord.of(t) for t in trials]
+    assert [r.starting_point for r in records] == [FROM_SENSITIVITY] * 4
+    assert set(records[0].config["weight_dtypes"].values()) == {"bf16"}
+    assert "bfp_bf8" in records[1].config["weight_dtypes"].values()
+    assert all(r.status == "ok" for r in records)
     r = cli("export", "--study", f"{model}-cpu-emulate-tt", "--format", "tt-mixed-precision")
     assert r.returncode == 0, r.stderr
     assert set(json.loads(r.stdout).values()) <= {"bf16", "bfp_bf8", "bfp_bf4"}
@@ -399,4 +400,4 @@ def test_a_failed_sensitivity_pass_does_not_sink_the_study(cli, tmp_path):
         study_name="crashing-pass", storage=f"sqlite:///{tmp_path / 'autotune.db'}"
     ).get_trials()
     assert len(trials) == 2
-    assert not [t for t in trials if t.user_attrs.get("seeded") == "sensitivity"]
+    assert not [t for t in trials if TrialRecord.of(t).starting_point == FROM_SENSITIVITY]

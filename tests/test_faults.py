@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from autotune.launch.runner import RunnerSettings, run_job
+from autotune.records import TrialRecord
 from autotune.wire import Status, TrialConfig, TrialJob
 
 pytestmark = pytest.mark.slow
@@ -57,13 +58,14 @@ def test_fault_is_recorded_and_study_goes_on(cli, tmp_path, fault):
         study_name=name, storage=f"sqlite:///{tmp_path / 'autotune.db'}"
     ).get_trials()
     assert first.state.name == state
-    assert first.user_attrs["status"] == status
-    assert message in first.user_attrs["message"]
-    assert stderr in first.user_attrs.get("stderr_tail", "")
+    record = TrialRecord.of(first)
+    assert record.status == status
+    assert message in record.message
+    assert stderr in (record.stderr_tail or "")
     if status == "nan":
         assert first.constraints["accuracy_drop"] > 0  # measured, never feasible
     # The study went on: the same config again is recorded from the first, not re-run.
-    assert second.state.name == state and second.user_attrs["duplicate_of"] == 0
+    assert second.state.name == state and TrialRecord.of(second).duplicate_of == 0
 
 
 def test_reference_failure_is_one_line(cli, tmp_path):

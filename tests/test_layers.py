@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # what is stored, and reading it
     (
         "autotune.records",
+        "autotune.records_legacy",
         "autotune.storage",
         "autotune.liveness",
         "autotune.analysis",

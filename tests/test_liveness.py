@@ -21,7 +21,7 @@ import sqlalchemy
 
 from autotune.host import kernel_id, machine, process_identity
 from autotune.liveness import fail_dead_local_trials
-from autotune.records import TrialRecord, retried_numbers
+from autotune.records import TrialRecord, enqueue, retried_numbers, write_trial
 from autotune.storage import open_storage
 from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
@@ -106,7 +106,7 @@ def test_stale_failed_trial_counts_once_and_owner_goes_on(tmp_path, monkeypatch,
     record = TrialRecord.of(lost, retried_numbers(trials))
     assert record.status == "lost"
     assert "heartbeat" in record.message
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+    retries = [t for t in trials if TrialRecord.of(t).retry_of == trial.number]
     assert [t.state for t in retries] == [optuna.trial.TrialState.WAITING]
     assert tuner.budget_used() == 0
     assert make_tuner(tmp_path, join=True).budget_used() == 0
@@ -119,10 +119,10 @@ def test_failed_trial_with_a_retry_never_counts(tmp_path):
     tuner = make_tuner(tmp_path)
     trial = tuner.study.ask()
     tuner.ledger.claim(trial)
-    trial.set_user_attr("status", "crash")
+    write_trial(trial, status="crash")
     elsewhere = other_host(tuner)
     tuner.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    elsewhere.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    enqueue(elsewhere, trial.params, retry_of=trial.number)
     assert tuner.budget_used() == 0
 
 
@@ -153,7 +153,7 @@ def test_liveness_is_judged_by_kernel_and_process_start_not_hostname(tmp_path):
     numbers = {}
     for name, owner in owners.items():
         trial = tuner.study.ask()
-        trial.set_user_attr("owner", owner)
+        write_trial(trial, owner=owner)
         numbers[name] = trial.number
     with tuner.ledger.lock:
         fail_dead_local_trials(tuner.study, tuner.storage)
@@ -162,18 +162,18 @@ def test_liveness_is_judged_by_kernel_and_process_start_not_hostname(tmp_path):
     assert failed == {"reused_pid", "dead"}
     for name in failed:
         t = trials[numbers[name]]
-        assert t.user_attrs["status"] == "lost"
-        assert [r.user_attrs.get("retry_of") for r in trials].count(t.number) == 1
+        assert TrialRecord.of(t).status == "lost"
+        assert [TrialRecord.of(r).retry_of for r in trials].count(t.number) == 1
 
 
 def test_claim_records_process_and_machine(tmp_path):
     tuner = make_tuner(tmp_path)
     trial = tuner.study.ask()
     tuner.ledger.claim(trial)
-    t = stored(tuner)[trial.number]
-    assert t.user_attrs["owner"] == process_identity()
-    assert t.user_attrs["machine"]["cpu"] == machine()["cpu"]
-    assert t.user_attrs["machine"]["host"] == socket.gethostname()
+    record = TrialRecord.of(stored(tuner)[trial.number])
+    assert record.owner == process_identity()
+    assert record.machine["cpu"] == machine()["cpu"]
+    assert record.machine["host"] == socket.gethostname()
 
 
 # --- the budget -----------------------------------------------------------------------------
@@ -187,14 +187,15 @@ def test_queued_starting_point_past_the_budget_is_surplus_but_a_retry_is_not(tmp
     first = tuner.study.ask()  # host A holds the last unit of budget
     assert not tuner.ledger.is_surplus(first)
     params = {"log2_batch_size": 6, "optimization_level": 0, "activation_dtype": "fp32"}
-    host_b.study.enqueue_trial(params, user_attrs={"seeded": "baseline"})
-    host_b.study.enqueue_trial(params, user_attrs={"retry_of": 99})
+    enqueue(host_b.study, params, starting_point="baseline")
+    enqueue(host_b.study, params, retry_of=99)
     # Queued first (the study's own starting points, then ours), the retry last.
     asked = [host_b.study.ask() for _ in range(len(stored(tuner)) - 1)]
-    assert "retry_of" not in first.user_attrs and asked[-1].user_attrs == {"retry_of": 99}
-    assert {"seeded": "baseline"} in [t.user_attrs for t in asked]
-    for trial in asked[:-1]:
-        assert "seeded" in trial.user_attrs and host_b.ledger.is_surplus(trial), trial.user_attrs
+    records = [TrialRecord.of(t) for t in asked]
+    assert TrialRecord.of(first).retry_of is None and records[-1] == TrialRecord(retry_of=99)
+    assert TrialRecord(starting_point="baseline") in records
+    for trial, record in zip(asked[:-1], records[:-1], strict=True):
+        assert record.starting_point is not None and host_b.ledger.is_surplus(trial), record
     assert not host_b.ledger.is_surplus(asked[-1])
 
 
@@ -209,7 +210,7 @@ def test_machines_that_differ_are_named_in_one_line(tmp_path):
     assert tuner.machine_warning() is None  # only this machine so far
     elsewhere = other_host(tuner).ask()
     other = {**machine(), "cpu": "AMD EPYC 7B13", "host": "box-b", "id": "b" * 32}
-    elsewhere.set_user_attr("machine", other)
+    write_trial(elsewhere, machine=other)
     warning = tuner.machine_warning()
     assert warning is not None and "\n" not in warning
     assert "AMD EPYC 7B13 on box-b" in warning and machine()["cpu"] in warning

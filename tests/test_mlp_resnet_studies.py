@@ -10,6 +10,7 @@ import torch
 
 from autotune.backends import get_backend
 from autotune.backends._torch_dtypes import apply_layer_dtypes
+from autotune.records import TrialRecord, read_study, trial_status
 from search_spaces import default_space
 from studies import get_study
 from tests.conftest import FAST_ARGS
@@ -108,13 +109,13 @@ def test_two_trial_study(cli, tmp_path, fast_space, name):
     study = optuna.load_study(
         study_name=f"{name}-cpu", storage=f"sqlite:///{tmp_path / 'autotune.db'}"
     )
-    meta = study.user_attrs["autotune"]
-    assert meta["reference_accuracy"] > 0.95  # fp32 top-1 on the first 1000 test images
+    meta = read_study(study)
+    assert meta.reference_accuracy > 0.95  # fp32 top-1 on the first 1000 test images
     trials = [t for t in study.get_trials() if t.state.is_finished()]
     assert len(trials) == 2
-    assert all(t.user_attrs["status"] == "ok" for t in trials)
-    measured = [t for t in trials if t.user_attrs.get("duplicate_of") is None]
-    assert all(t.user_attrs["metrics"]["throughput_samples_per_s"] > 0 for t in measured)
-    assert set(meta["confirmed"]) <= {str(t.number) for t in measured}
+    assert all(trial_status(t) == "ok" for t in trials)
+    measured = [t for t in trials if TrialRecord.of(t).duplicate_of is None]
+    assert all(TrialRecord.of(t).metrics["throughput_samples_per_s"] > 0 for t in measured)
+    assert set(meta.confirmed) <= {str(t.number) for t in measured}
     r = cli("export", "--study", f"{name}-cpu", "-o", "best.json")
     assert r.returncode == 0, r.stderr

@@ -13,6 +13,7 @@ from PIL import Image
 from autotune.analysis import trial_rows
 from autotune.cli.views import plot_table
 from autotune.plots import ParetoPlotData, draw, pareto_plot_data, render
+from autotune.records import TrialRecord, finished_trial
 
 MAX_DROP = 0.5
 
@@ -23,24 +24,20 @@ def study_of(tmp_path, measured: list[tuple[float, float]], failed: list[str] = 
         storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize", "minimize"]
     )
     for i, (tp, drop) in enumerate(measured):
+        record = TrialRecord(
+            status="ok",
+            config={"model": "mnist", "backend": "cpu", "batch_size": 2**i},
+            metrics={"throughput_samples_per_s": tp, "accuracy_drop": drop},
+        )
         study.add_trial(
-            optuna.trial.create_trial(
-                values=[tp, drop],
-                constraints={"accuracy_drop": drop - MAX_DROP},
-                user_attrs={
-                    "status": "ok",
-                    "config": {"model": "mnist", "backend": "cpu", "batch_size": 2**i},
-                    "metrics": {"throughput_samples_per_s": tp, "accuracy_drop": drop},
-                },
+            finished_trial(
+                record, values=[tp, drop], constraints={"accuracy_drop": drop - MAX_DROP}
             )
         )
     for status in failed:
         state = optuna.trial.TrialState.PRUNED if status == "oom" else optuna.trial.TrialState.FAIL
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=state, user_attrs={"status": status, "message": f"{status} on purpose"}
-            )
-        )
+        record = TrialRecord(status=status, message=f"{status} on purpose")
+        study.add_trial(finished_trial(record, state=state))
     return study
 
 

@@ -15,6 +15,7 @@ from autotune.analysis import trial_rows
 from autotune.records import (
     BLOCK_TIMES_ATTR,
     FROM_SENSITIVITY,
+    LEGACY_CONSTRAINTS_ATTR,
     SCHEMA_VERSION,
     STUDY_ATTR,
     SensitivityRecord,
@@ -23,6 +24,7 @@ from autotune.records import (
     add_confirmation,
     block_times,
     enqueue,
+    finished_trial,
     named_constraints,
     read_sensitivity,
     read_study,
@@ -34,6 +36,8 @@ from autotune.records import (
     write_study,
     write_trial,
 )
+from autotune.tables import config_label
+from autotune.wire import TrialConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +57,9 @@ def test_constraints_by_name_and_as_the_list_the_dashboard_reads(study):
     assert frozen.system_attrs["constraints:accuracy_drop"] == -0.25  # Optuna 5's own form
     assert frozen.system_attrs["constraints"] == [-0.25, 0.5]  # optuna-dashboard's
     assert named_constraints(frozen) == {"accuracy_drop": -0.25, "agreement": 0.5}
-    assert frozen.user_attrs["constraints"] == {"accuracy_drop": -0.25, "agreement": 0.5}
-    assert frozen.user_attrs["feasible"] is False
+    record = TrialRecord.of(frozen)
+    assert record.constraints == {"accuracy_drop": -0.25, "agreement": 0.5}
+    assert record.feasible is False
     # Optuna merges both forms; feasibility is the same from either.
     assert sorted(frozen.constraints.values()) == [-0.25, -0.25, 0.5, 0.5]
     assert study.best_trials == []  # Optuna sees the violated constraint too
@@ -65,7 +70,7 @@ def test_feasible_trial(study):
     trial = study.ask()
     set_constraints(trial, {"accuracy_drop": -0.1})
     study.tell(trial, [100.0, 0.4])
-    assert study.trials[0].user_attrs["feasible"] is True
+    assert TrialRecord.of(study.trials[0]).feasible is True
     assert [t.number for t in study.best_trials] == [0]
 
 
@@ -82,19 +87,41 @@ def test_block_times_live_in_a_system_attr(study):
     set_block_times(trial, [0.01, 0.011, 0.012], iters_per_block=7)
     study.tell(trial, [1.0, 0.0])
     frozen = study.trials[0]
-    assert "block_times" not in frozen.user_attrs
-    assert frozen.user_attrs["blocks"] == 3 and frozen.user_attrs["iters_per_block"] == 7
+    assert "block_times" not in frozen.user_attrs  # raw: the point is what the dashboard lists
+    record = TrialRecord.of(frozen)
+    assert record.blocks == 3 and record.iters_per_block == 7
     assert frozen.system_attrs[BLOCK_TIMES_ATTR] == [0.01, 0.011, 0.012]
     assert block_times(frozen) == [0.01, 0.011, 0.012]
 
 
-def test_block_times_of_an_older_study(study):
+def test_a_finished_trial_is_laid_out_as_the_tuner_lays_out_its_own(study):
+    record = TrialRecord(status="ok", metrics={"accuracy": 0.9}, iters_per_block=2)
     study.add_trial(
-        optuna.trial.create_trial(
-            values=[1.0, 0.0], user_attrs={"block_times": [0.5, 0.6], "iters_per_block": 2}
+        finished_trial(
+            record,
+            values=[1.0, 0.0],
+            constraints={"accuracy_drop": -0.5},
+            block_times=[0.5, 0.6],
         )
     )
-    assert block_times(study.trials[0]) == [0.5, 0.6]
+    pruned = finished_trial(TrialRecord(status="oom"), state=optuna.trial.TrialState.PRUNED)
+    study.add_trial(pruned)
+    built, oom = study.trials
+    assert built.state.name == "COMPLETE" and built.values == [1.0, 0.0]
+    assert TrialRecord.of(built) == TrialRecord(
+        status="ok",
+        metrics={"accuracy": 0.9},
+        constraints={"accuracy_drop": -0.5},
+        feasible=True,
+        blocks=2,
+        iters_per_block=2,
+    )
+    assert named_constraints(built) == {"accuracy_drop": -0.5}
+    assert built.system_attrs[LEGACY_CONSTRAINTS_ATTR] == [-0.5]  # what the dashboard reads
+    assert block_times(built) == [0.5, 0.6]
+    assert "block_times" not in built.user_attrs  # raw: out of what the dashboard lists
+    assert oom.state.name == "PRUNED" and TrialRecord.of(oom).status == "oom"
+    assert [r.feasible for r in trial_rows(study)] == [True, False]
 
 
 # --- typed records ----------------------------------------------------------------------------
@@ -105,7 +132,7 @@ def test_study_record_round_trips_and_stores_each_option_once(study):
     options = {"model": "mnist", "backend": "cpu", "max_accuracy_drop": 0.5, "min_agreement": 99}
     record = StudyRecord(options={**options, "space_signature": "abc"}, trials_budget=7)
     write_study(study, record)
-    stored = study.user_attrs[STUDY_ATTR]
+    stored = study.user_attrs[STUDY_ATTR]  # raw: the point is the stored layout
     assert stored["schema"] == SCHEMA_VERSION
     assert not set(options) & set(stored)  # only under "options"
     assert "reference_accuracy" not in stored  # no reference measured yet
@@ -122,37 +149,12 @@ def test_study_record_round_trips_and_stores_each_option_once(study):
     assert [len(v) for v in read_study(study).confirmed.values()] == [2]
 
 
-def test_study_record_of_the_earlier_layout_reads(study):
-    """Schema 1 stored the identity options twice; a study made by another tool (or a test
-    fixture) may hold only the top-level keys."""
-    study.set_user_attr(
-        STUDY_ATTR,
-        {
-            "options": {"model": "mnist", "backend": "cpu", "space_signature": "s"},
-            "model": "mnist",
-            "backend": "cpu",
-            "max_accuracy_drop": 0.3,
-            "trials_budget": 4,
-            "reference_accuracy": 0.98,
-            "reference_fingerprint": "f",
-            "seed_recipe": {"batch_size": 64},  # the reference recipe's earlier name
-            "an_unknown_key": 1,
-        },
-    )
-    record = read_study(study)
-    assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
-    assert record.reference_accuracy == 0.98 and record.made_by_tuner
-    assert record.reference_recipe == {"batch_size": 64}
-    study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})
-    record = read_study(study)
-    assert (record.model, record.backend, record.made_by_tuner) == ("m", "cuda", False)
-
-
 def test_trial_record_fields_and_their_stored_names(study):
     enqueue(study, {}, starting_point=FROM_SENSITIVITY)
     enqueue(study, {}, retry_of=0)
     first, second = study.ask(), study.ask()
-    # The stored name optuna-dashboard shows is the one studies were written with.
+    # The stored name optuna-dashboard shows is the one studies were written with (raw: the
+    # point is the stored name).
     assert first.user_attrs == {"seeded": "sensitivity"} and second.user_attrs == {"retry_of": 0}
     write_trial(first, status="ok", metrics={"accuracy": 0.9}, owner={"pid": 1})
     with pytest.raises(TypeError, match="not a TrialRecord field: bogus"):
@@ -198,6 +200,57 @@ def test_sensitivity_record_round_trips(study):
     record = SensitivityRecord(rows=[{"weight": "fc1.weight", "dtype": "bfp_bf8"}], eval_limit=9)
     write_sensitivity(study, record)
     assert read_sensitivity(study) == record
+
+
+# --- older layouts (autotune.records_legacy) --------------------------------------------------
+
+
+def test_block_times_of_an_older_study(study):
+    study.add_trial(
+        optuna.trial.create_trial(  # raw: the old layout (block times among the user attrs)
+            values=[1.0, 0.0], user_attrs={"block_times": [0.5, 0.6], "iters_per_block": 2}
+        )
+    )
+    assert block_times(study.trials[0]) == [0.5, 0.6]
+
+
+def test_study_record_of_the_earlier_layout_reads(study):
+    """Schema 1 stored the identity options twice; a study made by another tool may hold
+    only the top-level keys."""
+    study.set_user_attr(  # raw: the point is that the old layout still reads
+        STUDY_ATTR,
+        {
+            "options": {"model": "mnist", "backend": "cpu", "space_signature": "s"},
+            "model": "mnist",
+            "backend": "cpu",
+            "max_accuracy_drop": 0.3,
+            "trials_budget": 4,
+            "reference_accuracy": 0.98,
+            "reference_fingerprint": "f",
+            "seed_recipe": {"batch_size": 64, "extras": {"channels_last": True}},  # earlier names
+            "an_unknown_key": 1,
+        },
+    )
+    record = read_study(study)
+    assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
+    assert record.reference_accuracy == 0.98 and record.made_by_tuner
+    assert record.reference_recipe == {"batch_size": 64, "knobs": {"channels_last": True}}
+    study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})  # raw, as above
+    record = read_study(study)
+    assert (record.model, record.backend, record.made_by_tuner) == ("m", "cuda", False)
+
+
+def test_trial_record_of_the_earlier_layout_reads(study):
+    """Configs stored before the rename call the backend's knobs "extras"."""
+    config = TrialConfig("mnist", "cpu", 8, knobs=(("pinned", True),))
+    old = {k: v for k, v in config.to_dict().items() if k != "knobs"} | {"extras": {"pinned": True}}
+    study.add_trial(finished_trial(TrialRecord(status="ok", config=old), values=[1.0, 0.0]))
+    stored = TrialRecord.of(study.trials[0]).config
+    assert stored == config.to_dict() and TrialConfig.from_dict(stored) == config
+    assert config_label(stored) == "bs8 O0 fp32 pinned"
+
+
+# --- the one home of the layout ---------------------------------------------------------------
 
 
 def test_only_records_touches_user_attrs():

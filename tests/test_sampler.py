@@ -266,8 +266,7 @@ def test_a_trial_stopped_as_slow_is_seen_with_its_speed():
     study = optuna.create_study(directions=["maximize"])
     trial = study.ask()
     space.suggest(trial)
-    trial.set_user_attr("status", "slow")
-    trial.set_user_attr("metrics", {"throughput_samples_per_s": 123.0})
+    write_trial(trial, status="slow", metrics={"throughput_samples_per_s": 123.0})
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     (seen,) = observe(study.get_trials())
     assert seen.score is None and seen.speed == 123.0 and not seen.oom

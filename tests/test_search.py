@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from autotune.child.trial import _stable
+from autotune.records import TrialRecord
 from tests.conftest import FAST_ARGS
 
 pytestmark = pytest.mark.slow
@@ -34,20 +35,22 @@ def test_a_clearly_losing_trial_stops_after_warmup(cli, tmp_path):
     # autotune's strategy starts in fp32 and flips the activation dtype next; bf16 costs
     # this study 250 ms a call, far under a third of fp32's throughput.
     first, second = slow_study(cli, tmp_path, "--stop-slower", "3")
-    assert first.params["activation_dtype"] == "fp32" and first.user_attrs["status"] == "ok"
+    fast, slow_record = TrialRecord.of(first), TrialRecord.of(second)
+    assert first.params["activation_dtype"] == "fp32" and fast.status == "ok"
     assert second.params["activation_dtype"] == "bf16"
     assert second.state == optuna.trial.TrialState.PRUNED
-    assert second.user_attrs["status"] == "slow"
-    assert "stopped after warm-up" in second.user_attrs["message"]
-    timings = second.user_attrs["timings"]
+    assert slow_record.status == "slow"
+    assert "stopped after warm-up" in slow_record.message
+    timings = slow_record.timings
     assert "measure_s" not in timings and "eval_s" not in timings  # neither timed nor evaluated
-    slow = second.user_attrs["metrics"]["throughput_samples_per_s"]
-    assert 0 < slow < first.user_attrs["metrics"]["throughput_samples_per_s"] / 3
+    slow = slow_record.metrics["throughput_samples_per_s"]
+    assert 0 < slow < fast.metrics["throughput_samples_per_s"] / 3
 
 
 def test_stop_slower_zero_measures_every_trial_in_full(cli, tmp_path):
     _, second = slow_study(cli, tmp_path, "--stop-slower", "0")
-    assert second.user_attrs["status"] == "ok" and "eval_s" in second.user_attrs["timings"]
+    record = TrialRecord.of(second)
+    assert record.status == "ok" and "eval_s" in record.timings
 
 
 @pytest.mark.parametrize("value", ["1", "0.5", "-2"])

@@ -15,8 +15,8 @@ import optuna
 import pytest
 import torch
 
+from autotune.records import TrialRecord, named_constraints, read_study, trial_status
 from autotune.records import block_times as raw_blocks
-from autotune.records import named_constraints
 from tests.conftest import FAST_ARGS, ROOT, UNSEEDED_ARGS
 
 pytestmark = pytest.mark.slow
@@ -33,22 +33,24 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
     study = load(tmp_path)
     trials = [t for t in study.get_trials() if t.state.is_finished()]
     assert len(trials) == 3
-    measured = [t for t in trials if t.user_attrs.get("duplicate_of") is None]
+    measured = [t for t in trials if TrialRecord.of(t).duplicate_of is None]
     for t in measured:
-        assert t.user_attrs["status"] == "ok"
-        m = t.user_attrs["metrics"]
+        record = TrialRecord.of(t)
+        assert record.status == "ok"
+        m = record.metrics
         assert m["throughput_samples_per_s"] > 100
         assert m["accuracy"] > 0.97  # the first 1000 real test images
         assert m["agreement"] > 0.99 and m["pcc"] > 0.99
         assert m["latency_ms_p50"] <= m["latency_ms_p95"]
-        assert len(raw_blocks(t)) >= 5 and t.user_attrs["blocks"] == len(raw_blocks(t))
-        assert "block_times" not in t.user_attrs  # raw samples out of the dashboard's way
-        assert t.user_attrs["timings"]["warmup_s"] >= 0
+        assert len(raw_blocks(t)) >= 5 and record.blocks == len(raw_blocks(t))
+        # Raw attrs: the point is that the raw samples are out of the dashboard's way.
+        assert "block_times" not in t.user_attrs
+        assert record.timings["warmup_s"] >= 0
         assert list(named_constraints(t)) == ["accuracy_drop"]
         assert t.system_attrs["constraints"] == [t.constraints["accuracy_drop"]]  # dashboard
-    meta = study.user_attrs["autotune"]
-    assert 0.97 < meta["reference_accuracy"] <= 1.0
-    assert meta["trials_budget"] == 3
+    meta = read_study(study)
+    assert 0.97 < meta.reference_accuracy <= 1.0
+    assert meta.trials_budget == 3
 
     r = cli("plot", "--study", "mnist-cpu", "-o", "pareto.png")
     assert r.returncode == 0, r.stderr
@@ -62,15 +64,16 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
     # The top feasible trials were re-measured (their raw blocks stored), then any trial
     # whose first figure beat them all; the pick is the best re-measured trial, ranked by
     # the median over the pooled blocks of all its measurements.
-    confirmed = load(tmp_path).user_attrs["autotune"]["confirmed"]
+    confirmed = read_study(load(tmp_path)).confirmed
     top = sorted(measured, key=lambda t: -t.values[0])[: len(confirmed)]
     assert sorted(confirmed) == sorted(str(t.number) for t in top)
 
     from autotune.records import block_times
 
     def pooled_tp(t: optuna.trial.FrozenTrial) -> float:
-        batch = t.user_attrs["config"]["batch_size"]
-        blocks = [t.user_attrs["iters_per_block"] * batch / s for s in block_times(t)]
+        record = TrialRecord.of(t)
+        batch = record.config["batch_size"]
+        blocks = [record.iters_per_block * batch / s for s in block_times(t)]
         for entry in confirmed[str(t.number)]:
             blocks += [entry["iters_per_block"] * batch / s for s in entry["block_times"]]
         return statistics.median(blocks)
@@ -78,7 +81,7 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
     best = max((t for t in measured if str(t.number) in confirmed), key=pooled_tp)
     assert all(pooled_tp(best) >= t.values[0] for t in measured if str(t.number) not in confirmed)
     assert exported["provenance"]["trial"] == best.number
-    assert exported["batch_size"] == best.user_attrs["config"]["batch_size"]
+    assert exported["batch_size"] == TrialRecord.of(best).config["batch_size"]
     assert exported["metrics"]["throughput_samples_per_s"] == pytest.approx(pooled_tp(best))
     assert exported["metrics"]["throughput_measurements"][0] == pytest.approx(best.values[0])
     assert len(exported["metrics"]["throughput_measurements"]) >= 2
@@ -115,10 +118,11 @@ def test_compiled_levels_run(cli, tmp_path):
     r = cli("study", "--model", "mnist", "--trials", "1", "--space", str(space), *FAST_ARGS)
     assert r.returncode == 0, r.stderr
     (t,) = load(tmp_path).get_trials()
-    assert t.user_attrs["status"] == "ok", t.user_attrs
-    assert t.user_attrs["config"]["optimization_level"] == 2
+    record = TrialRecord.of(t)
+    assert record.status == "ok", record
+    assert record.config["optimization_level"] == 2
     # bf16 everywhere on MNIST keeps predictions (DESIGN.md section 5)
-    assert t.user_attrs["metrics"]["agreement"] > 0.995
+    assert record.metrics["agreement"] > 0.995
 
 
 def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
@@ -144,12 +148,12 @@ def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     first, second = load(tmp_path).get_trials()
     assert first.state == optuna.trial.TrialState.PRUNED
-    assert first.user_attrs["status"] == "oom"
-    assert "can't allocate memory" in first.user_attrs["stderr_tail"]
+    assert trial_status(first) == "oom"
+    assert "can't allocate memory" in TrialRecord.of(first).stderr_tail
     # Same config again: recorded as pruned from the first, no trial process spawned.
     assert second.state == optuna.trial.TrialState.PRUNED
-    assert second.user_attrs["duplicate_of"] == 0
-    assert "timings" not in second.user_attrs
+    assert TrialRecord.of(second).duplicate_of == 0
+    assert TrialRecord.of(second).timings is None
 
 
 def _default_sigint() -> None:
@@ -205,15 +209,13 @@ def test_interrupt_then_resume(tmp_path, fast_space, cache_dir, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err
-    interrupted = [
-        t for t in load(tmp_path).get_trials() if t.user_attrs.get("status") == "interrupted"
-    ]
+    interrupted = [t for t in load(tmp_path).get_trials() if trial_status(t) == "interrupted"]
     assert len(interrupted) == 1
 
     rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     trials = load(tmp_path).get_trials()
-    counted = [t for t in trials if t.user_attrs.get("status") not in ("interrupted", None)]
+    counted = [t for t in trials if trial_status(t) not in ("interrupted", None)]
     assert len(counted) == 3
-    retried = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+    retried = [t for t in trials if TrialRecord.of(t).retry_of == interrupted[0].number]
     assert len(retried) == 1 and retried[0].params == interrupted[0].params

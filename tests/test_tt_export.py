@@ -1,9 +1,8 @@
 """Exports for Tenstorrent studies: tt-xla's mixed-precision map and a runnable script.
 
-Studies are built the way the tuner stores them (a finished trial with the user attributes
-`autotune.outcome.record_result` writes, the constraint, the study metadata) in a temporary
-SQLite file. The script and the map are run against the tt-xla stand-in
-(``tests/tt_standin``): no card here.
+Studies are built the way the tuner stores them (a finished trial with the record the tuner
+writes, the constraint, the study record) in a temporary SQLite file. The
+script and the map are run against the tt-xla stand-in (``tests/tt_standin``): no card here.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from autotune.backends.tt import TTBackend
 from autotune.backends.tt_export import mixed_precision_map, runnable_script
 from autotune.errors import UsageError
 from autotune.export import export_dict, render
+from autotune.records import StudyRecord, TrialRecord, finished_trial, write_study
 from autotune.wire import TrialConfig
 from tests.test_tt_backend import (
     ROOT,
@@ -55,9 +55,8 @@ def make_study(tmp_path: Path, config: TrialConfig, name: str = "mnist-tt") -> s
     study = optuna.create_study(
         storage=url, study_name=name, directions=["maximize", "minimize"], load_if_exists=True
     )
-    study.set_user_attr(
-        "autotune", {"model": "mnist", "backend": config.backend, "max_accuracy_drop": MAX_DROP}
-    )
+    options = {"model": "mnist", "backend": config.backend, "max_accuracy_drop": MAX_DROP}
+    write_study(study, StudyRecord(options=options))
     metrics = {
         "throughput_samples_per_s": 12345.0,
         "throughput_iqr": 10.0,
@@ -70,19 +69,20 @@ def make_study(tmp_path: Path, config: TrialConfig, name: str = "mnist-tt") -> s
         "max_abs_error": 0.3,
         "batch_size": config.batch_size,
     }
+    record = TrialRecord(
+        config=config.to_dict(),
+        config_key=config.key(),
+        status="ok",
+        message="",
+        metrics=metrics,
+        timings={"trial_s": 3.0},
+        environment={"device": "TT wormhole_b0", "versions": {"torch": "x"}},
+    )
     study.add_trial(
-        optuna.trial.create_trial(
+        finished_trial(
+            record,
             values=[metrics["throughput_samples_per_s"], metrics["accuracy_drop"]],
             constraints={"accuracy_drop": metrics["accuracy_drop"] - MAX_DROP},
-            user_attrs={
-                "config": config.to_dict(),
-                "config_key": config.key(),
-                "status": "ok",
-                "message": "",
-                "metrics": metrics,
-                "timings": {"trial_s": 3.0},
-                "environment": {"device": "TT wormhole_b0", "versions": {"torch": "x"}},
-            },
         )
     )
     return url

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from autotune.records import TrialRecord
 from tests.test_tt_backend import STANDIN
 
 pytestmark = pytest.mark.slow
@@ -67,10 +68,11 @@ def test_tt_study_and_all_exports(cli, tmp_path, tt_python):
     )
     trials = study.get_trials()
     assert len(trials) == 3
-    assert all(t.user_attrs["status"] == "ok" for t in trials), [t.user_attrs for t in trials]
-    assert trials[0].user_attrs["environment"]["device"].startswith("TT stand-in")
+    records = [TrialRecord.of(t) for t in trials]
+    assert all(r.status == "ok" for r in records), records
+    assert records[0].environment["device"].startswith("TT stand-in")
     # --devices 0,1: two trials at once, each trial process restricted to its own chip.
-    seen = {t.user_attrs["environment"]["env"].get("TT_METAL_VISIBLE_DEVICES") for t in trials}
+    seen = {r.environment["env"].get("TT_METAL_VISIBLE_DEVICES") for r in records}
     assert seen == {"0", "1"}
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert sum(c["call"] == "xr.set_device_type" for c in calls) >= 3  # one per trial process

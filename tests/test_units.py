@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -20,6 +21,14 @@ from autotune.errors import NothingFoundError
 from autotune.export import export_dict, load_config
 from autotune.measure import Measurement
 from autotune.plots import pareto_plot_data
+from autotune.records import (
+    StudyRecord,
+    TrialRecord,
+    finished_trial,
+    named_constraints,
+    read_study,
+    write_study,
+)
 from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
 from search_spaces import SearchSpace, SpaceError, default_space
 from studies import get_study
@@ -164,9 +173,8 @@ def make_study(tmp_path, points: list[tuple[float, float]], states=None) -> optu
         study_name="s",
         directions=["maximize", "minimize"],
     )
-    study.set_user_attr(
-        "autotune", {"model": "mnist", "backend": "cpu", "max_accuracy_drop": MAX_DROP}
-    )
+    options = {"model": "mnist", "backend": "cpu", "max_accuracy_drop": MAX_DROP}
+    write_study(study, StudyRecord(options=options))
     for i, (tp, drop) in enumerate(points):
         config = cfg(batch_size=2**i).to_dict()
         metrics = {
@@ -178,23 +186,15 @@ def make_study(tmp_path, points: list[tuple[float, float]], states=None) -> optu
             "agreement": 1.0,
             "pcc": 1.0,
         }
+        environment = {"device": "test cpu", "versions": {"torch": "x"}}
+        record = TrialRecord(status="ok", config=config, metrics=metrics, environment=environment)
         study.add_trial(
-            optuna.trial.create_trial(
-                values=[tp, drop],
-                constraints={"accuracy_drop": drop - MAX_DROP},
-                user_attrs={
-                    "config": config,
-                    "metrics": metrics,
-                    "status": "ok",
-                    "environment": {"device": "test cpu", "versions": {"torch": "x"}},
-                },
+            finished_trial(
+                record, values=[tp, drop], constraints={"accuracy_drop": drop - MAX_DROP}
             )
         )
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=optuna.trial.TrialState.PRUNED, user_attrs={"status": "oom"}
-        )
-    )
+    oom = TrialRecord(status="oom")
+    study.add_trial(finished_trial(oom, state=optuna.trial.TrialState.PRUNED))
     return study
 
 
@@ -223,11 +223,11 @@ def remeasured(throughput: float, batch_size: int, blocks: int = 5) -> dict:
 
 def test_pick_is_always_a_remeasured_trial(tmp_path):
     study = make_study(tmp_path, POINTS)  # trial i runs batch 2**i; no blocks stored
-    meta = study.user_attrs["autotune"]
+    record = read_study(study)
 
     def confirm(entries: dict[int, list]) -> list:
         confirmed = {str(k): v for k, v in entries.items()}
-        study.set_user_attr("autotune", {**meta, "confirmed": confirmed})
+        write_study(study, replace(record, confirmed=confirmed))
         return trial_rows(study)
 
     rows = trial_rows(study)
@@ -269,23 +269,21 @@ def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
     study = make_study(tmp_path, POINTS[:1])
     trial = study.trials[0]
     study.add_trial(
-        optuna.trial.create_trial(
+        finished_trial(
+            replace(TrialRecord.of(trial), iters_per_block=2),
             values=trial.values,
-            constraints=trial.constraints,
-            user_attrs={**trial.user_attrs, "block_times": [0.02] * 3, "iters_per_block": 2},
+            constraints=named_constraints(trial),
+            block_times=[0.02] * 3,
         )
     )  # trial 2 (after make_study's pruned trial 1): batch 1, three blocks at 100/s
-    meta = study.user_attrs["autotune"]
-    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [remeasured(80, 1, blocks=2)]}})
+    record = read_study(study)
+    write_study(study, replace(record, confirmed={"2": [remeasured(80, 1, blocks=2)]}))
     row = trial_rows(study)[2]
     assert row.first.throughput == approx(100.0) and row.confirmed
     # 3 blocks at 100/s and 2 at 80/s: pooled median 100 (the median of medians is 90).
     assert row.confirmed_throughput == approx(100.0)
-    stored = study.user_attrs["autotune"]["confirmed"]["2"][0]
+    stored = read_study(study).confirmed["2"][0]
     assert stored == {"iters_per_block": 2, "block_times": [0.025, 0.025]}
-    # Legacy studies stored each re-measurement's median only: one block each.
-    study.set_user_attr("autotune", {**meta, "confirmed": {"2": [80.0]}})
-    assert trial_rows(study)[2].confirmed_throughput == approx(100.0)
 
 
 def test_export_schema(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from autotune.analysis import best_feasible, trial_rows
 from autotune.measure import Measurement
+from autotune.records import TrialRecord, finished_trial, read_study
 from autotune.study_options import StudyOptions
 from autotune.tuner import Tuner
 from autotune.wire import TrialConfig
@@ -23,8 +24,6 @@ CLAIMED = (1e9, 1e8, 1e6, 1.0)
 
 
 def test_unconfirmed_trial_above_all_confirmed_is_remeasured(tmp_path, cache_dir):
-    import optuna
-
     opts = StudyOptions(
         model="mnist",
         trials=len(CLAIMED),
@@ -41,20 +40,21 @@ def test_unconfirmed_trial_above_all_confirmed_is_remeasured(tmp_path, cache_dir
     for i, throughput in enumerate(CLAIMED):
         numbers.append(len(tuner.study.trials))
         config = TrialConfig(model="mnist", backend="cpu", batch_size=8 * 2**i)
+        record = TrialRecord(
+            status="ok",
+            config=config.to_dict(),
+            metrics={"throughput_samples_per_s": throughput, "accuracy_drop": 0.0},
+        )
         tuner.study.add_trial(
-            optuna.trial.create_trial(
+            finished_trial(
+                record,
                 values=[throughput, 0.0],
                 constraints={"accuracy_drop": -opts.max_accuracy_drop},
-                user_attrs={
-                    "status": "ok",
-                    "config": config.to_dict(),
-                    "metrics": {"throughput_samples_per_s": throughput, "accuracy_drop": 0.0},
-                },
             )
         )
     tuner.run()  # the budget is used up: no new trial, straight to winner selection
 
-    confirmed = tuner.study.user_attrs["autotune"]["confirmed"]
+    confirmed = read_study(tuner.study).confirmed
     # The top 2 first, both far below trial 2's single 1e6/s; so trial 2 was re-measured
     # too, and then the top was a re-measured trial: trial 3 (1/s) was left alone.
     assert sorted(confirmed, key=int) == [str(n) for n in numbers[:3]]
@@ -74,4 +74,4 @@ def test_unconfirmed_trial_above_all_confirmed_is_remeasured(tmp_path, cache_dir
     assert best.confirmed_throughput == max(r.confirmed_throughput for r in rows[:3])
 
     tuner.run()  # resuming a settled study re-measures nothing
-    assert tuner.study.user_attrs["autotune"]["confirmed"] == confirmed
+    assert read_study(tuner.study).confirmed == confirmed

@@ -67,8 +67,11 @@ class TrialRow:
         return Measurement.merge([first, *self.remeasurements]).throughput
 
     @property
-    def accuracy_drop(self) -> float | None:
-        return self.metrics.get("accuracy_drop")
+    def metric_drop(self) -> float | None:
+        """How much worse than fp32 the study's metric is, in its unit (NaN outputs: inf
+        where the metric has no bound, stored as None)."""
+        drop = self.metrics.get("metric_drop")
+        return float("inf") if drop is None and self.status == "nan" else drop
 
     @property
     def measured(self) -> bool:
@@ -142,8 +145,8 @@ def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
 def _dominates(a: TrialRow, b: TrialRow) -> bool:
     return (
         a.throughput >= b.throughput
-        and a.accuracy_drop <= b.accuracy_drop
-        and (a.throughput > b.throughput or a.accuracy_drop < b.accuracy_drop)
+        and a.metric_drop <= b.metric_drop
+        and (a.throughput > b.throughput or a.metric_drop < b.metric_drop)
     )
 
 
@@ -152,7 +155,7 @@ def _feasible(rows: list[TrialRow]) -> list[TrialRow]:
 
 
 def _rank(r: TrialRow) -> tuple[float, float, int]:
-    return (-r.confirmed_throughput, r.accuracy_drop, r.number)
+    return (-r.confirmed_throughput, r.metric_drop, r.number)
 
 
 def best_feasible(rows: list[TrialRow]) -> TrialRow | None:
@@ -174,10 +177,9 @@ def winner(study: optuna.Study) -> TrialRow:
     row = best_feasible(trial_rows(study))
     if row is None:
         meta = study_record(study)
-        drop = "?" if meta.max_accuracy_drop is None else meta.max_accuracy_drop
         raise NothingFoundError(
             f"study {study.study_name!r} has no feasible trial "
-            f"(none measured within {drop} points of fp32"
+            f"(none measured with {meta.feasible_text}"
             + (f" and {meta.min_agreement:g}% agreement" if meta.min_agreement else "")
             + ")"
         )
@@ -194,7 +196,7 @@ def confirmation_candidates(rows: list[TrialRow], k: int) -> list[TrialRow]:
     if k < 1:
         return []
     feasible = _feasible(rows)
-    by_first = sorted(feasible, key=lambda r: (-r.throughput, r.accuracy_drop, r.number))
+    by_first = sorted(feasible, key=lambda r: (-r.throughput, r.metric_drop, r.number))
     todo = [r for r in by_first[:k] if not r.remeasure_attempts]
     if todo:
         return todo

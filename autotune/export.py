@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     import torch
 
 # 2 added "protocol" (how the trial was measured, for `autotune verify`), the fp32 top-1,
-# and the host to the provenance; 3: the backend's knobs under "knobs". Readers accept every
-# version listed here, older ones upgraded by `autotune.records_legacy.export_data`.
-EXPORT_SCHEMA = 3
+# and the host to the provenance; 3: the backend's knobs under "knobs"; 4: the study's metric
+# (`metric_drop`, `reference_metric` and the constraint in the metric's unit, which it names).
+# Readers accept every version listed here, older ones upgraded by
+# `autotune.records_legacy.export_data`.
+EXPORT_SCHEMA = 4
 READABLE_SCHEMAS = (*records_legacy.OLD_EXPORT_SCHEMAS, EXPORT_SCHEMA)
 # The measurement settings a replay must repeat: the export's key -> the StudyOptions field.
 # The keys stay those schema 2 wrote (an older `autotune verify` elsewhere reads them); two
@@ -51,7 +53,8 @@ EXPORTED_METRICS = (
     "latency_ms_p50",
     "latency_ms_p95",
     "accuracy",
-    "accuracy_drop",
+    "metric",
+    "metric_drop",
     "agreement",
     "pcc",
     "max_abs_error",
@@ -84,8 +87,8 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             # the median over all their blocks pooled.
             "throughput_samples_per_s": row.confirmed_throughput,
             "throughput_measurements": [row.throughput, *row.confirmations],
-            # fp32's top-1 on the same eval set: accuracy_drop is relative to it.
-            "reference_accuracy": meta.reference_accuracy,
+            # fp32's value of the metric on the same eval set: metric_drop is relative to it.
+            "reference_metric": meta.reference_metric,
         },
         # How dtype dimensions map to weights, when layers were grouped (deep models).
         "weight_groups": {
@@ -93,9 +96,10 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         },
         "protocol": {key: options.get(name) for key, name in PROTOCOL.items()},
         "constraint": {
-            "max_accuracy_drop": meta.max_accuracy_drop,
+            "metric": {k: v for k, v in meta.metric.items() if k != "limit"},
+            "max_metric_drop": meta.metric_limit,
             "min_agreement_percent": meta.min_agreement,
-            "unit": "top-1 points vs fp32",
+            "unit": f"{meta.metric.get('unit') or meta.metric.get('name', '')} vs fp32",
         },
         # The backend's reference recipe measured in the same study (None where it has none).
         "reference": _reference(study, row),

@@ -39,8 +39,9 @@ class ModelInfo:
 
     def summary(self) -> str:
         return (
-            f"inputs {self.inputs}; scored output {self.scored}; {self.eval_rows} eval rows"
-            f"{'' if self.labels else ' without labels'}; {len(self.weights)} lowerable weights"
+            f"inputs {self.inputs}; scored {self.scored}; {self.eval_rows} eval rows"
+            f"{'' if self.labels else ' without labels'}; {len(self.weights)} lowerable weights; "
+            f"metric {self.metric.get('name')}"
         )
 
 
@@ -79,7 +80,7 @@ def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> 
         warmup_iters=opts.warmup_iters,
         warmup_seconds=opts.measure_seconds * defaults.WARMUP_SHARE,
         reference_path=str(reference.path),
-        reference_accuracy=reference.accuracy,
+        reference_metric=reference.metric_value,
         eval_limit=opts.eval_limit,
         memory_limit_bytes=opts.memory_limit,
     )
@@ -105,7 +106,7 @@ def fp32_reference(
         )
     return Reference(
         Path(result.artifacts["reference"]),
-        result.metrics.get("accuracy"),
+        result.metrics.get("metric_value"),
         result.artifacts["fingerprint"],
         result.environment,
     )

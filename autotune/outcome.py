@@ -10,8 +10,8 @@ where from (`tell_copy`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from autotune.records import (
     TrialRecord,
@@ -38,16 +38,24 @@ def state_of(status: Status) -> optuna.trial.TrialState:
 
 @dataclass(frozen=True)
 class Scoring:
-    """How a measured trial is judged: the study's constraints, and the fp32 accuracy a
-    trial with NaN outputs loses in full."""
+    """How a measured trial is judged: the study's constraints (the drop of its metric
+    allowed, in the metric's unit), and what a trial with NaN outputs loses."""
 
-    max_accuracy_drop: float
+    max_metric_drop: float
     min_agreement: float | None = None
-    reference_accuracy: float | None = None
+    reference_metric: float | None = None
+    metric: dict[str, Any] = field(default_factory=dict)  # `StudyRecord.metric`
+
+    def nan_drop(self) -> float:
+        """The drop of garbage outputs: a points metric (top-1, agreement) loses all of
+        fp32's value, as if no prediction were right; any other metric, without bound."""
+        if self.metric.get("unit") == "points" and self.metric.get("higher_is_better", True):
+            return self.reference_metric if self.reference_metric is not None else 100.0
+        return math.inf
 
     def constraints(self, metrics: dict[str, float]) -> dict[str, float]:
         """Each constraint's value (<= 0 is satisfied)."""
-        out = {"accuracy_drop": metrics["accuracy_drop"] - self.max_accuracy_drop}
+        out = {"metric_drop": metrics["metric_drop"] - self.max_metric_drop}
         if self.min_agreement is not None:
             # Top-1 accuracy can hide flipped predictions that cancel out; agreement cannot.
             agreement = 100.0 * (metrics.get("agreement") or 0.0)
@@ -65,12 +73,11 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult, scoring:
     record_result(trial, result)
     metrics = result.metrics
     if result.status is Status.NAN:
-        # Garbage outputs: as bad as predicting nothing right. Measured, never feasible.
-        ref_acc = scoring.reference_accuracy
-        metrics["accuracy_drop"] = 100.0 * (ref_acc if ref_acc is not None else 1.0)
+        # Garbage outputs: measured, never feasible (`Scoring.nan_drop`).
+        metrics["metric_drop"] = scoring.nan_drop()
         write_trial(trial, metrics=finite(metrics))
     set_constraints(trial, scoring.constraints(metrics))
-    study.tell(trial, [metrics["throughput_samples_per_s"], metrics["accuracy_drop"]])
+    study.tell(trial, [metrics["throughput_samples_per_s"], metrics["metric_drop"]])
 
 
 def tell_unmeasured(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import io
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from autotune import defaults
 from autotune.analysis import TrialRow, best_feasible, pareto_front
+from autotune.records import drop_label
+from studies.metrics import TOP1
 
 if TYPE_CHECKING:
     from autotune.records import StudyRecord
@@ -27,7 +29,7 @@ OFF_SCALE_FACTOR = 4.0  # drops beyond this many times the constraint are drawn 
 
 class Point(NamedTuple):
     trial: int
-    accuracy_drop: float  # points of top-1 vs fp32
+    metric_drop: float  # the study's metric vs fp32, in its unit
     throughput: float  # samples/s
 
 
@@ -38,7 +40,7 @@ class ParetoPlotData(NamedTuple):
     front: list[Point]  # sorted by accuracy drop, the line drawn
     pick: Point | None  # what `autotune export` writes
     pick_throughput: float | None  # median over its pooled measurements (what export reports)
-    max_accuracy_drop: float
+    max_metric_drop: float
     unmeasured: int  # pruned / failed trials, counted in the legend
     log_y: bool  # throughputs span LOG_SCALE_SPAN or more
     x_max: float | None  # right edge when some points lie beyond it (drawn at the edge)
@@ -46,6 +48,12 @@ class ParetoPlotData(NamedTuple):
     failures: dict[str, int]  # unmeasured trials by status, most frequent first
     message: str | None  # one line when there is no point to draw
     min_agreement: float | None  # percent; a second constraint, not on these axes
+    metric: dict[str, Any]  # `StudyRecord.metric`: what the drop is a drop of
+
+
+def _unit(metric: dict[str, Any]) -> str:
+    unit = metric.get("unit") or ""
+    return "pt" if unit == "points" else unit
 
 
 def study_labels(meta: StudyRecord) -> tuple[str, str, str]:
@@ -58,14 +66,15 @@ def study_plot_data(rows: list[TrialRow], meta: StudyRecord) -> ParetoPlotData:
     """The plot of a stored study (`plot` and `report`): its labels and its constraint, the
     default one where the record has none."""
     model, backend, device = study_labels(meta)
-    drop = meta.max_accuracy_drop
+    drop = meta.metric_limit
     return pareto_plot_data(
         rows,
         model=model,
         backend=backend,
         device=device,
-        max_accuracy_drop=defaults.MAX_ACCURACY_DROP if drop is None else drop,
+        max_metric_drop=defaults.MAX_ACCURACY_DROP if drop is None else drop,
         min_agreement=meta.min_agreement,
+        metric=meta.metric or None,
     )
 
 
@@ -75,11 +84,12 @@ def pareto_plot_data(
     model: str,
     backend: str,
     device: str,
-    max_accuracy_drop: float,
+    max_metric_drop: float,
     min_agreement: float | None = None,
+    metric: dict[str, Any] | None = None,
 ) -> ParetoPlotData:
     def point(r: TrialRow) -> Point:
-        return Point(r.number, r.accuracy_drop, r.throughput)
+        return Point(r.number, r.metric_drop, r.throughput)
 
     measured = [r for r in rows if r.measured and r.duplicate_of is None]
     best = best_feasible(rows)
@@ -90,9 +100,9 @@ def pareto_plot_data(
 
     # Keep the constraint's neighbourhood readable: far-off drops go to the edge, unless a
     # feasible point is out there (a loose constraint: then nothing is off scale).
-    edge = max(OFF_SCALE_FACTOR * max_accuracy_drop, 1.0)
-    edge = max([edge, *(r.accuracy_drop for r in measured if r.feasible)])
-    off_scale = [r.number for r in measured if r.accuracy_drop > edge]
+    edge = max(OFF_SCALE_FACTOR * max_metric_drop, 1.0)
+    edge = max([edge, *(r.metric_drop for r in measured if r.feasible)])
+    off_scale = [r.number for r in measured if r.metric_drop > edge]
 
     message = None
     if not measured:
@@ -107,10 +117,10 @@ def pareto_plot_data(
         title=f"{model} on {backend} ({device}): {len(rows)} trials",
         feasible=[point(r) for r in measured if r.feasible],
         infeasible=[point(r) for r in measured if not r.feasible],
-        front=sorted((point(r) for r in pareto_front(rows)), key=lambda p: p.accuracy_drop),
+        front=sorted((point(r) for r in pareto_front(rows)), key=lambda p: p.metric_drop),
         pick=point(best) if best else None,
         pick_throughput=best.confirmed_throughput if best else None,
-        max_accuracy_drop=max_accuracy_drop,
+        max_metric_drop=max_metric_drop,
         unmeasured=len(failed),
         log_y=log_y,
         x_max=edge if off_scale else None,
@@ -118,6 +128,7 @@ def pareto_plot_data(
         failures=failures,
         message=message,
         min_agreement=min_agreement,
+        metric=metric or TOP1.describe(),
     )
 
 
@@ -139,7 +150,7 @@ def draw(data: ParetoPlotData, out: Path | BinaryIO, fmt: str | None = None) -> 
             fig.savefig(out, format=fmt)
             return
         _draw_points(ax, data)
-        ax.set_xlabel("top-1 accuracy drop vs fp32 (percentage points; lower is better)")
+        ax.set_xlabel(f"{drop_label(data.metric)} (lower is better)")
         ax.set_ylabel(
             "throughput (samples/s" + (", log scale" if data.log_y else "") + "; higher is better)"
         )
@@ -167,22 +178,22 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
 
     def xy(points: list[Point], beyond: bool = False) -> tuple[list[float], list[float]]:
         chosen = [p for p in points if (p.trial in off) == beyond]
-        x = [data.x_max if beyond else p.accuracy_drop for p in chosen]
+        x = [data.x_max if beyond else p.metric_drop for p in chosen]
         return x, [p.throughput for p in chosen]
 
-    all_drops = [p.accuracy_drop for p in data.feasible + data.infeasible if p.trial not in off]
+    all_drops = [p.metric_drop for p in data.feasible + data.infeasible if p.trial not in off]
     left = min([0.0, *all_drops])
     ax.axvspan(
         left - 1.0,
-        data.max_accuracy_drop,
+        data.max_metric_drop,
         color="tab:green",
         alpha=0.07,
         lw=0,
-        label=f"feasible: drop <= {data.max_accuracy_drop:g} pt"
+        label=f"feasible: drop <= {data.max_metric_drop:g} {_unit(data.metric)}"
         # Agreement is not on these axes: a grey cross inside the band failed it.
         + ("" if data.min_agreement is None else f"\nand agreement >= {data.min_agreement:g}%"),
     )
-    ax.axvline(data.max_accuracy_drop, c="tab:red", ls="--", lw=1)
+    ax.axvline(data.max_metric_drop, c="tab:red", ls="--", lw=1)
     if data.feasible:
         ax.scatter(
             *xy(data.feasible),
@@ -213,7 +224,7 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         )
     if data.front:
         fx = [
-            min(p.accuracy_drop, data.x_max) if data.x_max else p.accuracy_drop for p in data.front
+            min(p.metric_drop, data.x_max) if data.x_max else p.metric_drop for p in data.front
         ]
         ax.step(
             fx,
@@ -229,7 +240,7 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         )
     if data.pick:
         ax.scatter(
-            [data.pick.accuracy_drop],
+            [data.pick.metric_drop],
             [data.pick.throughput],
             marker="*",
             s=340,
@@ -241,7 +252,7 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         ax.annotate(
             f"trial {data.pick.trial}: {data.pick_throughput:,.0f}/s\n"
             "(median of its pooled measurements)",
-            (data.pick.accuracy_drop, data.pick.throughput),
+            (data.pick.metric_drop, data.pick.throughput),
             xytext=(12, -18),
             textcoords="offset points",
             fontsize=8,
@@ -251,7 +262,8 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         ax.text(
             0.02,
             0.97,
-            f"no feasible trial: none within {data.max_accuracy_drop:g} pt of fp32",
+            f"no feasible trial: none within {data.max_metric_drop:g} {_unit(data.metric)} "
+            "of fp32",
             transform=ax.transAxes,
             va="top",
             fontsize=9,
@@ -261,4 +273,4 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         reasons = ", ".join(f"{status} {n}" for status, n in data.failures.items())
         ax.plot([], [], " ", label=f"not measured: {data.unmeasured} ({reasons})")
     right = data.x_max * 1.04 if data.x_max else None
-    ax.set_xlim(left=left - 0.05 * max(data.max_accuracy_drop, 0.1), right=right)
+    ax.set_xlim(left=left - 0.05 * max(data.max_metric_drop, 0.1), right=right)

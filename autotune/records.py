@@ -8,7 +8,7 @@ goes through `StudyRecord`, `TrialRecord` and the writers below.
 - A trial's record (`TrialRecord`) is one user attr per field, so the dashboard's trial
   table shows each; fields are written as the trial goes (claim, config, result).
 
-- Objectives are named (`METRIC_NAMES`, the study's ``study:metric_names`` system attr).
+- Objectives are named (`metric_names`, the study's ``study:metric_names`` system attr).
 - Constraints are stored twice. Optuna 5 keeps each under its own name
   (``constraints:<name>`` system attrs, `trial.set_constraint`); optuna-dashboard 0.21 reads
   only the unnamed list Optuna wrote before 5 (system attr ``constraints``, see its
@@ -40,11 +40,11 @@ if TYPE_CHECKING:
 
     import optuna
 
-# 2: each option once, under "options" (1: see autotune.records_legacy).
-SCHEMA_VERSION = 2
+# 2: each option once, under "options"; 3: the study's metric (1-2: see
+# autotune.records_legacy).
+SCHEMA_VERSION = 3
 STUDY_ATTR = "autotune"  # the study's record, one prefixed study user attr
 SENSITIVITY_ATTR = "autotune_sensitivity"  # the sensitivity pass, on study <model>-sensitivity
-METRIC_NAMES = ["throughput [samples/s]", "top-1 drop [points vs fp32]"]
 BLOCK_TIMES_ATTR = "autotune:block_times"  # trial system attr: seconds per timed block
 LEGACY_CONSTRAINTS_ATTR = "constraints"  # the unnamed list optuna-dashboard reads
 _NAMED_PREFIX = "constraints:"
@@ -103,7 +103,9 @@ class StudyRecord:
     trials_budget: int | None = None
     weight_groups: dict[str, list[str]] = field(default_factory=dict)  # dimension -> weights
     reference_recipe: dict[str, Any] | None = None  # the backend's recipe, queued first (a config)
-    reference_accuracy: float | None = None
+    # The study's metric (`studies.metrics.Metric.describe()`) and "limit", the drop allowed.
+    metric: dict[str, Any] = field(default_factory=dict)
+    reference_metric: float | None = None  # the fp32 model's value of the metric
     reference_environment: dict[str, Any] = field(default_factory=dict)
     reference_fingerprint: str | None = None  # set with the two above
     confirmed: dict[str, list[Any]] = field(default_factory=dict)  # trial number -> entries
@@ -126,13 +128,28 @@ class StudyRecord:
         return self.options.get("min_agreement")
 
     @property
+    def metric_limit(self) -> float | None:
+        """The metric drop a feasible trial may have, in the metric's unit."""
+        limit = self.metric.get("limit")
+        return limit if limit is not None else self.max_accuracy_drop
+
+    @property
+    def drop_label(self) -> str:
+        """What the second objective is, for plots and the dashboard."""
+        return drop_label(self.metric)
+
+    @property
+    def feasible_text(self) -> str:
+        return feasible_text(self.metric, self.metric_limit)
+
+    @property
     def made_by_tuner(self) -> bool:
         """Created by `autotune study` (a study another tool wrote has no space signature)."""
         return "space_signature" in self.options
 
     def to_attrs(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)} | {"schema": SCHEMA_VERSION}
-        for optional in ("reference_recipe", "reference_accuracy", "reference_fingerprint"):
+        for optional in ("reference_recipe", "reference_metric", "reference_fingerprint"):
             if out[optional] is None:
                 del out[optional]
         if self.reference_fingerprint is None:
@@ -145,6 +162,31 @@ class StudyRecord:
         attrs = records_legacy.study_attrs(attrs)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in attrs.items() if k in known and v is not None})
+
+
+def drop_header(metric: dict[str, Any]) -> str:
+    """A table column's header for the drop: ``drop(pt)``, ``drop(RMSE)``, ``drop``."""
+    unit = metric.get("unit") or ""
+    return f"drop({'pt' if unit == 'points' else unit})" if unit else "drop"
+
+
+def feasible_text(metric: dict[str, Any], limit: float | None) -> str:
+    """``top-1 accuracy drop <= 0.5 points vs fp32``: the constraint, in one phrase."""
+    unit = metric.get("unit") or ""
+    shown = "?" if limit is None else f"{limit:g}"
+    return f"{metric.get('name') or 'metric'} drop <= {shown}{' ' + unit if unit else ''} vs fp32"
+
+
+def drop_label(metric: dict[str, Any]) -> str:
+    """``top-1 accuracy drop [points vs fp32]``, ``RMSE drop [RMSE vs fp32]``, ..."""
+    unit = metric.get("unit")
+    name = metric.get("name") or "metric"
+    return f"{name} drop [{unit + ' ' if unit else ''}vs fp32]"
+
+
+def metric_names(metric: dict[str, Any]) -> list[str]:
+    """The objectives' names (Optuna's metric names: optuna-dashboard shows them)."""
+    return ["throughput [samples/s]", drop_label(metric)]
 
 
 def read_study(study: optuna.Study) -> StudyRecord | None:
@@ -345,7 +387,7 @@ class SensitivityRecord:
     eval_limit: int | None = None
     rule: str | None = None
     backend: str | None = None
-    reference_accuracy: float | None = None
+    reference_metric: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
 
     def to_attrs(self) -> dict[str, Any]:

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import TrialRow, best_feasible, trial_rows
 from autotune.plots import render, study_labels, study_plot_data
-from autotune.records import StudyRecord, TrialRecord, read_sensitivity, study_record
+from autotune.records import (
+    StudyRecord,
+    TrialRecord,
+    drop_header,
+    read_sensitivity,
+    study_record,
+)
 from autotune.storage import load_study, shown
 from autotune.tables import config_label, num
 
@@ -80,7 +86,7 @@ def build_report(storage_url: str, study_name: str) -> str:
         "<h2>Failures by reason</h2>",
         _failures(rows),
         "<h2>Trials</h2>",
-        _trial_table(rows, frozen, best),
+        _trial_table(rows, frozen, best, meta),
         _sensitivity(storage_url, model),
         "<h2>Study options</h2>",
         _kv(meta.options),
@@ -97,16 +103,16 @@ def _summary(rows: list[TrialRow], meta: StudyRecord) -> str:
     failed = [r for r in rows if r.state in ("PRUNED", "FAIL")]
     duplicates = [r for r in rows if r.duplicate_of is not None]
     waiting = [r for r in rows if r.state in ("WAITING", "RUNNING")]
-    constraint = f"top-1 within {_or_unknown(meta.max_accuracy_drop)} points of fp32"
+    constraint = meta.feasible_text
     if meta.min_agreement is not None:
         constraint += f" and at least {meta.min_agreement:g}% agreement"
-    ref = meta.reference_accuracy
+    ref = meta.reference_metric
     return (
         f"<p>{len(rows)} trials: {len(measured)} measured ({len(feasible)} feasible), "
         f"{len(duplicates)} repeats of a measured config, {len(failed)} failed or pruned"
         + (f", {len(waiting)} queued or running" if waiting else "")
         + f". Feasible = {_e(constraint)}"
-        + (f"; fp32 top-1 {100 * ref:.2f}%" if ref is not None else "")
+        + (f"; fp32 {meta.metric.get('name', 'metric')} {ref:.6g}" if ref is not None else "")
         + f"; budget {_or_unknown(meta.trials_budget)} trials.</p>"
     )
 
@@ -119,7 +125,7 @@ def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str
     if best is None:
         return (
             '<p class="box">No feasible trial: nothing to export (no measured trial within '
-            f"{_e(_or_unknown(meta.max_accuracy_drop))} points of fp32).</p>"
+            f"{_e(meta.feasible_text)}).</p>"
         )
     m = best.metrics
     measurements = [best.throughput, *best.confirmations]
@@ -129,7 +135,7 @@ def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str
         "throughput (samples/s)": f"{best.confirmed_throughput:,.0f} (median, pooled)",
         "measurements (samples/s)": ", ".join(f"{v:,.0f}" for v in measurements)
         + f" (the trial's own, then {len(best.confirmations)} re-measurement(s))",
-        "top-1 drop vs fp32 (points)": num(m.get("accuracy_drop"), ".3f"),
+        meta.drop_label: num(m.get("metric_drop"), ".4g"),
         "agreement with fp32 (%)": num(_pct(m.get("agreement")), ".3f"),
         "PCC with fp32": num(m.get("pcc"), ".6f"),
         "latency per batch p50 / p95 (ms)": f"{num(m.get('latency_ms_p50'), '.2f')} / "
@@ -162,11 +168,15 @@ def _failures(rows: list[TrialRow]) -> str:
 
 
 def _trial_table(
-    rows: list[TrialRow], frozen: dict[int, optuna.trial.FrozenTrial], best: TrialRow | None
+    rows: list[TrialRow],
+    frozen: dict[int, optuna.trial.FrozenTrial],
+    best: TrialRow | None,
+    meta: StudyRecord,
 ) -> str:
     head = (
         "<tr><th>#</th><th>state</th><th>status</th><th>samples/s</th><th>IQR</th>"
-        "<th>drop (pt)</th><th>agreement (%)</th><th>feasible</th><th>config</th>"
+        f"<th>{_e(drop_header(meta.metric))}</th><th>agreement (%)</th><th>feasible</th>"
+        "<th>config</th>"
         "<th>reason</th></tr>"
     )
     body = []
@@ -189,7 +199,7 @@ def _trial_table(
             f'<tr class="{css}"><td class="num">{r.number}</td><td>{r.state}</td>'
             f"<td>{_e(r.status)}</td><td class='num'>{num(r.throughput, ',.0f')}</td>"
             f"<td class='num'>{num(r.metrics.get('throughput_iqr'), ',.0f')}</td>"
-            f"<td class='num'>{num(r.accuracy_drop, '.3f')}</td>"
+            f"<td class='num'>{num(r.metric_drop, '.3f')}</td>"
             f"<td class='num'>{num(_pct(r.metrics.get('agreement')), '.2f')}</td>"
             f"<td>{feasible}</td><td><code>{_e(config_label(r.config))}</code></td>"
             f"<td>{reason}</td></tr>"

@@ -35,7 +35,7 @@ class Sensitivity(NamedTuple):
 
     weight: str | None
     dtype: str
-    accuracy_drop: float
+    metric_drop: float
     agreement: float | None
     pcc: float
     max_abs_error: float
@@ -45,7 +45,7 @@ class Sensitivity(NamedTuple):
     def score(self) -> tuple[float, float]:
         """Lower is less sensitive: flipped predictions first (the metric's drop where the
         output has no classes), then output error."""
-        first = 1.0 - self.agreement if self.agreement is not None else self.accuracy_drop
+        first = 1.0 - self.agreement if self.agreement is not None else self.metric_drop
         return (first, self.mean_abs_error)
 
     @classmethod

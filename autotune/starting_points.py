@@ -34,15 +34,18 @@ from autotune.records import (
 )
 from autotune.study_options import IDENTITY
 from search_spaces import recipe_params
-from studies import get_study
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import optuna
 
     from autotune.backends import Backend
+    from autotune.jobs import ModelInfo
     from autotune.launch.runner import RunnerSettings
     from autotune.study_options import StudyOptions
     from search_spaces import SearchSpace
+    from studies import Weight
 
 
 def open_record(
@@ -51,24 +54,31 @@ def open_record(
     backend: Backend,
     opts: StudyOptions,
     runner: RunnerSettings,
+    model: ModelInfo,
+    metric: dict[str, Any],
 ) -> StudyRecord:
-    """The study's record. A new study gets one, and its starting points; an existing
-    study must have been started with the same identity options and space (its trial
-    budget follows `opts`)."""
+    """The study's record. A new study gets one, with the metric in force (`metric`, its
+    limit included), and its starting points; an existing study must have been started with
+    the same identity options, space and metric (its trial budget follows `opts`)."""
     record = read_study(study)
     wanted = {**opts.shared(), "space_signature": space.signature()}
     if record is None:
         record = StudyRecord(
             options=wanted,
             trials_budget=opts.trials,
-            weight_groups=_weight_groups(opts.model, space),
+            weight_groups=_weight_groups(model.weights, space),
             reference_recipe=recipe_config(space, backend),
+            metric=metric,
         )
         write_study(study, record)
         queue_starting_points(study, space, backend, opts, runner)
         return record
-    for key in (*IDENTITY, "space_signature"):
-        if record.options.get(key) != wanted[key]:
+    for key in (*IDENTITY, "space_signature", "metric"):
+        if key == "metric":  # (a study stored before metrics existed may not say)
+            stored, asked = record.metric.get("name", metric.get("name")), metric.get("name")
+        else:
+            stored, asked = record.options.get(key), wanted[key]
+        if stored != asked:
             what = "space" if key == "space_signature" else key.replace("_", " ")
             raise UsageError(
                 f"study {opts.name!r} exists with a different {what}; "
@@ -80,11 +90,11 @@ def open_record(
     return record
 
 
-def _weight_groups(model: str, space: SearchSpace) -> dict[str, list[str]]:
+def _weight_groups(weights: Sequence[Weight], space: SearchSpace) -> dict[str, list[str]]:
     """Each weight-dtype dimension's label -> the weight names it sets."""
     from fnmatch import fnmatchcase
 
-    names = [w.name for w in get_study(model).weights]
+    names = [w.name for w in weights]
     return {
         label: [n for n in names if any(fnmatchcase(n, m) for m in members)]
         for label, members in space.weight_groups().items()
@@ -101,7 +111,7 @@ def study_reference(
     if recorded:
         hit = cached_reference(opts.cache_dir, opts.model, recorded)
         if hit is not None:
-            return replace(hit, accuracy=record.reference_accuracy), record
+            return replace(hit, metric_value=record.reference_metric), record
     ref = fp32_reference(opts.model, opts.eval_limit, runner, opts.cache_dir)
     if recorded and recorded != ref.fingerprint:
         print(
@@ -114,7 +124,7 @@ def study_reference(
         return ref, record
     record = replace(
         read_study(study) or record,
-        reference_accuracy=ref.accuracy,
+        reference_metric=ref.metric_value,
         reference_environment=ref.environment,
         reference_fingerprint=ref.fingerprint,
     )

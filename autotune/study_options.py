@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 from autotune import defaults
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from autotune.records import StudyRecord
     from search_spaces import SearchSpace
+    from studies import Weight
 
 # Groups of options: stored with the study (every host running its trials uses them), which
 # study (every command reading one takes them), and this host's own settings.
@@ -106,6 +109,14 @@ class StudyOptions:
         help="feasible = top-1 within this many points of fp32 "
         f"(default {defaults.MAX_ACCURACY_DROP:g})",
         metavar="POINTS",
+        identity=True,
+    )
+    max_metric_drop: float | None = option(
+        None,
+        help="feasible = the study's metric within this much of fp32's, in its unit (default: "
+        "--max-accuracy-drop for top-1, else the metric's own tolerance, e.g. 0.01 of PCC)",
+        metavar="DROP",
+        type=float,
         identity=True,
     )
     min_agreement: float | None = option(
@@ -201,7 +212,10 @@ class StudyOptions:
 
     @property
     def name(self) -> str:
-        return self.study_name or f"{self.model}-{self.backend}"
+        """--study-name, else MODEL-BACKEND (a model file by its name: ``my_model.py:STUDY``)."""
+        source, colon, attr = self.model.rpartition(":")
+        model = f"{Path(source).name}:{attr}" if colon and source.endswith(".py") else self.model
+        return self.study_name or f"{model}-{self.backend}"
 
     def shared(self) -> dict[str, Any]:
         """What the study stores: the options every host running its trials uses."""
@@ -233,12 +247,30 @@ def stored_options(options: dict[str, Any]) -> dict[str, Any]:
     return {RENAMED.get(k, k): v for k, v in options.items()}
 
 
-def build_space(opts: StudyOptions) -> SearchSpace:
+def build_space(opts: StudyOptions, weights: Sequence[Weight] | None = None) -> SearchSpace:
+    """The space `opts` asks for; `weights`: the model's lowerable weights where a describe
+    job found them (`autotune.jobs.describe_model`), else the study's own list."""
     from autotune.backends import get_backend
     from search_spaces import default_space
     from studies import get_study
 
     space = default_space(
-        get_study(opts.model), get_backend(opts.backend), opts.max_batch_size, model=opts.model
+        get_study(opts.model),
+        get_backend(opts.backend),
+        opts.max_batch_size,
+        model=opts.model,
+        weights=weights,
     )
     return space.narrowed(opts.space) if opts.space else space
+
+
+def metric_limit(opts: StudyOptions, metric: dict[str, Any]) -> float:
+    """The drop of the study's metric a feasible trial may have, in the metric's unit:
+    --max-metric-drop, else --max-accuracy-drop for top-1, else the metric's tolerance."""
+    from studies.metrics import TOP1
+
+    if opts.max_metric_drop is not None:
+        return opts.max_metric_drop
+    if metric.get("name") == TOP1.name:
+        return opts.max_accuracy_drop
+    return float(metric.get("tolerance", opts.max_accuracy_drop))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.analysis import TrialRow
+from autotune.records import drop_header
 
 
 def config_label(config: dict[str, Any]) -> str:
@@ -37,8 +38,10 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def trial_table(rows: list[TrialRow]) -> str:
-    headers = ["#", "state", "status", "samples/s", "IQR", "drop(pt)", "feasible", "config", "note"]
+def trial_table(rows: list[TrialRow], metric: dict[str, Any] | None = None) -> str:
+    """One line per trial; `metric` (`StudyRecord.metric`) names the drop's unit."""
+    drop = drop_header(metric or {"unit": "points"})
+    headers = ["#", "state", "status", "samples/s", "IQR", drop, "feasible", "config", "note"]
     body = [
         [
             str(r.number),
@@ -46,7 +49,7 @@ def trial_table(rows: list[TrialRow]) -> str:
             r.status,
             num(r.throughput),
             num(r.metrics.get("throughput_iqr")),
-            num(r.accuracy_drop, ".3f"),
+            num(r.metric_drop, ".3f"),
             "yes" if r.feasible else "no" if r.measured else "-",
             config_label(r.config),
             r.message[:60],

@@ -30,18 +30,19 @@ from autotune.backends import get_backend
 from autotune.child.reference import Reference
 from autotune.errors import UsageError
 from autotune.host import cores_note, machine, machines_warning, slot_threads
-from autotune.jobs import trial_job
+from autotune.jobs import describe_model, trial_job
 from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.ledger import Ledger, trials_in_budget
 from autotune.liveness import Heartbeat, check_heartbeat
 from autotune.outcome import Scoring, tell, tell_copy
 from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
-from autotune.records import METRIC_NAMES, TrialRecord, add_confirmation, write_trial
+from autotune.records import TrialRecord, add_confirmation, metric_names, write_trial
 from autotune.starting_points import open_record, study_reference
 from autotune.storage import open_storage
-from autotune.study_options import StudyOptions, build_space
+from autotune.study_options import StudyOptions, build_space, metric_limit
 from autotune.wire import Status, TrialConfig, TrialResult
+from studies import get_study
 
 if TYPE_CHECKING:
     import optuna
@@ -69,7 +70,7 @@ class Tuner:
         self.backend = get_backend(opts.backend)
         if opts.devices and not self.backend.visible_devices_env:
             raise UsageError(f"backend {opts.backend} has no device selection (--devices)")
-        self.space = build_space(opts)
+        get_study(opts.model)  # an unknown model or a broken file: one line, before anything
         self.slot_threads = slot_threads(opts.jobs, self.backend.computes_on_host_cpu)
         self.runner = RunnerSettings(
             python=opts.trial_python or RunnerSettings.python,
@@ -79,6 +80,11 @@ class Tuner:
         )
         check_trial_python(self.runner.python, self.backend)
         self.backend.check_devices(self.runner.python, opts.devices)  # e.g. no GPU: exit 2
+        # One fp32 pass on the model's own inputs: a model that cannot run fails here, and
+        # the weights it has and the metric in force are known before the space is built.
+        self.model = describe_model(opts.model, self.runner, opts.eval_limit)
+        self.metric = {**self.model.metric, "limit": metric_limit(opts, self.model.metric)}
+        self.space = build_space(opts, self.model.weights)
         optuna.logging.set_verbosity(logging.WARNING)
         # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -93,11 +99,14 @@ class Tuner:
                 directions=["maximize", "minimize"],
                 load_if_exists=True,
             )
-            self.study.set_metric_names(METRIC_NAMES)  # shown by optuna-dashboard and plots
+            # Shown by optuna-dashboard and plots.
+            self.study.set_metric_names(metric_names(self.metric))
         # The sampler is per process; its seed only makes a single-process study repeatable.
         self.study.sampler = make_sampler(opts.sampler, self.space, opts.seed)
         self._joined = join_existing
-        self.record = open_record(self.study, self.space, self.backend, opts, self.runner)
+        self.record = open_record(
+            self.study, self.space, self.backend, opts, self.runner, self.model, self.metric
+        )
         self.ledger = Ledger(
             self.study,
             self.storage,
@@ -238,9 +247,10 @@ class Tuner:
         """Store the result and finish the trial (`autotune.outcome.tell`); False, and
         nothing counted, when another tuner failed it first (`Ledger.tell_if_ours`)."""
         scoring = Scoring(
-            self.opts.max_accuracy_drop,
+            self.record.metric_limit,
             self.opts.min_agreement,
-            self.record.reference_accuracy,
+            self.record.reference_metric,
+            self.record.metric,
         )
         return self.ledger.tell_if_ours(trial, partial(tell, self.study, trial, result, scoring))
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune import defaults
+from autotune import defaults, records_legacy
 from autotune.errors import UsageError
 from autotune.export import PROTOCOL, check_schema, load_config
+from autotune.records import drop_label
 from autotune.tables import config_label, format_table, num
 from autotune.wire import TrialResult
 
-ACCURACY_KEYS = ("accuracy", "accuracy_drop", "agreement", "pcc")
+ACCURACY_KEYS = ("accuracy", "metric_drop", "agreement", "pcc")
 
 
 def read_export(path: Path) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def read_export(path: Path) -> dict[str, Any]:
     tp = data.get("metrics", {}).get("throughput_samples_per_s")
     if not isinstance(tp, int | float) or tp <= 0:
         raise UsageError(f"{path} holds no measured throughput (metrics.throughput_samples_per_s)")
-    return data
+    return records_legacy.export_data(data)  # in the current layout; "schema" as written
 
 
 def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -70,10 +71,12 @@ class VerifyReport:
     rounds: list[dict[str, Any]]  # status, message, throughput, accuracy metrics, per round
     exported: dict[str, Any]  # the export's metrics
     max_slowdown: float
-    max_accuracy_drop: float
+    max_metric_drop: float  # in the metric's unit
     min_agreement_percent: float | None
     environment: list[dict[str, Any]]  # what, exported, here, changed
     notes: list[str] = field(default_factory=list)
+    # The study's metric (the export's; schemas 1-3: top-1).
+    metric: dict[str, Any] = field(default_factory=lambda: dict(records_legacy.TOP1))
 
     @property
     def ok_rounds(self) -> list[dict[str, Any]]:
@@ -116,14 +119,15 @@ class VerifyReport:
                 f"round {i} of {len(self.rounds)} did not measure ({r['status']}): "
                 f"{r['message'] or 'no message'}"
             )
-        drop = self.worst("accuracy_drop", highest=True)
+        drop = self.worst("metric_drop", highest=True)
         if drop is None:
             return "the replay reported no accuracy drop"
-        if drop > self.max_accuracy_drop + 1e-9:
+        if drop > self.max_metric_drop + 1e-9:
+            unit = f" {self.metric['unit']}" if self.metric.get("unit") else ""
             return (
-                f"top-1 drop {drop:.3f} points vs fp32 here, over the "
-                f"{self.max_accuracy_drop:g} allowed (export: "
-                f"{num(self.exported.get('accuracy_drop'), '.3f')})"
+                f"{self.metric.get('name', 'metric')} drop {drop:.4g}{unit} vs fp32 here, "
+                f"over the {self.max_metric_drop:g} allowed (export: "
+                f"{num(self.exported.get('metric_drop'), '.4g')})"
             )
         if self.min_agreement_percent is not None:
             agreement = 100 * (self.worst("agreement", highest=False) or 0.0)
@@ -155,7 +159,7 @@ class VerifyReport:
             "protocol": self.protocol,
             "limits": {
                 "max_slowdown": self.max_slowdown,
-                "max_accuracy_drop": self.max_accuracy_drop,
+                "max_metric_drop": self.max_metric_drop,
                 "min_agreement_percent": self.min_agreement_percent,
             },
             "throughput": {
@@ -183,7 +187,7 @@ def verify(
     *,
     rounds: int = defaults.VERIFY_ROUNDS,
     max_slowdown: float = defaults.MAX_SLOWDOWN,
-    max_accuracy_drop: float | None = None,
+    max_metric_drop: float | None = None,
     trial_python: str | None = None,
     cache_dir: Path | None = None,
     log: Any = None,
@@ -207,9 +211,10 @@ def verify(
     backend = get_backend(config.backend)
     protocol, notes = replay_protocol(data)
     constraint = data.get("constraint") or {}
-    limit = max_accuracy_drop
+    metric = constraint.get("metric") or dict(records_legacy.TOP1)
+    limit = max_metric_drop
     if limit is None:
-        limit = constraint.get("max_accuracy_drop")
+        limit = constraint.get("max_metric_drop")
     if limit is None:
         limit = StudyOptions.max_accuracy_drop
         notes.append(f"the export records no accuracy limit; using {limit:g} points")
@@ -237,12 +242,12 @@ def verify(
         )
 
     exported = dict(data["metrics"])
-    ref_here = reference.accuracy
-    ref_there = exported.get("reference_accuracy")
+    ref_here = reference.metric_value
+    ref_there = exported.get("reference_metric")
     if ref_here is not None and ref_there is not None and abs(ref_here - ref_there) > 1e-12:
         notes.append(
-            f"fp32 top-1 differs: {100 * ref_there:.2f}% in the study, {100 * ref_here:.2f}% "
-            "here (eval data or fp32 numerics changed)"
+            f"fp32 {metric.get('name', 'metric')} differs: {ref_there:.6g} in the study, "
+            f"{ref_here:.6g} here (eval data or fp32 numerics changed)"
         )
     return VerifyReport(
         source=str(path),
@@ -253,7 +258,8 @@ def verify(
         rounds=[_round(r) for r in results],
         exported=exported,
         max_slowdown=max_slowdown,
-        max_accuracy_drop=float(limit),
+        max_metric_drop=float(limit),
+        metric=metric,
         min_agreement_percent=constraint.get("min_agreement_percent"),
         environment=environment_diff(data.get("provenance", {}), _here(results, reference)),
         notes=notes,
@@ -336,11 +342,11 @@ def render_text(report: VerifyReport) -> str:
         _acc_row(report, "top-1 (%)", "accuracy", 100, ".2f"),
         _acc_row(
             report,
-            "top-1 drop (points)",
-            "accuracy_drop",
+            drop_label(report.metric),
+            "metric_drop",
             1,
-            ".3f",
-            limit=f"<= {report.max_accuracy_drop:g}",
+            ".4g",
+            limit=f"<= {report.max_metric_drop:g}",
         ),
         _acc_row(
             report,

@@ -104,7 +104,7 @@ class TrialJob:
     # (`autotune.pruning.stop_below`).
     stop_below: float | None = None
     reference_path: str | None = None
-    reference_accuracy: float | None = None
+    reference_metric: float | None = None
     eval_limit: int | None = None
     memory_limit_bytes: int | None = None
     cache_dir: str | None = None

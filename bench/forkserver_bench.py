@@ -47,7 +47,7 @@ def main() -> int:
             args.model, measure_seconds=args.measure_seconds, eval_limit=args.eval_limit
         )
         config = TrialConfig(args.model, "cpu", args.batch_size)
-        job = trial_job(opts, config, replace(ref, accuracy=None))
+        job = trial_job(opts, config, replace(ref, metric_value=None))
         modes = {"spawn": replace(settings, fork_trials=False), "fork": settings}
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for i in range(args.repeats + 1):

@@ -94,7 +94,7 @@ def main() -> int:
                         "message": result.message,
                         "throughput_samples_per_s": result.metrics.get("throughput_samples_per_s"),
                         "throughput_iqr": result.metrics.get("throughput_iqr"),
-                        "accuracy_drop": result.metrics.get("accuracy_drop"),
+                        "metric_drop": result.metrics.get("metric_drop"),
                         "device": result.environment.get("device"),
                         "wall_s": time.perf_counter() - started,
                     }

@@ -112,7 +112,7 @@ def measure(
     return {
         "status": str(result.status),
         "throughput": result.metrics.get("throughput_samples_per_s"),
-        "accuracy_drop": result.metrics.get("accuracy_drop"),
+        "metric_drop": result.metrics.get("metric_drop"),
         "wall_s": result.timings.get("process_s"),
         "message": result.message,
     }
@@ -131,9 +131,9 @@ def build_grid(model: str, path: Path, seconds: float, log: Any) -> dict[str, An
                 continue
             config = TrialConfig(model, "cpu", 500, 0, False, dtype)
             point = measure(config, full, settings, None, 0.2)
-            data["dtypes"][dtype] = point["accuracy_drop"]
-            log(f"{model}: {dtype} accuracy drop {point['accuracy_drop']}")
-        ref = replace(fp32_reference(model, 1, settings, cache), accuracy=full.accuracy)
+            data["dtypes"][dtype] = point["metric_drop"]
+            log(f"{model}: {dtype} accuracy drop {point['metric_drop']}")
+        ref = replace(fp32_reference(model, 1, settings, cache), metric_value=full.metric_value)
         todo = [c for c in grid_configs(space) if c.key() not in data["points"]]
         for i, config in enumerate(todo):
             point = measure(config, ref, settings, 1, seconds)
@@ -215,7 +215,7 @@ def replay(
         else:
             drop = data["dtypes"][config.activation_dtype] or 0.0
             ok = config.activation_dtype in feasible_dtypes
-            trial.set_constraint("accuracy_drop", drop - MAX_DROP)
+            trial.set_constraint("metric_drop", drop - MAX_DROP)
             study.tell(trial, [point["throughput"], drop])
             if ok:
                 seen[key] = point["throughput"]

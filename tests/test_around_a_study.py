@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.records import METRIC_NAMES
+from autotune.records import metric_names
+from studies import TOP1
 from tests.chromium import check_page, find_chromium, non_blank_fraction
 from tests.conftest import FAST_ARGS, FAST_SPACE, CliResult, run_cli
 
@@ -89,7 +90,7 @@ def test_verify_replays_the_export(place):
     # Same config, same eval set, same machine: the same predictions as in the study.
     acc = out["accuracy"]
     assert acc["accuracy"]["replayed"] == [data["metrics"]["accuracy"]] * 2
-    assert acc["accuracy_drop"]["replayed"] == [data["metrics"]["accuracy_drop"]] * 2
+    assert acc["metric_drop"]["replayed"] == [data["metrics"]["metric_drop"]] * 2
     env = {e["what"]: e for e in out["environment"]}
     assert env["host"]["exported"] == env["host"]["here"] and not env["host"]["changed"]
     assert env["torch"]["here"] and not env["torch"]["changed"]
@@ -127,7 +128,7 @@ def test_verify_reads_a_schema_1_export(place):
     data = exported(place)
     # Schema 2 only added fields: schema 1 is schema 2 without them.
     old = {k: v for k, v in data.items() if k != "protocol"} | {"schema": 1}
-    old["metrics"] = {k: v for k, v in data["metrics"].items() if k != "reference_accuracy"}
+    old["metrics"] = {k: v for k, v in data["metrics"].items() if k != "reference_metric"}
     old["provenance"] = {
         k: v for k, v in data["provenance"].items() if k not in ("host", "cpu_count")
     }
@@ -190,7 +191,8 @@ def test_optuna_dashboard_shows_the_study(place):
         proc.terminate()
         proc.wait(timeout=30)
 
-    assert detail["objective_names"] == METRIC_NAMES
+    assert detail["objective_names"] == metric_names(TOP1.describe())
+    assert detail["objective_names"][1] == "top-1 accuracy drop [points vs fp32]"
     finished = [t for t in detail["trials"] if t["state"] == "Complete"]
     assert len(finished) == 3
     for t in finished:

@@ -381,12 +381,12 @@ def stored_study(tmp_path: Path) -> optuna.Study:
             config_key=config.key(),
             status="ok",
             message="",
-            metrics={"throughput_samples_per_s": throughput, "accuracy_drop": 0.01},
+            metrics={"throughput_samples_per_s": throughput, "metric_drop": 0.01},
             environment={"device": DEVICE, "versions": {"torch": "2.13.0+cu128", "cuda": "12.8"}},
         )
         study.add_trial(
             finished_trial(
-                record, values=[throughput, 0.01], constraints={"accuracy_drop": 0.01 - MAX_DROP}
+                record, values=[throughput, 0.01], constraints={"metric_drop": 0.01 - MAX_DROP}
             )
         )
     return study
@@ -509,12 +509,12 @@ def test_trial_process_runs_the_reference_recipe_on_gpu(tmp_path):
         measure_seconds=0.3,
         warmup_seconds=0.2,
         reference_path=str(ref.path),
-        reference_accuracy=ref.accuracy,
+        reference_metric=ref.metric_value,
         eval_limit=1000,
     )
     result: TrialResult = run_job(job, settings)
     assert result.status is Status.OK, (result.message, result.stderr_tail)
     assert result.metrics["throughput_samples_per_s"] > 0
-    assert result.metrics["accuracy_drop"] < 0.5
+    assert result.metrics["metric_drop"] < 0.5
     assert "compute capability" in result.environment["device"]
     assert result.environment["versions"]["cuda"] not in ("", "None")

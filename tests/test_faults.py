@@ -63,7 +63,7 @@ def test_fault_is_recorded_and_study_goes_on(cli, tmp_path, fault):
     assert message in record.message
     assert stderr in (record.stderr_tail or "")
     if status == "nan":
-        assert first.constraints["accuracy_drop"] > 0  # measured, never feasible
+        assert first.constraints["metric_drop"] > 0  # measured, never feasible
     # The study went on: the same config again is recorded from the first, not re-run.
     assert second.state.name == state and TrialRecord.of(second).duplicate_of == 0
 

@@ -69,7 +69,7 @@ def dead_pid() -> int:
 
 
 OK = TrialResult(
-    Status.OK, metrics={"throughput_samples_per_s": 1000.0, "accuracy_drop": 0.1, "agreement": 1}
+    Status.OK, metrics={"throughput_samples_per_s": 1000.0, "metric_drop": 0.1, "agreement": 1}
 )
 CRASH = TrialResult(Status.CRASH, "trial process killed by SIGSEGV")
 

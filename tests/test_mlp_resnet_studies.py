@@ -110,7 +110,7 @@ def test_two_trial_study(cli, tmp_path, fast_space, name):
         study_name=f"{name}-cpu", storage=f"sqlite:///{tmp_path / 'autotune.db'}"
     )
     meta = read_study(study)
-    assert meta.reference_accuracy > 0.95  # fp32 top-1 on the first 1000 test images
+    assert meta.reference_metric > 0.95  # fp32 top-1 on the first 1000 test images
     trials = [t for t in study.get_trials() if t.state.is_finished()]
     assert len(trials) == 2
     assert all(trial_status(t) == "ok" for t in trials)

@@ -27,11 +27,11 @@ def study_of(tmp_path, measured: list[tuple[float, float]], failed: list[str] = 
         record = TrialRecord(
             status="ok",
             config={"model": "mnist", "backend": "cpu", "batch_size": 2**i},
-            metrics={"throughput_samples_per_s": tp, "accuracy_drop": drop},
+            metrics={"throughput_samples_per_s": tp, "metric_drop": drop},
         )
         study.add_trial(
             finished_trial(
-                record, values=[tp, drop], constraints={"accuracy_drop": drop - MAX_DROP}
+                record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP}
             )
         )
     for status in failed:
@@ -43,7 +43,7 @@ def study_of(tmp_path, measured: list[tuple[float, float]], failed: list[str] = 
 
 def data_of(study) -> ParetoPlotData:
     return pareto_plot_data(
-        trial_rows(study), model="mnist", backend="cpu", device="test cpu", max_accuracy_drop=0.5
+        trial_rows(study), model="mnist", backend="cpu", device="test cpu", max_metric_drop=0.5
     )
 
 
@@ -116,11 +116,11 @@ def test_far_off_drops_go_to_the_edge(tmp_path):
 def test_loose_constraint_keeps_feasible_points_on_scale(tmp_path):
     study = study_of(tmp_path, [(1000.0, 0.0), (1500.0, 3.0), (9000.0, 98.7)])
     data = pareto_plot_data(
-        trial_rows(study), model="m", backend="cpu", device="d", max_accuracy_drop=3.5
+        trial_rows(study), model="m", backend="cpu", device="d", max_metric_drop=3.5
     )
     assert data.off_scale == [2] and data.x_max == 14.0
     data = pareto_plot_data(
-        trial_rows(study), model="m", backend="cpu", device="d", max_accuracy_drop=100.0
+        trial_rows(study), model="m", backend="cpu", device="d", max_metric_drop=100.0
     )
     assert data.off_scale == [] and data.x_max is None
 
@@ -133,7 +133,7 @@ def test_agreement_constraint_is_named(tmp_path):
         model="m",
         backend="cpu",
         device="d",
-        max_accuracy_drop=0.5,
+        max_metric_drop=0.5,
         min_agreement=99.9,
     )
     assert data.min_agreement == 99.9 and data_of(study).min_agreement is None

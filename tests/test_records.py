@@ -51,14 +51,14 @@ def study(tmp_path):
 
 def test_constraints_by_name_and_as_the_list_the_dashboard_reads(study):
     trial = study.ask()
-    set_constraints(trial, {"accuracy_drop": -0.25, "agreement": 0.5})
+    set_constraints(trial, {"metric_drop": -0.25, "agreement": 0.5})
     study.tell(trial, [100.0, 0.25])
     frozen = study.trials[0]
-    assert frozen.system_attrs["constraints:accuracy_drop"] == -0.25  # Optuna 5's own form
+    assert frozen.system_attrs["constraints:metric_drop"] == -0.25  # Optuna 5's own form
     assert frozen.system_attrs["constraints"] == [-0.25, 0.5]  # optuna-dashboard's
-    assert named_constraints(frozen) == {"accuracy_drop": -0.25, "agreement": 0.5}
+    assert named_constraints(frozen) == {"metric_drop": -0.25, "agreement": 0.5}
     record = TrialRecord.of(frozen)
-    assert record.constraints == {"accuracy_drop": -0.25, "agreement": 0.5}
+    assert record.constraints == {"metric_drop": -0.25, "agreement": 0.5}
     assert record.feasible is False
     # Optuna merges both forms; feasibility is the same from either.
     assert sorted(frozen.constraints.values()) == [-0.25, -0.25, 0.5, 0.5]
@@ -68,7 +68,7 @@ def test_constraints_by_name_and_as_the_list_the_dashboard_reads(study):
 
 def test_feasible_trial(study):
     trial = study.ask()
-    set_constraints(trial, {"accuracy_drop": -0.1})
+    set_constraints(trial, {"metric_drop": -0.1})
     study.tell(trial, [100.0, 0.4])
     assert TrialRecord.of(study.trials[0]).feasible is True
     assert [t.number for t in study.best_trials] == [0]
@@ -100,7 +100,7 @@ def test_a_finished_trial_is_laid_out_as_the_tuner_lays_out_its_own(study):
         finished_trial(
             record,
             values=[1.0, 0.0],
-            constraints={"accuracy_drop": -0.5},
+            constraints={"metric_drop": -0.5},
             block_times=[0.5, 0.6],
         )
     )
@@ -111,12 +111,12 @@ def test_a_finished_trial_is_laid_out_as_the_tuner_lays_out_its_own(study):
     assert TrialRecord.of(built) == TrialRecord(
         status="ok",
         metrics={"accuracy": 0.9},
-        constraints={"accuracy_drop": -0.5},
+        constraints={"metric_drop": -0.5},
         feasible=True,
         blocks=2,
         iters_per_block=2,
     )
-    assert named_constraints(built) == {"accuracy_drop": -0.5}
+    assert named_constraints(built) == {"metric_drop": -0.5}
     assert built.system_attrs[LEGACY_CONSTRAINTS_ATTR] == [-0.5]  # what the dashboard reads
     assert block_times(built) == [0.5, 0.6]
     assert "block_times" not in built.user_attrs  # raw: out of what the dashboard lists
@@ -135,7 +135,7 @@ def test_study_record_round_trips_and_stores_each_option_once(study):
     stored = study.user_attrs[STUDY_ATTR]  # raw: the point is the stored layout
     assert stored["schema"] == SCHEMA_VERSION
     assert not set(options) & set(stored)  # only under "options"
-    assert "reference_accuracy" not in stored  # no reference measured yet
+    assert "reference_metric" not in stored  # no reference measured yet
     back = read_study(study)
     assert back == record and back.made_by_tuner
     assert (back.model, back.backend, back.max_accuracy_drop, back.min_agreement) == (
@@ -225,7 +225,7 @@ def test_study_record_of_the_earlier_layout_reads(study):
             "backend": "cpu",
             "max_accuracy_drop": 0.3,
             "trials_budget": 4,
-            "reference_accuracy": 0.98,
+            "reference_metric": 0.98,
             "reference_fingerprint": "f",
             "seed_recipe": {"batch_size": 64, "extras": {"channels_last": True}},  # earlier names
             "an_unknown_key": 1,
@@ -233,7 +233,7 @@ def test_study_record_of_the_earlier_layout_reads(study):
     )
     record = read_study(study)
     assert record.schema == 1 and record.max_accuracy_drop == 0.3 and record.trials_budget == 4
-    assert record.reference_accuracy == 0.98 and record.made_by_tuner
+    assert record.reference_metric == 0.98 and record.made_by_tuner
     assert record.reference_recipe == {"batch_size": 64, "knobs": {"channels_last": True}}
     study.set_user_attr(STUDY_ATTR, {"model": "m", "backend": "cuda"})  # raw, as above
     record = read_study(study)

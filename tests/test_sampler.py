@@ -166,7 +166,7 @@ def test_sampler_in_a_real_optuna_study_follows_the_plan_then_repeats_the_best()
         trial = study.ask()
         space.suggest(trial)
         seen.append(dict(trial.params))
-        trial.set_constraint("accuracy_drop", -1.0)  # feasible
+        trial.set_constraint("metric_drop", -1.0)  # feasible
         study.tell(trial, [f(trial.params)])
     assert seen[0] == plan_next(space, [])
     planned = [h.params for h in run_plan(space, f, 200)]

@@ -46,10 +46,10 @@ def test_study_plot_export_show(cli, tmp_path, fast_space):
         # Raw attrs: the point is that the raw samples are out of the dashboard's way.
         assert "block_times" not in t.user_attrs
         assert record.timings["warmup_s"] >= 0
-        assert list(named_constraints(t)) == ["accuracy_drop"]
-        assert t.system_attrs["constraints"] == [t.constraints["accuracy_drop"]]  # dashboard
+        assert list(named_constraints(t)) == ["metric_drop"]
+        assert t.system_attrs["constraints"] == [t.constraints["metric_drop"]]  # dashboard
     meta = read_study(study)
-    assert 0.97 < meta.reference_accuracy <= 1.0
+    assert 0.97 < meta.reference_metric <= 1.0
     assert meta.trials_budget == 3
 
     r = cli("plot", "--study", "mnist-cpu", "-o", "pareto.png")

@@ -58,7 +58,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, float]:
 
     cache = tmp_path_factory.mktemp("tt-reference")
     ref = fp32_reference("mnist", EVAL_LIMIT, RunnerSettings(timeout_s=120), cache)
-    return str(ref.path), ref.accuracy
+    return str(ref.path), ref.metric_value
 
 
 def use_standin(mp: pytest.MonkeyPatch, log: Path) -> Path:
@@ -91,7 +91,7 @@ def run_tt(
         warmup_seconds=0.0,
         min_blocks=2,
         reference_path=reference[0],
-        reference_accuracy=reference[1],
+        reference_metric=reference[1],
         eval_limit=EVAL_LIMIT,
     )
     result = run_job(job, RunnerSettings(timeout_s=120))
@@ -440,7 +440,7 @@ def test_mnist_performant_on_card(reference):
         measure_seconds=2.0,
         warmup_iters=32,
         reference_path=reference[0],
-        reference_accuracy=reference[1],
+        reference_metric=reference[1],
         eval_limit=EVAL_LIMIT,
     )
     result = run_job(job, RunnerSettings(timeout_s=600))

@@ -182,7 +182,7 @@ def make_study(tmp_path, points: list[tuple[float, float]], states=None) -> optu
             "throughput_iqr": 1.0,
             "latency_ms_p50": 1.0,
             "accuracy": 0.99 - drop / 100,
-            "accuracy_drop": drop,
+            "metric_drop": drop,
             "agreement": 1.0,
             "pcc": 1.0,
         }
@@ -190,7 +190,7 @@ def make_study(tmp_path, points: list[tuple[float, float]], states=None) -> optu
         record = TrialRecord(status="ok", config=config, metrics=metrics, environment=environment)
         study.add_trial(
             finished_trial(
-                record, values=[tp, drop], constraints={"accuracy_drop": drop - MAX_DROP}
+                record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP}
             )
         )
     oom = TrialRecord(status="oom")
@@ -261,7 +261,7 @@ def test_pick_is_always_a_remeasured_trial(tmp_path):
     assert d["provenance"]["trial"] == 0
     assert d["metrics"]["throughput_samples_per_s"] == approx(90.0)
     assert d["metrics"]["throughput_measurements"] == approx([100.0, 90.0])
-    plot = pareto_plot_data(rows, model="mnist", backend="cpu", device="x", max_accuracy_drop=0.5)
+    plot = pareto_plot_data(rows, model="mnist", backend="cpu", device="x", max_metric_drop=0.5)
     assert plot.pick.trial == 0 and plot.pick_throughput == approx(90.0)
 
 
@@ -288,16 +288,16 @@ def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
 
 def test_export_schema(tmp_path):
     d = export_dict(make_study(tmp_path, POINTS))
-    assert d["schema"] == 3 and "knobs" in d and d["model"] == "mnist" and d["backend"] == "cpu"
+    assert d["schema"] == 4 and "knobs" in d and d["model"] == "mnist" and d["backend"] == "cpu"
     assert d["batch_size"] == 4 and d["optimization_level"] == 0 and d["enable_trace"] is False
     assert d["metrics"]["throughput_samples_per_s"] == 300.0
-    assert d["metrics"]["accuracy_drop"] == 0.1
+    assert d["metrics"]["metric_drop"] == 0.1
     assert set(d["metrics"]) >= {
         "throughput_samples_per_s",
         "throughput_iqr",
         "latency_ms_p50",
         "accuracy",
-        "accuracy_drop",
+        "metric_drop",
         "agreement",
         "pcc",
     }
@@ -330,12 +330,12 @@ def test_export_without_feasible_trial(tmp_path):
 def test_plot_data(tmp_path):
     rows = trial_rows(make_study(tmp_path, POINTS))
     data = pareto_plot_data(
-        rows, model="mnist", backend="cpu", device="test cpu", max_accuracy_drop=MAX_DROP
+        rows, model="mnist", backend="cpu", device="test cpu", max_metric_drop=MAX_DROP
     )
     assert data.title == "mnist on cpu (test cpu): 7 trials"
     assert [p.trial for p in data.feasible] == [0, 1, 2, 3, 5]
     assert [p.trial for p in data.infeasible] == [4]
-    assert [(p.accuracy_drop, p.throughput) for p in data.front] == [
+    assert [(p.metric_drop, p.throughput) for p in data.front] == [
         (0.0, 100.0),
         (0.1, 300.0),
         (2.0, 900.0),

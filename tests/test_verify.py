@@ -91,9 +91,22 @@ def test_schema_3_names_the_knobs(tmp_path):
     old = {**SCHEMA_1, "schema": 2}
     new = {k: v for k, v in old.items() if k != "backend_options"}
     new |= {"schema": 3, "knobs": old["backend_options"]}
-    assert EXPORT_SCHEMA == 3
     assert load_config(read_export(write(tmp_path, new))) == load_config(old)
     assert load_config(new).knob_map == {"channels_last": True}
+
+
+def test_schema_4_states_the_metric_and_older_exports_read_as_top_1(tmp_path):
+    """Schema 4 names the study's metric; schemas 1-3 knew top-1 only, in points."""
+    assert EXPORT_SCHEMA == 4
+    old = read_export(
+        write(
+            tmp_path, {**SCHEMA_1, "metrics": {**SCHEMA_1["metrics"], "reference_accuracy": 0.9882}}
+        )
+    )
+    assert old["metrics"]["metric_drop"] == 0.0 and "accuracy_drop" not in old["metrics"]
+    assert old["metrics"]["reference_metric"] == pytest.approx(98.82)
+    assert old["constraint"]["max_metric_drop"] == 0.5
+    assert old["constraint"]["metric"]["name"] == "top-1 accuracy"
 
 
 @pytest.mark.parametrize(
@@ -128,10 +141,10 @@ def report(rounds, **kw) -> VerifyReport:
         "exported": {
             "throughput_samples_per_s": 1000.0,
             "throughput_measurements": [950.0, 1000.0, 1100.0],
-            "accuracy_drop": 0.1,
+            "metric_drop": 0.1,
         },
         "max_slowdown": 0.10,
-        "max_accuracy_drop": 0.5,
+        "max_metric_drop": 0.5,
         "min_agreement_percent": None,
         "environment": [],
     }
@@ -143,7 +156,7 @@ def ok(tp: float, drop: float = 0.1, agreement: float = 0.999) -> dict:
         "status": "ok",
         "message": "",
         "throughput_samples_per_s": tp,
-        "accuracy_drop": drop,
+        "metric_drop": drop,
         "agreement": agreement,
     }
 
@@ -170,7 +183,9 @@ def test_too_slow():
 
 def test_accuracy_outside_tolerance_on_any_round():
     r = report([ok(1000.0), ok(1000.0, drop=0.6)])
-    assert r.failure().startswith("top-1 drop 0.600 points vs fp32 here, over the 0.5 allowed")
+    assert r.failure().startswith(
+        "top-1 accuracy drop 0.6 points vs fp32 here, over the 0.5 allowed"
+    )
     r = report([ok(1000.0, agreement=0.99)], min_agreement_percent=99.5)
     assert r.failure().startswith("agreement with fp32 99.000% here, under the 99.5%")
 
@@ -206,7 +221,11 @@ def test_environment_diff():
     [
         ([], None, "cannot read"),
         ([], "[]", "no schema version"),
-        ([], {**SCHEMA_1, "schema": 4}, "unknown export schema version 4"),
+        (
+            [],
+            {**SCHEMA_1, "schema": EXPORT_SCHEMA + 1},
+            f"unknown export schema version {EXPORT_SCHEMA + 1}",
+        ),
         ([], {**SCHEMA_1, "model": "resnet9000"}, "unknown model 'resnet9000'"),
         ([], {**SCHEMA_1, "backend": "tpu"}, "unknown backend 'tpu'"),
         (["--rounds", "0"], SCHEMA_1, "--rounds must be at least 1"),

@@ -43,13 +43,13 @@ def test_unconfirmed_trial_above_all_confirmed_is_remeasured(tmp_path, cache_dir
         record = TrialRecord(
             status="ok",
             config=config.to_dict(),
-            metrics={"throughput_samples_per_s": throughput, "accuracy_drop": 0.0},
+            metrics={"throughput_samples_per_s": throughput, "metric_drop": 0.0},
         )
         tuner.study.add_trial(
             finished_trial(
                 record,
                 values=[throughput, 0.0],
-                constraints={"accuracy_drop": -opts.max_accuracy_drop},
+                constraints={"metric_drop": -opts.max_accuracy_drop},
             )
         )
     tuner.run()  # the budget is used up: no new trial, straight to winner selection

@@ -167,8 +167,10 @@ def runnable_script(data: dict[str, Any], default_loops: int = 128) -> str:
     measured = []
     if metrics.get("throughput_samples_per_s") is not None:
         measured.append(f"{metrics['throughput_samples_per_s']:,.0f} samples/s (median)")
-    if metrics.get("accuracy_drop") is not None:
-        measured.append(f"top-1 drop {metrics['accuracy_drop']:.3g} points vs fp32")
+    if metrics.get("metric_drop") is not None:
+        metric = (data.get("constraint") or {}).get("metric") or {"name": "top-1 accuracy"}
+        unit = f" {metric['unit']}" if metric.get("unit") else ""
+        measured.append(f"{metric['name']} drop {metrics['metric_drop']:.3g}{unit} vs fp32")
     provenance = data.get("provenance", {})
     return _SCRIPT.format(
         model_literal=_lit(str(data["model"])),

@@ -63,5 +63,4 @@ def score(
     if reference_value is not None:
         drop = metric.drop(reference_value, value)
         figures["metric_drop"] = drop
-        figures["accuracy_drop"] = drop  # the name the tuner side reads until it is renamed
     return figures

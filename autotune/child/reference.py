@@ -37,7 +37,7 @@ BATCH = 1000
 class Reference:
     path: Path
     # The fp32 model's value of the study's metric on the eval set (top-1 in points, PCC...)
-    accuracy: float | None
+    metric_value: float | None
     fingerprint: str
     environment: dict[str, Any] = field(default_factory=dict)
 
@@ -57,7 +57,7 @@ def cached(cache_dir: Path, model: str, fingerprint: str) -> Reference | None:
     info = _read_info(path)
     if info is None:
         return None
-    return Reference(path, info.get("accuracy"), fingerprint, info.get("environment", {}))
+    return Reference(path, info.get("metric_value"), fingerprint, info.get("environment", {}))
 
 
 def fingerprint(
@@ -116,13 +116,13 @@ def ensure(
         return hit, outputs
     outputs = compute(model, inputs, study.output)
     metric = study.scoring(labels is not None)
-    accuracy = metric_value(metric, outputs, target_of(metric, labels, outputs))
-    ref = Reference(cache_path(cache_dir, model_name, key), accuracy, key, environment)
+    value = metric_value(metric, outputs, target_of(metric, labels, outputs))
+    ref = Reference(cache_path(cache_dir, model_name, key), value, key, environment)
     info = {
         "model": model_name,
         "eval_limit": eval_limit,
         "samples": len(outputs),
-        "accuracy": accuracy,
+        "metric_value": value,
         "fingerprint": key,
         "environment": environment,
     }
@@ -170,8 +170,8 @@ def run(
         refresh=job.refresh_cache,
     )
     metrics = {"samples": float(len(outputs))}
-    if ref.accuracy is not None:
-        metrics["accuracy"] = ref.accuracy
+    if ref.metric_value is not None:
+        metrics["metric_value"] = ref.metric_value
     return TrialResult(
         Status.OK,
         metrics=metrics,

@@ -70,14 +70,14 @@ def run(
     ref, ref_outputs = reference.ensure(
         model_name, study, inputs, labels, job.eval_limit, cache_dir, fp32_env, fp32, ref_key
     )
-    rows = one_at_a_time(study, backend, job.config, inputs, labels, ref_outputs, ref.accuracy)
+    rows = one_at_a_time(study, backend, job.config, inputs, labels, ref_outputs, ref.metric_value)
     data = {
         "model": model_name,
         "eval_limit": job.eval_limit,
         "rule": NUMERICS_RULE,
         "backend": backend.name,
         "reference_fingerprint": ref_key,
-        "reference_accuracy": ref.accuracy,
+        "reference_metric": ref.metric_value,
         "environment": environment,
         "rows": rows,
     }
@@ -113,7 +113,7 @@ def one_at_a_time(
     inputs: Any,
     labels: torch.Tensor | None,
     reference: torch.Tensor,
-    reference_accuracy: float | None,
+    reference_metric: float | None,
     native_bf16: bool | None = None,
     replay: bool = True,
 ) -> list[dict[str, Any]]:
@@ -176,7 +176,7 @@ def one_at_a_time(
     rows = []
     keys = [(None, backend.weight_dtypes[0]), *cases]
     for (name, dtype), outs in zip(keys, outputs, strict=True):
-        metrics = score(torch.cat(outs), reference, labels, metric, reference_accuracy)
+        metrics = score(torch.cat(outs), reference, labels, metric, reference_metric)
         rows.append({"weight": name, "dtype": dtype, **metrics})
     return rows
 
@@ -341,8 +341,8 @@ def _tensors(out: Any) -> list[Any]:
 
 def _result(data: dict[str, Any], path: Path, cached: bool) -> TrialResult:
     metrics = {}
-    if data.get("reference_accuracy") is not None:
-        metrics["reference_accuracy"] = data["reference_accuracy"]
+    if data.get("reference_metric") is not None:
+        metrics["reference_metric"] = data["reference_metric"]
     return TrialResult(
         Status.OK,
         metrics=metrics,

@@ -90,7 +90,7 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         reference = reference[: job.eval_limit]
     metric = study.scoring(labels is not None)
     try:
-        metrics.update(score(outputs, reference, labels, metric, job.reference_accuracy))
+        metrics.update(score(outputs, reference, labels, metric, job.reference_metric))
     except MetricError as exc:  # the study's own metric: a failed trial with the reason
         result.status, result.message = Status.METRIC_ERROR, str(exc)
     return result

@@ -85,10 +85,13 @@ def add_parsers(sub: Any) -> None:
         f"(default {defaults.MAX_SLOWDOWN:.2f})",
     )
     v.add_argument(
+        "--max-metric-drop",
         "--max-accuracy-drop",
+        dest="max_metric_drop",
         type=float,
-        metavar="POINTS",
-        help="top-1 drop vs fp32 (here) allowed; default: the study's constraint",
+        metavar="DROP",
+        help="drop of the study's metric vs fp32 (here) allowed, in its unit; default: the "
+        "study's constraint",
     )
     output.add_format(v, "the comparison")
     v.add_argument("--trial-python", help="interpreter that runs the rounds (default: this one)")
@@ -122,7 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         meta = study_record(study).to_attrs()
         output.data_json(views.show_json(study.study_name, meta, rows, failures))
     else:
-        output.data(views.show_table(rows, failures))
+        output.data(views.show_table(rows, failures, study_record(study)))
     return 0
 
 
@@ -175,7 +178,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         args.export,
         rounds=args.rounds,
         max_slowdown=args.max_slowdown,
-        max_accuracy_drop=args.max_accuracy_drop,
+        max_metric_drop=args.max_metric_drop,
         trial_python=args.trial_python,
         cache_dir=args.cache_dir,
     )

@@ -49,6 +49,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from autotune.study_options import StudyOptions
     from autotune.tuner import Tuner
     from search_spaces import load_space_file
+    from studies import get_study
 
     if args.emulate and args.backend != "cpu":
         raise UsageError(f"--emulate {args.emulate} runs on the cpu backend, not {args.backend}")
@@ -59,10 +60,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     opts = StudyOptions(**options_given(args, STUDY) | converted | host_options(args))
     tuner = Tuner(opts)
     space = tuner.space
+    output.tell(f"model {opts.model}: {tuner.model.summary()}")
+    if not tuner.model.labels and get_study(opts.model).metric is None:
+        output.tell("no labels: the metric is fidelity against fp32 (PCC of the scored output)")
     output.tell(
         f"study {opts.name!r}: {opts.model} on {opts.backend}, {len(space.dimensions)} "
-        f"dimensions, {space.size():,} configs; feasible = top-1 drop <= "
-        f"{opts.max_accuracy_drop:g} points vs fp32"
+        f"dimensions, {space.size():,} configs; feasible = {tuner.record.feasible_text}"
         + (f", agreement >= {opts.min_agreement:g}%" if opts.min_agreement is not None else "")
         + f"; storage {shown(opts.storage)}"
     )
@@ -110,5 +113,5 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
     if fmt == "json":
         output.data_json(views.pareto_json(*summary))
     else:
-        output.data(views.pareto_table(*summary))
+        output.data(views.pareto_table(*summary, tuner.record.metric))
     return 0

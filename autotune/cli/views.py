@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from autotune.records import drop_header
 from autotune.tables import format_table, reference_line, trial_table
 
 if TYPE_CHECKING:
     from autotune.analysis import TrialRow
     from autotune.plots import ParetoPlotData
+    from autotune.records import StudyRecord
 
 
 def trial_json(row: TrialRow) -> dict[str, Any]:
@@ -23,8 +25,16 @@ def failures_line(rows: list[TrialRow], failures: dict[str, int]) -> str:
     return f"{len(rows)} trials; not measured, by reason: {summary}"
 
 
-def show_table(rows: list[TrialRow], failures: dict[str, int]) -> str:
-    return f"{trial_table(rows)}\n\n{failures_line(rows, failures)}"
+def show_table(
+    rows: list[TrialRow], failures: dict[str, int], record: StudyRecord | None = None
+) -> str:
+    """Every trial, then the failures; `record` says what the drop is a drop of."""
+    if record is None or not record.metric:
+        return f"{trial_table(rows)}\n\n{failures_line(rows, failures)}"
+    return (
+        f"feasible = {record.feasible_text}\n{trial_table(rows, record.metric)}\n\n"
+        f"{failures_line(rows, failures)}"
+    )
 
 
 def show_json(
@@ -44,9 +54,11 @@ def pareto_table(
     front: list[TrialRow],
     reference: TrialRow | None,
     best: TrialRow | None,
+    metric: dict[str, Any] | None = None,
 ) -> str:
     """The end of a study: its Pareto set, and the pick against the model's own recipe."""
-    text = f"Pareto set of study {name!r} ({len(rows)} trials):\n{trial_table(front)}"
+    table = trial_table(front, metric)
+    text = f"Pareto set of study {name!r} ({len(rows)} trials):\n{table}"
     if reference is not None:
         text += "\n" + reference_line(reference, best)
     return text
@@ -75,12 +87,12 @@ def plot_table(data: ParetoPlotData) -> str:
     points = [(p, True) for p in data.feasible] + [(p, False) for p in data.infeasible]
     points.sort(key=lambda item: -item[0].throughput)
     table = format_table(
-        ["#", "samples/s", "drop(pt)", "feasible", "front", "pick"],
+        ["#", "samples/s", drop_header(data.metric), "feasible", "front", "pick"],
         [
             [
                 str(p.trial),
                 f"{p.throughput:,.0f}",
-                f"{p.accuracy_drop:.3f}",
+                f"{p.metric_drop:.3f}",
                 "yes" if feasible else "no",
                 "yes" if p.trial in front else "",
                 "yes" if p.trial == pick else "",
@@ -110,7 +122,7 @@ def sensitivity_table(rows: list[Any]) -> str:
             [
                 r.weight or "(none: all bf16)",
                 r.dtype,
-                f"{r.accuracy_drop:.3f}",
+                f"{r.metric_drop:.3f}",
                 f"{100 * (1 - r.agreement):.2f}",
                 f"{r.pcc:.5f}",
                 f"{r.max_abs_error:.3g}",

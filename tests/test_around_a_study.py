@@ -115,11 +115,11 @@ def test_verify_fails_with_one_line_reason(place):
     ), r.stderr
     assert "result: FAIL: throughput" in r.stdout
     # A tolerance no config meets (5 points better than fp32): accuracy fails first.
-    strict = {**data, "constraint": {**data["constraint"], "max_accuracy_drop": -5.0}}
+    strict = {**data, "constraint": {**data["constraint"], "max_metric_drop": -5.0}}
     (work / "strict.json").write_text(json.dumps(strict))
     r = cli("verify", "strict.json", "--rounds", "1", "--format", "json")
     assert r.returncode == 1
-    assert json.loads(r.stdout)["reason"].startswith("top-1 drop 0.000 points vs fp32 here")
+    assert json.loads(r.stdout)["reason"].startswith("top-1 accuracy drop 0 points vs fp32 here")
     assert "over the -5 allowed" in r.stderr.strip().splitlines()[-1]
 
 

@@ -68,7 +68,8 @@ def test_fault_is_recorded_and_study_goes_on(cli, tmp_path, fault):
     assert second.state.name == state and TrialRecord.of(second).duplicate_of == 0
 
 
-def test_reference_failure_is_one_line(cli, tmp_path):
+def test_a_model_broken_before_any_trial_is_one_line(cli, tmp_path):
+    """The first fp32 pass (the describe job, before the reference and any trial) fails."""
     r = cli(
         "study",
         "--model",
@@ -78,7 +79,8 @@ def test_reference_failure_is_one_line(cli, tmp_path):
         "--no-progress",
     )
     assert r.returncode == 2
-    assert "reference run failed" in r.stderr and "Traceback" not in r.stderr
+    assert "cannot run on its own inputs" in r.stderr and "Traceback" not in r.stderr
+    assert "faulty_studies:RAISING" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "broken on purpose" in r.stderr
 
 

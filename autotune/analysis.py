@@ -6,12 +6,15 @@ summary agree by construction.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import NothingFoundError
 from autotune.measure import Measurement
+from autotune.objective import Objective
 from autotune.records import (
     TrialRecord,
     block_times,
@@ -38,6 +41,13 @@ class TrialRow:
     first: Measurement | None = None  # the trial's own timed blocks, where stored
     remeasurements: tuple[Measurement, ...] = ()  # after the study (winner selection)
     remeasure_attempts: int = 0  # failed re-measurements included
+    remeasured_metrics: tuple[dict[str, float], ...] = ()  # each one's latency figures
+    objective: Objective = field(default_factory=Objective)  # the study's: ranks the rows
+
+    @property
+    def measurements(self) -> int:
+        """Successful measurements of the config: its own and the re-measurements."""
+        return 1 + len(self.remeasurements)
 
     @property
     def throughput(self) -> float | None:
@@ -61,10 +71,54 @@ class TrialRow:
         noisy trials is biased upward, so the pick uses this."""
         if self.throughput is None or not self.remeasurements:
             return self.throughput
-        batch = self.remeasurements[0].batch_size
-        # Trials stored without their blocks count as one block at their median.
-        first = self.first or Measurement((batch / self.throughput,), 1, batch)
-        return Measurement.merge([first, *self.remeasurements]).throughput
+        pooled = self.pooled
+        return pooled.throughput if pooled is not None else None
+
+    @property
+    def pooled(self) -> Measurement | None:
+        """All the config's timed blocks as one measurement; a trial stored without its
+        blocks counts as one block at its median (None: no figure at all)."""
+        first = self.first
+        if first is None:
+            if self.throughput is None:
+                return None
+            batch = self.config.get("batch_size", 1)
+            first = Measurement((batch / self.throughput,), 1, batch)
+        return Measurement.merge([first, *self.remeasurements])
+
+    @property
+    def figure(self) -> float | None:
+        """The study's objective over every measurement of the config: the pooled
+        throughput, or the median of the measurements' latency percentiles."""
+        if self.objective.kind == "throughput":
+            return self.confirmed_throughput
+        key = self.objective.latency_key
+        values = [m.get(key) for m in (self.metrics, *self.remeasured_metrics)]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """95% interval of `figure`: for throughput the median's over the pooled blocks;
+        for latency the widest of the measurements' intervals of the percentile."""
+        if self.figure is None:
+            return None
+        if self.objective.kind == "throughput":
+            pooled = self.pooled
+            return pooled.throughput_ci if pooled is not None else None
+        else:
+            key = self.objective.latency_key
+            ms = (self.metrics, *self.remeasured_metrics)
+            los = [m[f"{key}_ci_lo"] for m in ms if m.get(f"{key}_ci_lo") is not None]
+            his = [m[f"{key}_ci_hi"] for m in ms if m.get(f"{key}_ci_hi") is not None]
+            lo, hi = (min(los), max(his)) if los and his else (None, None)
+        return (lo, hi) if lo is not None and hi is not None else (self.figure, self.figure)
+
+    @property
+    def score(self) -> float:
+        """Higher is better, for either objective (`Objective.score`)."""
+        value = self.objective.score({self.objective.key: self.figure})
+        return value if value is not None else 0.0
 
     @property
     def metric_drop(self) -> float | None:
@@ -78,12 +132,25 @@ class TrialRow:
         return self.state == "COMPLETE" and self.throughput is not None
 
 
-def remeasurement_entry(block_times: list[float], iters_per_block: int) -> dict[str, Any]:
+# What of a re-measurement's metrics its entry keeps, beside the raw blocks: latency.
+REMEASURED_PREFIX = "latency_ms_"
+
+
+def remeasurement_entry(
+    block_times: list[float], iters_per_block: int, metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One re-measurement as stored in the study metadata (`confirmed`): its raw block
-    times at 6 significant digits (1e-6 relative, far below timing noise)."""
+    times at 6 significant digits (1e-6 relative, far below timing noise), and its latency
+    percentiles with their intervals."""
+    latency = {
+        k: float(f"{v:.6g}")
+        for k, v in (metrics or {}).items()
+        if k.startswith(REMEASURED_PREFIX) and isinstance(v, int | float) and math.isfinite(v)
+    }
     return {
         "iters_per_block": iters_per_block,
         "block_times": [float(f"{t:.6g}") for t in block_times],
+        **({"metrics": latency} if latency else {}),
     }
 
 
@@ -96,7 +163,8 @@ def _remeasurements(entries: list[dict[str, Any]], batch_size: int) -> tuple[Mea
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
-    confirmed = study_record(study).confirmed
+    meta = study_record(study)
+    confirmed, objective = meta.confirmed, meta.objective
     rows = []
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
@@ -127,6 +195,10 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
                 first=first,
                 remeasurements=_remeasurements(entries, batch),
                 remeasure_attempts=len(entries),
+                remeasured_metrics=tuple(
+                    e.get("metrics", {}) for e in entries if e.get("block_times")
+                ),
+                objective=objective,
             )
         )
     return rows
@@ -154,21 +226,114 @@ def _feasible(rows: list[TrialRow]) -> list[TrialRow]:
     return [r for r in rows if r.feasible and r.measured and r.duplicate_of is None]
 
 
-def _rank(r: TrialRow) -> tuple[float, float, int]:
-    return (-r.confirmed_throughput, r.metric_drop, r.number)
+# Tied configs whose figures are this close after TIE_MEASUREMENTS measurements each are
+# equivalent for any purpose: re-measuring them further would not change the pick.
+TIE_MARGIN = 0.03
+TIE_MEASUREMENTS = 3
 
 
-def best_feasible(rows: list[TrialRow]) -> TrialRow | None:
-    """Highest confirmed throughput that meets the constraint; ties go to the smaller
-    accuracy drop, then to the earlier trial.
+def _leader_key(r: TrialRow) -> tuple[float, float, int]:
+    return (-r.score, r.metric_drop, r.number)
+
+
+def tie_break_key(r: TrialRow) -> tuple[Any, ...]:
+    """Among configs tied within noise: the smaller batch (lower latency and memory), then
+    fewer compiled variants (lower optimization level, no trace), then the better figure."""
+    c = r.config
+    return (
+        c.get("batch_size", 0),
+        c.get("optimization_level", 0),
+        bool(c.get("trace")),
+        *_leader_key(r),
+    )
+
+
+def within_noise(a: TrialRow, b: TrialRow) -> bool:
+    """Whether the two configs' 95% intervals overlap: the measurements cannot tell which
+    is faster."""
+    ia, ib = a.interval, b.interval
+    if ia is None or ib is None:
+        return False
+    return ia[0] <= ib[1] and ib[0] <= ia[1]
+
+
+def _equivalent(a: TrialRow, b: TrialRow) -> bool:
+    """Tied, measured TIE_MEASUREMENTS times each and within TIE_MARGIN: settled as a tie."""
+    if min(a.measurements, b.measurements) < TIE_MEASUREMENTS:
+        return False
+    return abs(a.score - b.score) <= TIE_MARGIN * max(a.score, b.score)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The pick and how sure it is. `leader` has the best figure; `tied` are the others
+    within noise of it (intervals overlap); the pick is the tie-break's first of the leader
+    and `tied` (`tie_break_key`); `runner_up` is the best config not tied."""
+
+    pick: TrialRow
+    leader: TrialRow
+    tied: tuple[TrialRow, ...]
+    runner_up: TrialRow | None
+
+    @property
+    def separated(self) -> bool:
+        return not self.tied
+
+    def summary(self) -> str:
+        """One phrase: how the pick stands against the others."""
+        unit = _unit(self.pick)
+        if self.tied:
+            others = [r for r in (self.leader, *self.tied) if r is not self.pick]
+            names = " and ".join(f"#{r.number}" for r in others)
+            return (
+                f"#{self.pick.number} is tied within noise with {names} (95% intervals "
+                "overlap); picked as the smaller batch, then fewer compiled variants"
+            )
+        if self.runner_up is None:
+            return f"#{self.pick.number} is the only feasible config"
+        a, b = self.pick, self.runner_up
+        ahead = 100 * (a.score / b.score - 1) if b.score else float("inf")
+        return (
+            f"#{a.number} is ahead of the next (#{b.number}) by {ahead:.1f}% "
+            f"(95% CI {_span(a.interval)} vs {_span(b.interval)} {unit})"
+        )
+
+
+def _unit(r: TrialRow) -> str:
+    return "samples/s" if r.objective.kind == "throughput" else "ms"
+
+
+def _span(interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return "?"
+    lo, hi = interval
+    return f"{lo:,.4g}-{hi:,.4g}" if max(lo, hi) < 1e4 else f"{lo:,.0f}-{hi:,.0f}"
+
+
+def decide(rows: list[TrialRow]) -> Decision | None:
+    """The pick among feasible measured trials, None when none is.
 
     Once any feasible trial was re-measured, only re-measured trials compete: the pick is
     never a single, upward-biased first measurement (the tuner re-measures until the top
-    is confirmed, see `confirmation_candidates`).
-    """
+    is confirmed, see `confirmation_candidates`). The leader has the best figure over all
+    its measurements (ties: the smaller metric drop, then the earlier trial); configs
+    within noise of it are tied, and the tie-break picks among them."""
     feasible = _feasible(rows)
     pool = [r for r in feasible if r.confirmed] or feasible
-    return min(pool, key=_rank) if pool else None
+    if not pool:
+        return None
+    leader = min(pool, key=_leader_key)
+    tied = tuple(r for r in pool if r is not leader and within_noise(r, leader))
+    pick = min((leader, *tied), key=tie_break_key)
+    rest = [r for r in pool if r is not leader and r not in tied]
+    runner_up = min(rest, key=_leader_key) if rest else None
+    return Decision(pick, leader, tied, runner_up)
+
+
+def best_feasible(rows: list[TrialRow]) -> TrialRow | None:
+    """The pick (`decide`), None when no trial is feasible."""
+    decision = decide(rows)
+    return decision.pick if decision is not None else None
 
 
 def winner(study: optuna.Study) -> TrialRow:
@@ -187,22 +352,46 @@ def winner(study: optuna.Study) -> TrialRow:
 
 
 def confirmation_candidates(rows: list[TrialRow], k: int) -> list[TrialRow]:
-    """Feasible trials still to re-measure, next first; empty when the pick is settled.
+    """Feasible trials to re-measure next, in one interleaved round; empty when the pick is
+    settled.
 
-    First the k highest first measurements; then, while the top by confirmed throughput
-    (unconfirmed trials count with their one measurement) is not re-measured, that one.
-    A trial whose re-measurement failed is not tried again and loses to re-measured ones.
+    First the k best first measurements. Then any unconfirmed trial whose first measurement
+    is within noise of the leader or better (it may be the best). Then, while configs are
+    tied within noise of the leader and not yet settled as equivalent (`_equivalent`), the
+    leader and those (at most k + 1, the least measured first): more blocks narrow the
+    intervals until they separate. A trial whose re-measurement failed is not tried again
+    and loses to re-measured ones.
     """
     if k < 1:
         return []
     feasible = _feasible(rows)
-    by_first = sorted(feasible, key=lambda r: (-r.throughput, r.metric_drop, r.number))
+    by_first = sorted(feasible, key=lambda r: (-_first_score(r), r.metric_drop, r.number))
     todo = [r for r in by_first[:k] if not r.remeasure_attempts]
     if todo:
         return todo
-    contenders = [r for r in feasible if r.confirmed or not r.remeasure_attempts]
-    top = min(contenders, key=_rank) if contenders else None
-    return [top] if top is not None and not top.remeasure_attempts else []
+    pool = [r for r in feasible if r.confirmed]
+    if not pool:
+        return []
+    leader = min(pool, key=_leader_key)
+    challengers = [
+        r
+        for r in by_first
+        if not r.remeasure_attempts and (_first_score(r) >= leader.score or within_noise(r, leader))
+    ]
+    if challengers:
+        return challengers[:k]
+    open_ties = [r for r in pool if r is not leader and within_noise(r, leader)]
+    open_ties = [r for r in open_ties if not _equivalent(r, leader)]
+    if not open_ties:
+        return []
+    group = sorted([leader, *open_ties], key=_leader_key)[: k + 1]
+    return sorted(group, key=lambda r: (r.measurements, _leader_key(r)))
+
+
+def _first_score(r: TrialRow) -> float:
+    """The trial's own measurement, as `TrialRow.score` (what the sampler saw)."""
+    value = r.objective.score(r.metrics)
+    return value if value is not None else 0.0
 
 
 def failure_counts(rows: list[TrialRow]) -> dict[str, int]:

@@ -13,11 +13,19 @@ The two tt formats need a study run with ``--backend tt`` and are written by
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune import records_legacy
-from autotune.analysis import TrialRow, reference_recipe_row, trial_rows, winner
+from autotune.analysis import (
+    Decision,
+    TrialRow,
+    decide,
+    reference_recipe_row,
+    trial_rows,
+    winner,
+)
 from autotune.backends import get_backend, tt_export
 from autotune.errors import UsageError
 from autotune.records import TrialRecord, study_record
@@ -33,9 +41,11 @@ if TYPE_CHECKING:
 # 2 added "protocol" (how the trial was measured, for `autotune verify`), the fp32 top-1,
 # and the host to the provenance; 3: the backend's knobs under "knobs"; 4: the study's metric
 # (`metric_drop`, `reference_metric` and the constraint in the metric's unit, which it names).
+# 5: the objective, the latency budget and percentile (in "constraint" and "protocol"), 95%
+# intervals, and how the pick was decided ("decision": the configs tied with it).
 # Readers accept every version listed here, older ones upgraded by
 # `autotune.records_legacy.export_data`.
-EXPORT_SCHEMA = 4
+EXPORT_SCHEMA = 5
 READABLE_SCHEMAS = (*records_legacy.OLD_EXPORT_SCHEMAS, EXPORT_SCHEMA)
 # The measurement settings a replay must repeat: the export's key -> the StudyOptions field.
 # The keys stay those schema 2 wrote (an older `autotune verify` elsewhere reads them); two
@@ -46,6 +56,10 @@ PROTOCOL = {
     "eval_limit": "eval_limit",
     "memory_limit_bytes": "memory_limit",
     "timeout_s": "timeout_per_trial",
+    # Schema 5: how latency was measured (`autotune.measure.min_iterations`) and ranked.
+    "latency_percentile": "latency_percentile",
+    "max_latency_ms": "max_latency_ms",
+    "objective": "objective",
 }
 EXPORTED_METRICS = (
     "throughput_samples_per_s",
@@ -63,6 +77,7 @@ EXPORTED_METRICS = (
 
 def export_dict(study: optuna.Study) -> dict[str, Any]:
     row = winner(study)
+    decision = decide(trial_rows(study))
     config = TrialConfig.from_dict(row.config)
     backend = get_backend(config.backend)
     trial = study.trials[row.number]
@@ -87,6 +102,9 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             # the median over all their blocks pooled.
             "throughput_samples_per_s": row.confirmed_throughput,
             "throughput_measurements": [row.throughput, *row.confirmations],
+            # 95% interval of the pooled median (`autotune.measure.quantile_ci`).
+            "throughput_ci_95": list(_throughput_interval(row)),
+            **_latency(row),
             # fp32's value of the metric on the same eval set: metric_drop is relative to it.
             "reference_metric": meta.reference_metric,
         },
@@ -100,7 +118,11 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "max_metric_drop": meta.metric_limit,
             "min_agreement_percent": meta.min_agreement,
             "unit": f"{meta.metric.get('unit') or meta.metric.get('name', '')} vs fp32",
+            "max_latency_ms": meta.objective.max_latency_ms,
+            "latency_percentile": meta.objective.percentile,
         },
+        "objective": {"kind": meta.objective.kind, "answers": meta.objective.says},
+        "decision": _decision(decision, row),
         # The backend's reference recipe measured in the same study (None where it has none).
         "reference": _reference(study, row),
         "provenance": {
@@ -112,6 +134,49 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "host": env_info.get("hostname"),
             "cpu_count": env_info.get("cpu_count"),
         },
+    }
+
+
+def _throughput_interval(row: TrialRow) -> tuple[float, float]:
+    pooled = row.pooled
+    if pooled is None:
+        return (row.throughput or 0.0, row.throughput or 0.0)
+    return pooled.throughput_ci
+
+
+def _latency(row: TrialRow) -> dict[str, Any]:
+    """The study's latency percentile over all measurements, with its 95% interval."""
+    objective = replace(row.objective, kind="latency")
+    latency = replace(row, objective=objective)
+    if latency.figure is None:
+        return {}
+    return {
+        objective.latency_key: latency.figure,
+        f"{objective.latency_key}_ci_95": list(latency.interval),
+    }
+
+
+def _decision(decision: Decision | None, pick: TrialRow) -> dict[str, Any]:
+    """How the pick was decided: separated from the next config, or tied within noise with
+    others (listed: any of them serves as well, up to noise)."""
+    if decision is None:
+        return {}
+
+    def entry(r: TrialRow) -> dict[str, Any]:
+        return {
+            "trial": r.number,
+            "config": r.config,
+            "figure": r.figure,
+            "ci_95": list(r.interval or ()),
+        }
+
+    tied = [r for r in (decision.leader, *decision.tied) if r.number != pick.number]
+    return {
+        "summary": decision.summary(),
+        "separated": decision.separated,
+        "tie_break": "the smaller batch, then the lower optimization level, then no trace",
+        "tied_with": [entry(r) for r in tied],
+        "runner_up": entry(decision.runner_up) if decision.runner_up is not None else None,
     }
 
 

@@ -17,6 +17,7 @@ from autotune.child.reference import Reference
 from autotune.child.sensitivity import EMULATION_BACKEND, EVAL_BATCH
 from autotune.errors import AutotuneError, UsageError
 from autotune.launch.runner import RunnerSettings, run_job
+from autotune.measure import min_iterations
 from autotune.sensitivity import Sensitivity, study_name
 from autotune.wire import JobMode, TrialConfig, TrialJob
 from studies import Weight
@@ -83,7 +84,16 @@ def trial_job(opts: StudyOptions, config: TrialConfig, reference: Reference) -> 
         reference_metric=reference.metric_value,
         eval_limit=opts.eval_limit,
         memory_limit_bytes=opts.memory_limit,
+        latency_percentile=opts.latency_percentile,
+        latency_budget_ms=opts.max_latency_ms,
+        min_iterations=min_iterations(opts.latency_percentile) if latency_matters(opts) else 0,
     )
+
+
+def latency_matters(opts: StudyOptions) -> bool:
+    """Whether the study constrains or minimizes a latency percentile: its trials then time
+    enough iterations for it (`autotune.measure.min_iterations`)."""
+    return opts.max_latency_ms is not None or opts.objective == "latency"
 
 
 def fp32_reference(

@@ -72,9 +72,14 @@ class Ledger:
         heartbeat_s: float,
         threads: int | None,
         jobs: int,
+        search: Callable[[list[optuna.trial.FrozenTrial]], str] | None = None,
     ) -> None:
         self.study, self.storage = study, storage
         self.lock = threading.Lock()
+        # What the search strategy has left (`autotune.sampler.search_state`); None: a
+        # sampler that always has a proposal. `search_done` once it had nothing.
+        self._search = search
+        self.search_done = False
         self._heartbeat_s = heartbeat_s
         # What a claimed trial ran on (throughput depends on it); see autotune.host.
         self._machine = {**machine(), "threads": threads, "jobs": jobs}
@@ -88,8 +93,9 @@ class Ledger:
         return len(trials_in_budget(self.study.get_trials(deepcopy=False)))
 
     def next_trial(self, stop: threading.Event) -> optuna.Trial | None:
-        """Ask for a trial if the budget is not used up; wait while others finish the last.
-        None once the budget is used up (or `stop` is set)."""
+        """Ask for a trial if the budget is not used up; wait while others finish the last,
+        or while the search waits on running trials. None once the budget is used up, the
+        search has nothing left (`search_done`), or `stop` is set."""
         import optuna
 
         while not stop.is_set():
@@ -100,7 +106,12 @@ class Ledger:
                 if done >= self.budget:
                     return None
                 running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
-                if done + running < self.budget:  # queued trials come first
+                waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+                state = self._search(trials) if self._search and not waiting else "open"
+                if state == "done":  # nothing left worth compiling: the budget is not padded
+                    self.search_done = True
+                    return None
+                if state == "open" and done + running < self.budget:  # queued trials first
                     trial = self.study.ask()
                     if self.is_surplus(trial):
                         surplus = TrialResult(Status.SURPLUS, "budget already taken")

@@ -7,10 +7,41 @@ times without torch.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 NOISY_IQR_RATIO = 0.1  # IQR/median above this marks a trial as noisy
+CI_LEVEL = 0.95  # confidence level of every interval autotune reports
+Z_95 = 1.959963984540054
+# A latency percentile is measured once at least this many timed iterations lie beyond it
+# (p95: 200 iterations, p99: 1000): the rule `TrialJob.min_iterations` applies.
+TAIL_ITERATIONS = 10
+
+
+def quantile_ci(values: list[float], q: float) -> tuple[float, float]:
+    """95% distribution-free confidence interval of the q-quantile of `values`: the order
+    statistics whose ranks bound the binomial(n, q) count below the quantile (normal
+    approximation to the binomial, as in Conover's "Practical Nonparametric Statistics",
+    section 3.2). With few values it widens to the extremes (5 blocks: [min, max], 94%)."""
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        raise ValueError("no values")
+    half = Z_95 * math.sqrt(n * q * (1 - q))
+    lo = max(0, math.floor(n * q - half) - 1)  # 0-based ranks
+    hi = min(n - 1, math.ceil(n * q + half))
+    return s[lo], s[hi]
+
+
+def min_iterations(percentile: float) -> int:
+    """Timed iterations a latency percentile needs (TAIL_ITERATIONS beyond it)."""
+    return math.ceil(TAIL_ITERATIONS / max(1e-9, 1 - percentile / 100))
+
+
+def percentile_key(percentile: float) -> str:
+    """The metric name of a latency percentile: 95 -> 'latency_ms_p95'."""
+    return f"latency_ms_p{percentile:g}"
 
 
 @dataclass(frozen=True)
@@ -36,13 +67,24 @@ class Measurement:
         return _iqr(self.block_throughputs)
 
     @property
+    def throughput_ci(self) -> tuple[float, float]:
+        """95% interval of the median block throughput (`quantile_ci`)."""
+        return quantile_ci(self.block_throughputs, 0.5)
+
+    @property
     def noisy(self) -> bool:
         return self.throughput_iqr > NOISY_IQR_RATIO * self.throughput
 
+    def _latencies(self) -> list[float]:
+        return sorted(self.iteration_times or [t / self.iters_per_block for t in self.block_times])
+
     def latency_ms(self, q: float) -> float:
         """Per-batch latency percentile (host input -> output on host), from iterations."""
-        times = sorted(self.iteration_times or [t / self.iters_per_block for t in self.block_times])
-        return 1e3 * _quantile(times, q)
+        return 1e3 * _quantile(self._latencies(), q)
+
+    def latency_ci_ms(self, q: float) -> tuple[float, float]:
+        lo, hi = quantile_ci(self._latencies(), q)
+        return 1e3 * lo, 1e3 * hi
 
     @classmethod
     def merge(cls, measurements: list[Measurement]) -> Measurement:
@@ -61,14 +103,23 @@ class Measurement:
             tuple(t for m in measurements for t in m.iteration_times),
         )
 
-    def summary(self) -> dict[str, float]:
-        return {
+    def summary(self, percentile: float = 95) -> dict[str, float]:
+        """The figures a trial stores: median throughput with its IQR and 95% interval,
+        latency p50, p95 and `percentile` (the study's), with the latter's interval."""
+        lo, hi = self.throughput_ci
+        out = {
             "throughput_samples_per_s": self.throughput,
             "throughput_iqr": self.throughput_iqr,
-            "latency_ms_p50": self.latency_ms(0.5),
-            "latency_ms_p95": self.latency_ms(0.95),
+            "throughput_ci_lo": lo,
+            "throughput_ci_hi": hi,
             "noisy": float(self.noisy),
+            "iterations": float(len(self.iteration_times) or len(self.block_times)),
         }
+        for p in sorted({50.0, 95.0, float(percentile)}):
+            out[percentile_key(p)] = self.latency_ms(p / 100)
+        key = percentile_key(percentile)
+        out[f"{key}_ci_lo"], out[f"{key}_ci_hi"] = self.latency_ci_ms(percentile / 100)
+        return out
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

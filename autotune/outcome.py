@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from autotune.objective import Objective
 from autotune.records import (
     TrialRecord,
     named_constraints,
@@ -45,6 +46,7 @@ class Scoring:
     min_agreement: float | None = None
     reference_metric: float | None = None
     metric: dict[str, Any] = field(default_factory=dict)  # `StudyRecord.metric`
+    objective: Objective = field(default_factory=Objective)  # and the latency budget
 
     def nan_drop(self) -> float:
         """The drop of garbage outputs: a points metric (top-1, agreement) loses all of
@@ -60,7 +62,17 @@ class Scoring:
             # Top-1 accuracy can hide flipped predictions that cancel out; agreement cannot.
             agreement = 100.0 * (metrics.get("agreement") or 0.0)
             out["agreement"] = self.min_agreement - agreement
+        latency = self.objective.latency_excess(metrics)
+        if latency is not None:
+            out["latency"] = latency
         return out
+
+    def values(self, metrics: dict[str, Any]) -> list[float]:
+        """The trial's two Optuna objectives: the study's objective, and the metric drop."""
+        value = self.objective.value(metrics)
+        if value is None:  # e.g. no latency figure: the worst value
+            value = 0.0 if self.objective.direction == "maximize" else math.inf
+        return [value, metrics["metric_drop"]]
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult, scoring: Scoring) -> None:
@@ -77,7 +89,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult, scoring:
         metrics["metric_drop"] = scoring.nan_drop()
         write_trial(trial, metrics=finite(metrics))
     set_constraints(trial, scoring.constraints(metrics))
-    study.tell(trial, [metrics["throughput_samples_per_s"], metrics["metric_drop"]])
+    study.tell(trial, scoring.values(metrics))
 
 
 def tell_unmeasured(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from autotune import records_legacy
+from autotune.objective import Objective
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -139,8 +140,14 @@ class StudyRecord:
         return drop_label(self.metric)
 
     @property
+    def objective(self) -> Objective:
+        """What the study optimizes, and its latency budget (`autotune.objective`)."""
+        return Objective.of(self.options)
+
+    @property
     def feasible_text(self) -> str:
-        return feasible_text(self.metric, self.metric_limit)
+        budget = self.objective.budget_text
+        return feasible_text(self.metric, self.metric_limit) + (f", {budget}" if budget else "")
 
     @property
     def made_by_tuner(self) -> bool:
@@ -184,9 +191,9 @@ def drop_label(metric: dict[str, Any]) -> str:
     return f"{name} drop [{unit + ' ' if unit else ''}vs fp32]"
 
 
-def metric_names(metric: dict[str, Any]) -> list[str]:
+def metric_names(metric: dict[str, Any], objective: Objective | None = None) -> list[str]:
     """The objectives' names (Optuna's metric names: optuna-dashboard shows them)."""
-    return ["throughput [samples/s]", drop_label(metric)]
+    return [(objective or Objective()).name, drop_label(metric)]
 
 
 def read_study(study: optuna.Study) -> StudyRecord | None:

@@ -15,7 +15,7 @@ from typing import Any
 _TOP_LEVEL_OPTIONS = ("model", "backend", "max_accuracy_drop", "min_agreement")
 # Export schemas 1-2 called the backend's knobs "backend_options" (schema 3: "knobs"); 1-3
 # knew top-1 only (schema 4: the study's metric).
-OLD_EXPORT_SCHEMAS = (1, 2, 3)
+OLD_EXPORT_SCHEMAS = (1, 2, 3, 4)
 TOP1 = {"name": "top-1 accuracy", "unit": "points", "higher_is_better": True}
 
 

@@ -45,8 +45,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from autotune.defaults import SAMPLERS
+from autotune.objective import Objective
 from autotune.pruning import oom_bound
-from autotune.records import TrialRecord, retried_numbers, trial_status
+from autotune.records import TrialRecord, named_constraints, retried_numbers, trial_status
 from autotune.wire import Status
 from search_spaces import (
     ACTIVATION_DTYPE,
@@ -79,6 +80,7 @@ class Observed:
     oom: bool = False
     finished: bool = True
     speed: float | None = None
+    over_budget: bool = False  # its latency broke the study's budget (`autotune.objective`)
 
 
 FRONT = 0.5  # configs within this share of the best throughput are bases for moves
@@ -90,11 +92,18 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
     """The params of the next trial, or None when no untried move of a measured config is
     worth running (see the module docstring)."""
     tried = [h.params for h in history]
-    ooms = [h.params for h in history if h.oom]
+    # Memory use and a config's latency both grow with the batch size: nothing at or above a
+    # batch that ran out of memory or broke the latency budget is tried for that config.
+    ooms = [h.params for h in history if h.oom or h.over_budget]
     scored = sorted((h for h in history if h.score is not None), key=lambda h: -h.score)
     if not scored:  # nothing feasible yet: the start, then its moves
         start = _start(space)
-        for candidate in [start, *_moves(space, start)]:
+        # Over a latency budget: smaller batches of what broke it come first.
+        over = sorted((h.params for h in history if h.over_budget), key=lambda p: p[BATCH])
+        smaller = [{**p, BATCH: p[BATCH] - step} for p in over for step in (2, 1)]
+        lowest = min(_batch_exponents(space))
+        smaller = [p for p in smaller if p[BATCH] >= lowest]
+        for candidate in [*smaller, start, *_moves(space, start)]:
             if candidate not in tried and not any(oom_bound(candidate, o, BATCH) for o in ooms):
                 return candidate
         return None
@@ -176,13 +185,18 @@ def _start(space: SearchSpace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for d in space.dimensions:
         if d.name == BATCH_SIZE:
-            exps = [int(math.log2(b)) for b in d.choices]
+            exps = _batch_exponents(space)
             params[BATCH] = exps[len(exps) // 2]
         elif d.name == LEVEL:
             params[d.name] = d.choices[-1]
         else:
             params[d.name] = d.choices[0]
     return _uniform(space, params)
+
+
+def _batch_exponents(space: SearchSpace) -> list[int]:
+    (batch,) = (d for d in space.dimensions if d.name == BATCH_SIZE)
+    return [int(math.log2(b)) for b in batch.choices]
 
 
 def _uniform(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +212,7 @@ def _moves(
     space: SearchSpace, inc: dict[str, Any], per_layer: bool = True
 ) -> Iterator[dict[str, Any]]:
     dims = {d.name: d for d in space.dimensions}
-    exps = [int(math.log2(b)) for b in dims[BATCH_SIZE].choices]
+    exps = _batch_exponents(space)
     lo, hi = exps[0], exps[-1]
 
     def batch(step: int) -> Iterator[dict[str, Any]]:
@@ -225,26 +239,60 @@ def _moves(
         yield from flips(d.name)
 
 
-def observe(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Observed]:
-    """Observed records from stored trials (feasible = every constraint <= 0)."""
+def observe(
+    trials: Sequence[optuna.trial.FrozenTrial], objective: Objective | None = None
+) -> list[Observed]:
+    """Observed records from stored trials (feasible = every constraint <= 0), scored by
+    the study's objective (`Objective.score`: higher is better for either)."""
+    objective = objective or Objective()
     running = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     retried = retried_numbers(trials)
     out = []
     for t in trials:
         if not t.params and t.state not in running:
             continue
+        metrics = TrialRecord.of(t).metrics or {}
         score = None
+        named = named_constraints(t)
         if t.state == optuna.trial.TrialState.COMPLETE and t.values:
             constraints = list(t.constraints.values())
-            if constraints and all(c <= 0 for c in constraints) and math.isfinite(t.values[0]):
-                score = t.values[0]
+            if constraints and all(c <= 0 for c in constraints):
+                score = objective.score(metrics) if metrics else _value_score(t, objective)
         status = trial_status(t, retried)
         speed = None
         if status == Status.SLOW:  # stopped after warm-up: how fast it was by then
-            speed = (TrialRecord.of(t).metrics or {}).get("throughput_samples_per_s")
+            speed = objective.score(metrics)
+        over = named.get("latency", 0) > 0 or (
+            status == Status.SLOW and (objective.latency_excess(metrics) or 0) > 0
+        )
         oom = status == Status.OOM
-        out.append(Observed(dict(t.params), score, oom, t.state not in running, speed))
+        out.append(Observed(dict(t.params), score, oom, t.state not in running, speed, over))
     return out
+
+
+def _value_score(t: optuna.trial.FrozenTrial, objective: Objective) -> float | None:
+    # A trial written without a record (another tool): its first objective value.
+    v = t.values[0]
+    if not math.isfinite(v) or v <= 0:
+        return None
+    return v if objective.direction == "maximize" else 1e3 / v
+
+
+# What the strategy has left (`search_state`).
+OPEN, WAIT, DONE = "open", "wait", "done"
+
+
+def search_state(
+    space: SearchSpace, trials: Sequence[optuna.trial.FrozenTrial], objective: Objective
+) -> str:
+    """OPEN while the strategy has a move worth running (or nothing feasible is known yet:
+    the fallback samples); WAIT while it has none but trials still run, whose results may
+    open new moves; DONE when nothing untried is worth compiling. The study then spends
+    what is left of its budget deciding the pick, not repeating configs."""
+    history = observe(trials, objective)
+    if not any(h.score is not None for h in history) or plan_next(space, history) is not None:
+        return OPEN
+    return WAIT if any(not h.finished for h in history) else DONE
 
 
 class AutotuneSampler(optuna.samplers.BaseSampler):
@@ -255,8 +303,11 @@ class AutotuneSampler(optuna.samplers.BaseSampler):
     tuner without a run). Only while nothing feasible is known and the start's moves are
     used up (every one failed or infeasible) do trials come from the fallback TPE sampler."""
 
-    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int | None = None, objective: Objective | None = None
+    ) -> None:
         self._space = space
+        self._objective = objective or Objective()
         self._fallback = optuna.samplers.TPESampler(seed=seed, multivariate=True)
         self._plans: dict[int, dict[str, Any] | None] = {}
 
@@ -265,7 +316,7 @@ class AutotuneSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-        history = observe(others)
+        history = observe(others, self._objective)
         plan = plan_next(self._space, history)
         scored = [h for h in history if h.score is not None]
         if plan is None and scored:
@@ -315,10 +366,12 @@ class AutotuneSampler(optuna.samplers.BaseSampler):
         self._fallback.after_trial(study, trial, state, values)
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, space: SearchSpace, seed: int | None, objective: Objective | None = None
+) -> optuna.samplers.BaseSampler:
     """`--sampler`: autotune (the strategy above), tpe (plain TPE), random."""
     if name == "autotune":
-        return AutotuneSampler(space, seed)
+        return AutotuneSampler(space, seed, objective)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == "random":

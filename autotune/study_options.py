@@ -119,6 +119,28 @@ class StudyOptions:
         type=float,
         identity=True,
     )
+    max_latency_ms: float | None = option(
+        None,
+        help="feasible = per-batch latency (input to device, model, output to host) at "
+        "--latency-percentile within this many ms",
+        metavar="MS",
+        type=float,
+        identity=True,
+    )
+    latency_percentile: float = option(
+        defaults.LATENCY_PERCENTILE,
+        help="the latency percentile --max-latency-ms and --objective latency use (default "
+        f"{defaults.LATENCY_PERCENTILE:g}); timing goes on until 10 iterations lie beyond it",
+        metavar="P",
+        identity=True,
+    )
+    objective: str = option(
+        defaults.OBJECTIVE,
+        help="maximize throughput (default) or minimize the latency percentile (online "
+        "serving), under the constraints",
+        choices=("throughput", "latency"),
+        identity=True,
+    )
     min_agreement: float | None = option(
         None,
         help="also require this share of top-1 predictions equal to fp32's (e.g. 99.9)",

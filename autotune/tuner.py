@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.analysis import (
     best_feasible,
     confirmation_candidates,
+    decide,
     remeasurement_entry,
     trial_rows,
 )
@@ -35,6 +36,7 @@ from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.ledger import Ledger, trials_in_budget
 from autotune.liveness import Heartbeat, check_heartbeat
+from autotune.objective import Objective
 from autotune.outcome import Scoring, tell, tell_copy
 from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
 from autotune.records import TrialRecord, add_confirmation, metric_names, write_trial
@@ -45,9 +47,12 @@ from autotune.wire import Status, TrialConfig, TrialResult
 from studies import get_study
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
 
-# Winner selection re-measures at most this many times --confirm trials in all.
+# Winner selection re-measures at least this many times --confirm trials in all (more where
+# the search left budget unused).
 CONFIRM_CAP_FACTOR = 2
 
 
@@ -55,10 +60,16 @@ class Tuner:
     """One tuner process of a study: `run` runs `opts.jobs` slots (or one per device) until
     the study's budget is used up, by this process and any others sharing the study."""
 
-    def __init__(self, opts: StudyOptions, *, join_existing: bool = False) -> None:
+    def __init__(
+        self,
+        opts: StudyOptions,
+        *,
+        join_existing: bool = False,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         import optuna
 
-        from autotune.sampler import make_sampler
+        from autotune.sampler import make_sampler, search_state
 
         if opts.trials < 1:
             raise UsageError(f"--trials must be at least 1, not {opts.trials}")
@@ -66,7 +77,11 @@ class Tuner:
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
         check_heartbeat(opts.heartbeat)
+        check_latency_options(opts)
         self.opts = opts
+        self.say = say or (lambda line: None)  # a line of talk during the study
+        self.objective = Objective(opts.objective, opts.latency_percentile, opts.max_latency_ms)
+        self.conclusion: str | None = None  # how the pick was decided, once it was
         self.backend = get_backend(opts.backend)
         if opts.devices and not self.backend.visible_devices_env:
             raise UsageError(f"backend {opts.backend} has no device selection (--devices)")
@@ -96,13 +111,13 @@ class Tuner:
             self.study = optuna.create_study(
                 study_name=opts.name,
                 storage=self.storage,
-                directions=["maximize", "minimize"],
+                directions=[self.objective.direction, "minimize"],
                 load_if_exists=True,
             )
             # Shown by optuna-dashboard and plots.
-            self.study.set_metric_names(metric_names(self.metric))
+            self.study.set_metric_names(metric_names(self.metric, self.objective))
         # The sampler is per process; its seed only makes a single-process study repeatable.
-        self.study.sampler = make_sampler(opts.sampler, self.space, opts.seed)
+        self.study.sampler = make_sampler(opts.sampler, self.space, opts.seed, self.objective)
         self._joined = join_existing
         self.record = open_record(
             self.study, self.space, self.backend, opts, self.runner, self.model, self.metric
@@ -113,6 +128,11 @@ class Tuner:
             heartbeat_s=opts.heartbeat,
             threads=self.slot_threads,
             jobs=opts.jobs,
+            # autotune's strategy says when nothing is left worth compiling; Optuna's always
+            # propose something (repeats are recorded as copies).
+            search=partial(search_state, self.space, objective=self.objective)
+            if opts.sampler == "autotune"
+            else None,
         )
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
@@ -174,29 +194,52 @@ class Tuner:
             self._confirm(ref)
 
     def _confirm(self, ref: Reference) -> None:
-        """Re-measure until the pick is a re-measured trial: first the `confirm` best first
-        measurements, then the top by pooled figure while it is unconfirmed (see
-        `confirmation_candidates`), at most CONFIRM_CAP_FACTOR * `confirm` re-measurements.
-        At the cap the pick is the best re-measured trial. Each re-measurement's raw block
-        times go to the study metadata at once (the pick pools them; Ctrl-C keeps them).
-        Done by the process that created the study, after the budget."""
-        for _ in range(CONFIRM_CAP_FACTOR * self.opts.confirm):
+        """Decide the pick by re-measuring, interleaved, in rounds: first the `confirm`
+        best first measurements, then any unconfirmed trial that may be better than the
+        leader, then the leader and the configs still tied within noise of it
+        (`confirmation_candidates`), until none is left or the allowance is spent: the
+        budget the search left unused, and at least CONFIRM_CAP_FACTOR * `confirm`. Each
+        re-measurement's raw block times go to the study metadata at once (the pick pools
+        them; Ctrl-C keeps them). Done by the process that created the study, after the
+        search; ends with one line saying how the pick stands (`conclusion`)."""
+        if self.opts.confirm < 1:
+            return
+        spare = max(0, self.budget - self.budget_used())
+        allowance = max(CONFIRM_CAP_FACTOR * self.opts.confirm, spare)
+        made = 0
+        todo = confirmation_candidates(trial_rows(self.study), self.opts.confirm)
+        while todo and made < allowance and not self._stop.is_set():
+            for row in todo[: allowance - made]:
+                if not self._remeasure(row.number, TrialConfig.from_dict(row.config), ref):
+                    return  # interrupted
+                made += 1
             todo = confirmation_candidates(trial_rows(self.study), self.opts.confirm)
-            if not todo or self._stop.is_set():
-                return
-            row = todo[0]
-            # Timing only: the trial's accuracy stands (same config, same weights), and the
-            # full-set evaluation would cost as much as the timing.
-            config = TrialConfig.from_dict(row.config)
-            job = replace(trial_job(self.opts, config, ref), eval_limit=1)
-            result = run_job(job, self.runner, cancel=self._stop)
-            if result.status is Status.INTERRUPTED:
-                return
-            if result.ok and result.block_times:
-                entry = remeasurement_entry(result.block_times, result.iters_per_block)
-            else:  # recorded, so it is not tried again
-                entry = {"status": str(result.status), "message": result.message[:200]}
-            add_confirmation(self.study, row.number, entry)
+        decision = decide(trial_rows(self.study))
+        if decision is None or self._stop.is_set():
+            return
+        used = self.budget_used()
+        settled = "converged" if not todo else "not converged (re-measurements used up)"
+        trials = f"{used} of {self.budget} trials" if used < self.budget else f"{used} trials"
+        self.conclusion = f"{settled} after {trials} and {made} re-measurements: " + (
+            decision.summary()
+        )
+
+    def _remeasure(self, number: int, config: TrialConfig, ref: Reference) -> bool:
+        """Re-measure trial `number`'s config (timing only: its accuracy stands, same config
+        and weights, and a full evaluation would cost as much as the timing) and store it.
+        False when interrupted."""
+        job = replace(trial_job(self.opts, config, ref), eval_limit=1)
+        result = run_job(job, self.runner, cancel=self._stop)
+        if result.status is Status.INTERRUPTED:
+            return False
+        if result.ok and result.block_times:
+            entry = remeasurement_entry(result.block_times, result.iters_per_block, result.metrics)
+            if result.message:
+                self.say(f"re-measuring trial {number}: {result.message}")
+        else:  # recorded, so it is not tried again
+            entry = {"status": str(result.status), "message": result.message[:200]}
+        add_confirmation(self.study, number, entry)
+        return True
 
     def _slot_loop(self, device: str | None, ref: Reference, done: threading.Event) -> None:
         import optuna
@@ -242,6 +285,8 @@ class Tuner:
                 return
             if self._tell_result(trial, result):
                 self._advance()
+        if result.ok and result.message:  # e.g. timed again on a busy machine
+            self.say(f"trial {trial.number}: {result.message}")
 
     def _tell_result(self, trial: optuna.Trial, result: TrialResult) -> bool:
         """Store the result and finish the trial (`autotune.outcome.tell`); False, and
@@ -251,6 +296,7 @@ class Tuner:
             self.opts.min_agreement,
             self.record.reference_metric,
             self.record.metric,
+            self.objective,
         )
         return self.ledger.tell_if_ours(trial, partial(tell, self.study, trial, result, scoring))
 
@@ -259,7 +305,11 @@ class Tuner:
     ) -> TrialResult:
         job = replace(
             trial_job(self.opts, config, ref),
-            stop_below=stop_below(self.study, self.opts.stop_slower),
+            # Stopping slow trials is a throughput rule: under --objective latency a
+            # low-throughput config (batch 1) is often the one wanted.
+            stop_below=stop_below(self.study, self.opts.stop_slower)
+            if self.objective.kind == "throughput"
+            else None,
         )
         result = run_job(job, runner, cancel=self._stop)
         retry = self.backend.retry_config(config, result)
@@ -279,9 +329,24 @@ class Tuner:
         self._bar.update(1)
         best = best_feasible(trial_rows(self.study))
         if best is not None:
-            self._bar.set_postfix_str(
-                f"best feasible {best.throughput:,.0f} samples/s (#{best.number})"
+            shown = (
+                f"{best.throughput:,.0f} samples/s"
+                if self.objective.kind == "throughput"
+                else f"p{self.objective.percentile:g} {best.figure:.3g} ms"
             )
+            self._bar.set_postfix_str(f"best feasible {shown} (#{best.number})")
+
+
+def check_latency_options(opts: StudyOptions) -> None:
+    """--max-latency-ms and --latency-percentile: one line for a value that means nothing."""
+    import math
+
+    budget = opts.max_latency_ms
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UsageError(f"--max-latency-ms must be a positive number of ms, not {budget:g}")
+    p = opts.latency_percentile
+    if not (math.isfinite(p) and 0 < p < 100):
+        raise UsageError(f"--latency-percentile must be between 0 and 100, not {p:g}")
 
 
 def _progress(total: int, done: int, enabled: bool) -> Any:

@@ -10,6 +10,7 @@ is within `max_slowdown` of the exported figure.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from autotune import defaults, records_legacy
 from autotune.errors import UsageError
 from autotune.export import PROTOCOL, check_schema, load_config
+from autotune.measure import percentile_key
 from autotune.records import drop_label
 from autotune.tables import config_label, format_table, num
 from autotune.wire import TrialResult
@@ -104,6 +106,11 @@ class VerifyReport:
             "export_max": max(measured) / base,
         }
 
+    def constraint_latency_ms(self) -> float | None:
+        """The study's latency budget, replayed as its trials were measured (schema 5)."""
+        budget = self.protocol.get("max_latency_ms")
+        return float(budget) if isinstance(budget, int | float) else None
+
     def worst(self, key: str, highest: bool) -> float | None:
         values = [r[key] for r in self.ok_rounds if r.get(key) is not None]
         if not values:
@@ -135,6 +142,15 @@ class VerifyReport:
                 return (
                     f"agreement with fp32 {agreement:.3f}% here, under the "
                     f"{self.min_agreement_percent:g}% required"
+                )
+        budget = self.constraint_latency_ms()
+        if budget is not None:
+            latency = statistics.median(r.get("latency_ms") or math.inf for r in self.ok_rounds)
+            if latency > budget * (1 + self.max_slowdown):
+                return (
+                    f"p{self.protocol.get('latency_percentile', 95):g} latency {latency:.3g} ms "
+                    f"per batch here (median of {len(self.rounds)} rounds), over the budget of "
+                    f"{budget:g} ms by more than the {self.max_slowdown:.0%} allowed"
                 )
         ratio = self.ratios()
         assert ratio is not None  # every round measured
@@ -255,7 +271,7 @@ def verify(
         config=config.to_dict(),
         provenance=data.get("provenance", {}),
         protocol=protocol,
-        rounds=[_round(r) for r in results],
+        rounds=[_round(r, opts.latency_percentile) for r in results],
         exported=exported,
         max_slowdown=max_slowdown,
         max_metric_drop=float(limit),
@@ -266,13 +282,14 @@ def verify(
     )
 
 
-def _round(result: TrialResult) -> dict[str, Any]:
+def _round(result: TrialResult, percentile: float) -> dict[str, Any]:
     m = result.metrics
     return {
         "status": str(result.status),
         "message": result.message,
         "throughput_samples_per_s": m.get("throughput_samples_per_s"),
         "throughput_iqr": m.get("throughput_iqr"),
+        "latency_ms": m.get(percentile_key(percentile)),  # the study's percentile
         **{k: m.get(k) for k in ACCURACY_KEYS},
     }
 

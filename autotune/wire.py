@@ -103,6 +103,12 @@ class TrialJob:
     # Stop after warm-up, neither timed nor evaluated, below this many samples/s
     # (`autotune.pruning.stop_below`).
     stop_below: float | None = None
+    # The latency percentile the study constrains or minimizes, its budget (a trial clearly
+    # over it stops after warm-up) and the timed iterations that percentile needs
+    # (`autotune.measure.min_iterations`; 0: the throughput rule alone).
+    latency_percentile: float = defaults.LATENCY_PERCENTILE
+    latency_budget_ms: float | None = None
+    min_iterations: int = 0
     reference_path: str | None = None
     reference_metric: float | None = None
     eval_limit: int | None = None

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.files",
         "autotune.wire",
         "autotune.measure",
+        "autotune.objective",
         "autotune.numerics",
         "autotune.host",
         "autotune.pytree",

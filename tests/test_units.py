@@ -207,7 +207,9 @@ def test_pareto_front_and_pick(tmp_path):
     # (300, 0.1) dominates (300, 0.2) and (250, 0.4); (100, 0) dominates (50, 0).
     assert [r.number for r in front] == [4, 2, 0]
     best = best_feasible(rows)
-    assert best.number == 2  # 300/s ties; the smaller drop wins; 900/s is infeasible
+    # 300/s twice: tied (no blocks stored: the intervals are the figures), so the tie-break
+    # picks the smaller batch (trial 1, batch 2) over the smaller drop; 900/s is infeasible.
+    assert best.number == 1
     assert [r.feasible for r in rows[:6]] == [True, True, True, True, False, True]
 
 
@@ -216,8 +218,9 @@ def approx(expected):
     return pytest.approx(expected, rel=1e-5)
 
 
-def remeasured(throughput: float, batch_size: int, blocks: int = 5) -> dict:
-    """A stored re-measurement: `blocks` blocks of 2 iterations, all at `throughput`."""
+def remeasured(throughput: float, batch_size: int, blocks: int = 20) -> dict:
+    """A stored re-measurement: `blocks` blocks of 2 iterations, all at `throughput` (enough
+    blocks that the 95% interval of the pooled median excludes the trial's one first block)."""
     return remeasurement_entry([2 * batch_size / throughput] * blocks, 2)
 
 
@@ -232,7 +235,7 @@ def test_pick_is_always_a_remeasured_trial(tmp_path):
 
     rows = trial_rows(study)
     assert [r.number for r in confirmation_candidates(rows, 3)] == [2, 1, 3]  # top 3 first
-    assert best_feasible(rows).number == 2 and not best_feasible(rows).confirmed
+    assert best_feasible(rows).number == 1 and not best_feasible(rows).confirmed  # tie-break
     assert confirmation_candidates(rows, 0) == []  # --confirm 0: no re-measurement
 
     # All three re-measure below trial 0's single 100/s. Blocks pool: trial 2's one 300/s
@@ -241,9 +244,10 @@ def test_pick_is_always_a_remeasured_trial(tmp_path):
     rows = confirm(entries)
     assert rows[2].confirmed_throughput == approx(20.0)
     assert rows[2].confirmations == approx((20.0,))
-    # The pick stays a re-measured trial (trial 3, 40/s), and trial 0 is re-measured next.
+    # The pick stays a re-measured trial (trial 3, 40/s); trials 0 and 5, whose single
+    # first measurements (100/s, 50/s) are above it, are re-measured next, in one round.
     assert best_feasible(rows).number == 3
-    assert [r.number for r in confirmation_candidates(rows, 3)] == [0]
+    assert [r.number for r in confirmation_candidates(rows, 3)] == [0, 5]
 
     # Trial 0's re-measurement fails: it is not tried again and cannot win; next is 5 (50/s).
     rows = confirm({**entries, 0: [{"status": "timeout", "message": "slow"}]})
@@ -286,9 +290,13 @@ def test_remeasurements_pool_with_the_trials_own_blocks(tmp_path):
     assert stored == {"iters_per_block": 2, "block_times": [0.025, 0.025]}
 
 
+# As POINTS, without the tie at 300/s: trial 2 is the pick.
+DISTINCT = [(100.0, 0.0), (290.0, 0.2), (300.0, 0.1), (250.0, 0.4), (900.0, 2.0), (50.0, 0.0)]
+
+
 def test_export_schema(tmp_path):
-    d = export_dict(make_study(tmp_path, POINTS))
-    assert d["schema"] == 4 and "knobs" in d and d["model"] == "mnist" and d["backend"] == "cpu"
+    d = export_dict(make_study(tmp_path, DISTINCT))
+    assert d["schema"] == 5 and "knobs" in d and d["model"] == "mnist" and d["backend"] == "cpu"
     assert d["batch_size"] == 4 and d["optimization_level"] == 0 and d["enable_trace"] is False
     assert d["metrics"]["throughput_samples_per_s"] == 300.0
     assert d["metrics"]["metric_drop"] == 0.1
@@ -317,7 +325,18 @@ def test_export_schema(tmp_path):
         "eval_limit",
         "memory_limit_bytes",
         "timeout_s",
+        "latency_percentile",
+        "max_latency_ms",
+        "objective",
     }
+    # Schema 5: the objective, the budget (none here), and how the pick was decided: trial 2
+    # at 300/s is ahead of the next (trial 1, 290/s), their single figures not overlapping.
+    assert d["objective"]["kind"] == "throughput"
+    assert d["constraint"]["max_latency_ms"] is None
+    assert d["constraint"]["latency_percentile"] == 95
+    assert d["decision"]["separated"] and d["decision"]["tied_with"] == []
+    assert d["decision"]["runner_up"]["trial"] == 1
+    assert d["metrics"]["throughput_ci_95"] == [300.0, 300.0]
     assert d["compile_options"] == {}  # level 0: eager, nothing passed to torch.compile
     assert load_config(d) == cfg(batch_size=4)
 
@@ -328,7 +347,7 @@ def test_export_without_feasible_trial(tmp_path):
 
 
 def test_plot_data(tmp_path):
-    rows = trial_rows(make_study(tmp_path, POINTS))
+    rows = trial_rows(make_study(tmp_path, DISTINCT))
     data = pareto_plot_data(
         rows, model="mnist", backend="cpu", device="test cpu", max_metric_drop=MAX_DROP
     )

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from autotune import pytree
 from autotune.child.batches import eval_outputs, eval_set, host_batch, to_device, to_host
 from autotune.child.environment import environment
+from autotune.child.load import BUSY_CORES, LoadProbe
 from autotune.child.metrics import MetricError, score
-from autotune.measure import Measurement
+from autotune.measure import Measurement, percentile_key
 from autotune.wire import Status, TrialJob, TrialResult
 
 if TYPE_CHECKING:
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
     from studies import Study
 
 STABLE_IQR_RATIO = 0.03  # blocks agreeing this well end the timing early
+# Timing for a latency percentile's iterations goes on at most this many --measure-seconds.
+LATENCY_TIME_CAP = 5
+# A trial whose settled warm-up latency is this far over the budget stops there: its
+# percentile can only be higher than the median.
+OVER_BUDGET = 1.25
+BUSY_RETRIES = 2  # timings repeated when other processes used the CPU meanwhile
+BUSY_PAUSE_S = 0.5
 
 
 def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
@@ -51,20 +59,24 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         backend.synchronize()
         timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
         timings["warmup_s"] = sum(warmup[1:])
-        settled = cfg.batch_size / statistics.median(warmup[1:][-5:] or warmup)
-        # Clearly losing: the rule and its threshold are the tuner's (autotune.pruning).
-        if job.stop_below is not None and settled < job.stop_below:
+        settled_s = statistics.median(warmup[1:][-5:] or warmup)
+        settled = cfg.batch_size / settled_s
+        stopped = _stopped_after_warmup(job, settled, 1e3 * settled_s)
+        if stopped is not None:
             return TrialResult(
                 status=Status.SLOW,
-                message=f"stopped after warm-up: {settled:,.0f} samples/s, under "
-                f"{job.stop_below:,.0f} (a fraction of the best so far)",
-                metrics={"throughput_samples_per_s": settled, "batch_size": cfg.batch_size},
+                message=stopped,
+                metrics={
+                    "throughput_samples_per_s": settled,
+                    percentile_key(job.latency_percentile): 1e3 * settled_s,
+                    "batch_size": cfg.batch_size,
+                },
                 timings=timings,
                 environment=environment(backend),
             )
 
         start = time.perf_counter()
-        measurement = _measure(step, backend, job, per_iter_estimate=warmup[-1])
+        measurement, load, timings_made = _measure_quietly(step, backend, job, warmup[-1])
         timings["measure_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -72,9 +84,21 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         outputs = eval_outputs(run, backend, study, inputs, cfg)
         timings["eval_s"] = time.perf_counter() - start
 
-    metrics: dict[str, Any] = {**measurement.summary(), "batch_size": cfg.batch_size}
+    metrics: dict[str, Any] = {
+        **measurement.summary(job.latency_percentile),
+        "batch_size": cfg.batch_size,
+    }
+    message = ""
+    if load is not None:
+        metrics["host_load_cores"] = load
+        if timings_made > 1:
+            message = (
+                f"busy machine: other processes used {load:.2f} cores while timing; "
+                f"timed {timings_made} times"
+            )
     result = TrialResult(
         status=Status.OK,
+        message=message,
         metrics=metrics,
         timings=timings,
         block_times=list(measurement.block_times),
@@ -102,17 +126,62 @@ def _timed(step: Any) -> float:
     return time.perf_counter() - start
 
 
+def _stopped_after_warmup(job: TrialJob, throughput: float, latency_ms: float) -> str | None:
+    """Why a trial stops after warm-up, neither timed nor evaluated: clearly losing (the
+    rule and its threshold are the tuner's, `autotune.pruning`), or clearly over the latency
+    budget (its settled median latency already is, by OVER_BUDGET)."""
+    if job.stop_below is not None and throughput < job.stop_below:
+        return (
+            f"stopped after warm-up: {throughput:,.0f} samples/s, under "
+            f"{job.stop_below:,.0f} (a fraction of the best so far)"
+        )
+    budget = job.latency_budget_ms
+    if budget is not None and latency_ms > OVER_BUDGET * budget:
+        return (
+            f"stopped after warm-up: {latency_ms:.3g} ms per batch, over the latency budget "
+            f"of {budget:g} ms"
+        )
+    return None
+
+
+def _measure_quietly(
+    step: Any, backend: Backend, job: TrialJob, per_iter_estimate: float
+) -> tuple[Measurement, float | None, int]:
+    """`_measure`, repeated (at most BUSY_RETRIES more times, after a pause) while other
+    processes used more than BUSY_CORES of the CPU meanwhile: a busy machine distorts the
+    figure by up to 4x. The least disturbed timing, what others used during it, and how
+    many timings were made."""
+    best: tuple[Measurement, float | None] | None = None
+    for attempt in range(1 + BUSY_RETRIES):
+        if attempt:
+            time.sleep(BUSY_PAUSE_S * attempt)
+        probe = LoadProbe.start()
+        measurement = _measure(step, backend, job, per_iter_estimate)
+        load = probe.others_cores()
+        if best is None or (load is not None and best[1] is not None and load < best[1]):
+            best = (measurement, load)
+        if load is None or load <= BUSY_CORES:
+            break
+    assert best is not None
+    return best[0], best[1], attempt + 1
+
+
 def _measure(step: Any, backend: Backend, job: TrialJob, per_iter_estimate: float) -> Measurement:
     """Time blocks of iterations (sync at block ends), as torch.utils.benchmark's
     adaptive_autorange does: stop once `min_blocks` blocks agree (IQR/median of block
-    throughput under STABLE_IQR_RATIO), else go on up to `measure_seconds`."""
+    throughput under STABLE_IQR_RATIO), else go on up to `measure_seconds`. Where the study
+    constrains a latency percentile, timing also goes on until `min_iterations` iterations
+    were timed (at most LATENCY_TIME_CAP x `measure_seconds`)."""
     target_block = job.measure_seconds / (4 * job.min_blocks)
     iters = max(1, round(target_block / max(per_iter_estimate, 1e-6)))
     blocks: list[float] = []
     iterations: list[float] = []
     spent = 0.0
-    while len(blocks) < job.min_blocks or (
-        spent < job.measure_seconds and not _stable(blocks, iters, job.config.batch_size)
+    cap = LATENCY_TIME_CAP * job.measure_seconds
+    while (
+        len(blocks) < job.min_blocks
+        or (spent < job.measure_seconds and not _stable(blocks, iters, job.config.batch_size))
+        or (len(iterations) < job.min_iterations and spent < cap)
     ):
         block_start = time.perf_counter()
         last = block_start

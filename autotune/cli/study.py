@@ -58,7 +58,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         "space": load_space_file(args.space) if args.space else None,
     }
     opts = StudyOptions(**options_given(args, STUDY) | converted | host_options(args))
-    tuner = Tuner(opts)
+    tuner = Tuner(opts, say=_say_beside_bar)
     space = tuner.space
     output.tell(f"model {opts.model}: {tuner.model.summary()}")
     if not tuner.model.labels and get_study(opts.model).metric is None:
@@ -82,12 +82,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     record = read_study(load_study(args.storage, args.study_name))
     if record is None or not record.made_by_tuner:
         raise UsageError(f"study {args.study_name!r} was not created by autotune study")
-    tuner = Tuner(StudyOptions.from_study(record, **host), join_existing=True)
+    tuner = Tuner(StudyOptions.from_study(record, **host), join_existing=True, say=_say_beside_bar)
     output.tell(
         f"joined study {args.study_name!r}: budget {tuner.budget} trials, "
         f"{tuner.budget_used()} done"
     )
     return _run_and_summarise(tuner, args.format)
+
+
+def _say_beside_bar(line: str) -> None:
+    """A line of talk while the progress bar runs: above it, not through it."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(f"autotune: {line}", file=sys.stderr)
 
 
 def _run_and_summarise(tuner: Any, fmt: str) -> int:
@@ -99,6 +108,13 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
     for line in said:
         output.say(line)
     tuner.run()
+    if tuner.ledger.search_done:
+        output.say(
+            f"the search had nothing left worth compiling after {tuner.budget_used()} of "
+            f"{tuner.budget} trials; the rest of the budget went to deciding the pick"
+        )
+    if tuner.conclusion:
+        output.say(tuner.conclusion)
     late = tuner.machine_warning()  # another host may have joined meanwhile
     if late is not None and late not in said:
         output.say(late)

@@ -227,9 +227,11 @@ def _feasible(rows: list[TrialRow]) -> list[TrialRow]:
 
 
 # Tied configs whose figures are this close after TIE_MEASUREMENTS measurements each are
-# equivalent for any purpose: re-measuring them further would not change the pick.
+# equivalent for any purpose: re-measuring them further would not change the pick. After
+# TIE_MAX_MEASUREMENTS each, configs still within noise are tied at the machine's noise.
 TIE_MARGIN = 0.03
 TIE_MEASUREMENTS = 3
+TIE_MAX_MEASUREMENTS = 5
 
 
 def _leader_key(r: TrialRow) -> tuple[float, float, int]:
@@ -258,8 +260,12 @@ def within_noise(a: TrialRow, b: TrialRow) -> bool:
 
 
 def _equivalent(a: TrialRow, b: TrialRow) -> bool:
-    """Tied, measured TIE_MEASUREMENTS times each and within TIE_MARGIN: settled as a tie."""
-    if min(a.measurements, b.measurements) < TIE_MEASUREMENTS:
+    """Settled as a tie: within TIE_MARGIN after TIE_MEASUREMENTS measurements each, or
+    still within noise after TIE_MAX_MEASUREMENTS."""
+    fewest = min(a.measurements, b.measurements)
+    if fewest >= TIE_MAX_MEASUREMENTS:
+        return True
+    if fewest < TIE_MEASUREMENTS:
         return False
     return abs(a.score - b.score) <= TIE_MARGIN * max(a.score, b.score)
 

@@ -33,6 +33,17 @@ class Point(NamedTuple):
     throughput: float  # samples/s
 
 
+class ServePoint(NamedTuple):
+    """A measured trial as a server sees it: batch, throughput and latency per batch."""
+
+    trial: int
+    family: str  # the config without its batch size: level, dtype, layout, ...
+    batch_size: int
+    throughput: float
+    latency_ms: float | None  # the study's latency percentile
+    feasible: bool
+
+
 class ParetoPlotData(NamedTuple):
     title: str
     feasible: list[Point]
@@ -49,6 +60,10 @@ class ParetoPlotData(NamedTuple):
     message: str | None  # one line when there is no point to draw
     min_agreement: float | None  # percent; a second constraint, not on these axes
     metric: dict[str, Any]  # `StudyRecord.metric`: what the drop is a drop of
+    serving: tuple[ServePoint, ...] = ()  # every measured trial: the batch and latency views
+    latency_label: str = "p95"  # the study's percentile
+    max_latency_ms: float | None = None  # the budget, marked on the latency view
+    separates: bool = True  # whether the accuracy axis tells the feasible configs apart
 
 
 def _unit(metric: dict[str, Any]) -> str:
@@ -67,7 +82,7 @@ def study_plot_data(rows: list[TrialRow], meta: StudyRecord) -> ParetoPlotData:
     default one where the record has none."""
     model, backend, device = study_labels(meta)
     drop = meta.metric_limit
-    return pareto_plot_data(
+    data = pareto_plot_data(
         rows,
         model=model,
         backend=backend,
@@ -76,6 +91,32 @@ def study_plot_data(rows: list[TrialRow], meta: StudyRecord) -> ParetoPlotData:
         min_agreement=meta.min_agreement,
         metric=meta.metric or None,
     )
+    return data._replace(max_latency_ms=meta.objective.max_latency_ms)
+
+
+# Feasible drops closer than this share of the constraint do not separate configs.
+SEPARATES = 0.05
+
+
+def _serving(rows: list[TrialRow]) -> list[ServePoint]:
+    from autotune.tables import config_label
+
+    out = []
+    for r in rows:
+        if not (r.measured and r.duplicate_of is None and r.config):
+            continue
+        label = config_label(r.config).split(" ", 1)
+        out.append(
+            ServePoint(
+                r.number,
+                label[1] if len(label) > 1 else "",
+                int(r.config.get("batch_size", 1)),
+                r.confirmed_throughput or r.throughput,
+                r.metrics.get(r.objective.latency_key),
+                r.feasible,
+            )
+        )
+    return out
 
 
 def pareto_plot_data(
@@ -129,7 +170,19 @@ def pareto_plot_data(
         message=message,
         min_agreement=min_agreement,
         metric=metric or TOP1.describe(),
+        serving=tuple(_serving(rows)),
+        latency_label=rows[0].objective.latency_key.removeprefix("latency_ms_") if rows else "p95",
+        separates=_separates(measured, max_metric_drop),
     )
+
+
+def _separates(measured: list[TrialRow], limit: float) -> bool:
+    """Whether the accuracy axis says something: infeasible trials lie beyond the limit,
+    fewer than two feasible ones leave nothing to compare, or their drops differ."""
+    drops = [r.metric_drop for r in measured if r.feasible]
+    if len(drops) < 2 or len(drops) < len(measured):
+        return True
+    return max(drops) - min(drops) > SEPARATES * max(limit, 1e-9)
 
 
 def draw(data: ParetoPlotData, out: Path | BinaryIO, fmt: str | None = None) -> None:
@@ -141,14 +194,35 @@ def draw(data: ParetoPlotData, out: Path | BinaryIO, fmt: str | None = None) -> 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    # When the accuracy axis does not tell the feasible configs apart (on a CPU every fp32
+    # and bf16 config may drop 0.000), what does is drawn instead: throughput against
+    # batch size per config family, and latency against throughput with the budget.
+    views = ["pareto"] if data.separates or data.message is not None else []
+    if data.message is None:
+        views += ["batch", "latency"]
+    fig, axes = plt.subplots(
+        1, len(views), figsize=(7.5 * len(views), 5.5), layout="constrained", squeeze=False
+    )
     try:
+        ax = axes[0][0]
         if data.message is not None:
             ax.set_axis_off()
             ax.set_title(data.title)
             ax.text(0.5, 0.5, data.message, ha="center", va="center", wrap=True, fontsize=11)
             fig.savefig(out, format=fmt)
             return
+        if "pareto" not in views:
+            fig.suptitle(
+                f"{data.title}: every feasible config has the same {drop_label(data.metric)} "
+                "within 5% of the constraint, so throughput, batch size and latency decide",
+                fontsize=10,
+            )
+            _draw_batch_view(axes[0][0], data)
+            _draw_latency_view(axes[0][1], data)
+            fig.savefig(out, format=fmt)
+            return
+        _draw_batch_view(axes[0][1], data)
+        _draw_latency_view(axes[0][2], data)
         _draw_points(ax, data)
         ax.set_xlabel(f"{drop_label(data.metric)} (lower is better)")
         ax.set_ylabel(
@@ -165,6 +239,105 @@ def draw(data: ParetoPlotData, out: Path | BinaryIO, fmt: str | None = None) -> 
         fig.savefig(out, format=fmt)
     finally:
         plt.close(fig)
+
+
+def _draw_batch_view(ax: Any, data: ParetoPlotData) -> None:
+    """Throughput against batch size, one line per config family, the pick starred."""
+    families: dict[str, list[ServePoint]] = {}
+    for p in sorted(data.serving, key=lambda p: p.batch_size):
+        families.setdefault(p.family, []).append(p)
+    # The families holding the best throughputs get their own line; the rest share grey.
+    ranked = sorted(families, key=lambda f: -max(p.throughput for p in families[f]))
+    for i, family in enumerate(ranked):
+        points = families[family]
+        named = i < 8
+        ax.plot(
+            [p.batch_size for p in points],
+            [p.throughput for p in points],
+            marker="o",
+            ms=5,
+            lw=1.5 if named else 0.8,
+            c=None if named else "lightgray",
+            label=(family or "(base)") if named else None,
+        )
+        bad = [p for p in points if not p.feasible]
+        if bad:
+            ax.scatter(
+                [p.batch_size for p in bad],
+                [p.throughput for p in bad],
+                marker="x",
+                c="tab:gray",
+                s=40,
+                zorder=4,
+            )
+    _star(ax, data, lambda p: (p.batch_size, p.throughput))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("throughput (samples/s; higher is better)")
+    ax.set_title("throughput by batch size, per config family (x: infeasible)")
+    ax.grid(True, which="both", alpha=0.3)
+    if len(ranked) > 8:
+        ax.plot([], [], c="lightgray", label=f"{len(ranked) - 8} more families")
+    ax.legend(loc="best", fontsize=7)
+
+
+def _draw_latency_view(ax: Any, data: ParetoPlotData) -> None:
+    """Latency per batch against throughput, the budget marked, the pick starred."""
+    timed = [p for p in data.serving if p.latency_ms is not None]
+    for feasible, style in ((True, {"c": "tab:blue"}), (False, {"c": "tab:gray", "marker": "x"})):
+        chosen = [p for p in timed if p.feasible == feasible]
+        if chosen:
+            ax.scatter(
+                [p.throughput for p in chosen],
+                [p.latency_ms for p in chosen],
+                s=30,
+                zorder=3,
+                label=f"{'feasible' if feasible else 'infeasible'} ({len(chosen)})",
+                **style,
+            )
+    if data.max_latency_ms is not None:
+        ax.axhline(
+            data.max_latency_ms,
+            c="tab:red",
+            ls="--",
+            lw=1,
+            label=f"budget: {data.latency_label} <= {data.max_latency_ms:g} ms",
+        )
+    _star(ax, data, lambda p: (p.throughput, p.latency_ms))
+    ax.set_yscale("log")
+    ax.set_xlabel("throughput (samples/s; higher is better)")
+    ax.set_ylabel(f"latency per batch, {data.latency_label} (ms, log scale; lower is better)")
+    ax.set_title("latency against throughput")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
+
+
+def _star(ax: Any, data: ParetoPlotData, where: Any) -> None:
+    if data.pick is None:
+        return
+    pick = next((p for p in data.serving if p.trial == data.pick.trial), None)
+    if pick is None or None in where(pick):
+        return
+    x, y = where(pick)
+    ax.scatter(
+        [x],
+        [y],
+        marker="*",
+        s=300,
+        c="gold",
+        edgecolors="black",
+        zorder=5,
+        label=f"exported: trial {pick.trial}",
+    )
+    ax.annotate(
+        f"trial {pick.trial}: bs{pick.batch_size} {pick.family}",
+        (x, y),
+        xytext=(10, 10),
+        textcoords="offset points",
+        fontsize=8,
+        bbox={"boxstyle": "round", "fc": "lightyellow", "alpha": 0.9},
+    )
 
 
 def render(data: ParetoPlotData, fmt: str = "png") -> bytes:
@@ -223,9 +396,7 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
             label=f"off scale, drop > {data.x_max:g} pt ({len(off)})",
         )
     if data.front:
-        fx = [
-            min(p.metric_drop, data.x_max) if data.x_max else p.metric_drop for p in data.front
-        ]
+        fx = [min(p.metric_drop, data.x_max) if data.x_max else p.metric_drop for p in data.front]
         ax.step(
             fx,
             [p.throughput for p in data.front],
@@ -262,8 +433,7 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
         ax.text(
             0.02,
             0.97,
-            f"no feasible trial: none within {data.max_metric_drop:g} {_unit(data.metric)} "
-            "of fp32",
+            f"no feasible trial: none within {data.max_metric_drop:g} {_unit(data.metric)} of fp32",
             transform=ax.transAxes,
             va="top",
             fontsize=9,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.analysis import TrialRow
+from autotune.analysis import Decision, TrialRow
 from autotune.records import drop_header
 
 
@@ -12,7 +12,7 @@ def config_label(config: dict[str, Any]) -> str:
     """A compact one-line config: `bs256 O2 bf16 channels_last fc1.weight=bf16 ...`."""
     if not config:
         return "-"
-    parts = [f"bs{config['batch_size']}", f"O{config['optimization_level']}"]
+    parts = [f"bs{config.get('batch_size', '?')}", f"O{config.get('optimization_level', '?')}"]
     if config.get("trace"):
         parts.append("trace")
     parts.append(config.get("activation_dtype", "?"))
@@ -41,14 +41,18 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 def trial_table(rows: list[TrialRow], metric: dict[str, Any] | None = None) -> str:
     """One line per trial; `metric` (`StudyRecord.metric`) names the drop's unit."""
     drop = drop_header(metric or {"unit": "points"})
-    headers = ["#", "state", "status", "samples/s", "IQR", drop, "feasible", "config", "note"]
+    latency = rows[0].objective.latency_key.removeprefix("latency_ms_") if rows else "p95"
+    headers = ["#", "state", "status", "samples/s", "95% CI", "n", f"{latency} ms", drop]
+    headers += ["feasible", "config", "note"]
     body = [
         [
             str(r.number),
             r.state,
             r.status,
-            num(r.throughput),
-            num(r.metrics.get("throughput_iqr")),
+            num(r.confirmed_throughput),
+            interval_text(r),
+            str(r.measurements) if r.measured else "-",
+            num(_latency(r), ".3g"),
             num(r.metric_drop, ".3f"),
             "yes" if r.feasible else "no" if r.measured else "-",
             config_label(r.config),
@@ -57,6 +61,33 @@ def trial_table(rows: list[TrialRow], metric: dict[str, Any] | None = None) -> s
         for r in rows
     ]
     return format_table(headers, body)
+
+
+def interval_text(r: TrialRow) -> str:
+    """The 95% interval of the row's pooled throughput, e.g. ``12,310-12,950``."""
+    pooled = r.pooled if r.measured else None
+    if pooled is None:
+        return "-"
+    lo, hi = pooled.throughput_ci
+    return f"{lo:,.0f}-{hi:,.0f}"
+
+
+def _latency(r: TrialRow) -> float | None:
+    return r.metrics.get(r.objective.latency_key)
+
+
+def decision_line(decision: Decision) -> str:
+    """The pick with its figures, and how it stands against the others."""
+    pick = decision.pick
+    o = pick.objective
+    figures = f"{num(pick.confirmed_throughput)} samples/s (95% CI {interval_text(pick)})"
+    latency = _latency(pick)
+    if latency is not None:
+        figures += f", {o.latency_key.removeprefix('latency_ms_')} {latency:.3g} ms per batch"
+    return (
+        f"pick ({o.says}): trial {pick.number}, {config_label(pick.config)}: {figures}; "
+        f"{decision.summary()}"
+    )
 
 
 def num(value: Any, fmt: str = ",.0f") -> str:

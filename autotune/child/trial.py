@@ -25,8 +25,11 @@ LATENCY_TIME_CAP = 5
 # A trial whose settled warm-up latency is this far over the budget stops there: its
 # percentile can only be higher than the median.
 OVER_BUDGET = 1.25
-BUSY_RETRIES = 2  # timings repeated when other processes used the CPU meanwhile
-BUSY_PAUSE_S = 0.5
+# Timings repeated when other processes used the CPU meanwhile, after a pause: a short
+# burst of load passes; a lasting one makes every trial alike, and the interleaved
+# re-measurements at the end compare configs under the same load.
+BUSY_RETRIES = 1
+BUSY_PAUSE_S = 1.0
 
 
 def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autotune.records import drop_header
-from autotune.tables import format_table, reference_line, trial_table
+from autotune.tables import decision_line, format_table, reference_line, trial_table
 
 if TYPE_CHECKING:
     from autotune.analysis import TrialRow
@@ -17,7 +17,13 @@ if TYPE_CHECKING:
 
 
 def trial_json(row: TrialRow) -> dict[str, Any]:
-    return row.__dict__ | {"throughput": row.throughput}
+    pooled = row.pooled if row.measured else None
+    return row.__dict__ | {
+        "throughput": row.throughput,
+        "confirmed_throughput": row.confirmed_throughput,
+        "throughput_ci_95": list(pooled.throughput_ci) if pooled is not None else None,
+        "objective": row.objective.kind,
+    }
 
 
 def failures_line(rows: list[TrialRow], failures: dict[str, int]) -> str:
@@ -28,12 +34,17 @@ def failures_line(rows: list[TrialRow], failures: dict[str, int]) -> str:
 def show_table(
     rows: list[TrialRow], failures: dict[str, int], record: StudyRecord | None = None
 ) -> str:
-    """Every trial, then the failures; `record` says what the drop is a drop of."""
+    """Every trial, then the failures and the pick; `record` says what the drop is a drop
+    of."""
+    from autotune.analysis import decide
+
+    decision = decide(rows)
+    pick = f"\n{decision_line(decision)}" if decision is not None else ""
     if record is None or not record.metric:
-        return f"{trial_table(rows)}\n\n{failures_line(rows, failures)}"
+        return f"{trial_table(rows)}\n\n{failures_line(rows, failures)}{pick}"
     return (
         f"feasible = {record.feasible_text}\n{trial_table(rows, record.metric)}\n\n"
-        f"{failures_line(rows, failures)}"
+        f"{failures_line(rows, failures)}{pick}"
     )
 
 
@@ -57,8 +68,13 @@ def pareto_table(
     metric: dict[str, Any] | None = None,
 ) -> str:
     """The end of a study: its Pareto set, and the pick against the model's own recipe."""
+    from autotune.analysis import decide
+
     table = trial_table(front, metric)
     text = f"Pareto set of study {name!r} ({len(rows)} trials):\n{table}"
+    decision = decide(rows)
+    if decision is not None:
+        text += "\n" + decision_line(decision)
     if reference is not None:
         text += "\n" + reference_line(reference, best)
     return text
@@ -71,11 +87,15 @@ def pareto_json(
     reference: TrialRow | None,
     best: TrialRow | None,
 ) -> dict[str, Any]:
+    from autotune.analysis import decide
+
+    decision = decide(rows)
     return {
         "study": name,
         "trials": len(rows),
         "pareto": [trial_json(r) for r in front],
         "best": None if best is None else trial_json(best),
+        "decision": None if decision is None else decision.summary(),
         "reference": None if reference is None else trial_json(reference),
     }
 

@@ -55,10 +55,17 @@ class Heartbeat:
 
 
 def fail_lost_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
-    """Dead hosts (stale heartbeat), then this host's dead tuners (kill -9), at once."""
+    """Dead hosts (stale heartbeat), then this host's dead tuners (kill -9), at once.
+
+    Not stale heartbeats for a while after this tuner saw the storage come back from an
+    outage: beats missed while it was away say nothing about their tuners, which get to beat
+    again first (`ResilientStorage.calm_for`)."""
     import optuna
 
-    optuna.storages.fail_stale_trials(study)
+    grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)
+    calm_for = getattr(storage, "calm_for", None)  # a ResilientStorage
+    if calm_for is None or calm_for(grace):
+        optuna.storages.fail_stale_trials(study)
     fail_dead_local_trials(study, storage)
 
 

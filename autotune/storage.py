@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 
 from autotune import defaults
 from autotune.errors import UsageError
+from autotune.secrets import masked_url, scrubbed
 
 if TYPE_CHECKING:
     import optuna
+
+    from autotune.resilient_storage import ResilientStorage
 
 _BACKEND_NAMES = {
     "postgresql": "PostgreSQL",
@@ -40,21 +43,27 @@ _DRIVERS = {
 }
 
 
-def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage. With `heartbeat_s`, running trials carry a heartbeat and a
-    trial whose heartbeat stops for 3 intervals is failed and re-queued by any tuner
-    (`autotune.liveness`)."""
+def open_storage(
+    url: str, heartbeat_s: int | None = None, retry_s: float = defaults.STORAGE_RETRY_SECONDS
+) -> ResilientStorage:
+    """Optuna's RDB storage, each call retried for `retry_s` seconds through an outage
+    (`autotune.resilient_storage`). With `heartbeat_s`, running trials carry a heartbeat and
+    a trial whose heartbeat stops for 3 intervals is failed and re-queued by any tuner
+    (`autotune.liveness`). Opening it is not retried: a server that refuses the first
+    connection is more likely a wrong URL than an outage."""
     import warnings
 
     import optuna
     import sqlalchemy.exc
 
+    from autotune.resilient_storage import ResilientStorage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own messages say what matters
     _check_driver(url)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
-        # Wait for a busy writer instead of failing with "database is locked".
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        # Wait for a busy writer, then fail with "database is locked" and retry.
+        engine_kwargs["connect_args"] = {"timeout": defaults.SQLITE_BUSY_TIMEOUT}
         _check_sqlite_path(url)
     heartbeat = {}
     if heartbeat_s:
@@ -66,20 +75,25 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
             "heartbeat_stale_trial_callback": retry_lost_trial,
         }
     try:
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    storage = optuna.storages.RDBStorage(
-                        url, engine_kwargs=engine_kwargs, **heartbeat
+                    storage = ResilientStorage(
+                        url, retry_s=retry_s, engine_kwargs=engine_kwargs, **heartbeat
                     )
                 break
-            except sqlalchemy.exc.IntegrityError:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
                 # Two processes created the schema of a new database at once (hosts starting
-                # together); the loser finds it made by the winner on the next try.
-                if attempt == 2:
+                # together, two `study` commands on one new SQLite file): the loser finds it
+                # made by the winner on the next try ("table ... already exists", a unique
+                # key, or the file locked while the other wrote it).
+                racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or any(
+                    s in str(exc) for s in ("already exists", "database is locked")
+                )
+                if attempt == 4 or not racing:
                     raise
-                time.sleep(0.5)
+                time.sleep(0.5 * (attempt + 1))
         if url.startswith("sqlite:"):
             # WAL lets readers (show, plot) work while a tuner writes; it persists in the file.
             with storage.engine.connect() as conn:
@@ -87,7 +101,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
         return storage
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"cannot open storage {shown(url)!r}: {first}") from None
+        raise UsageError(f"cannot open storage {shown(url)!r}: {scrubbed(first, url)}") from None
 
 
 def _check_driver(url: str) -> None:
@@ -126,9 +140,9 @@ def _check_sqlite_path(url: str) -> None:
         return
     parent = Path(path).resolve().parent
     if not parent.is_dir():
-        raise UsageError(f"cannot open storage {url!r}: directory {parent} does not exist")
+        raise UsageError(f"cannot open storage {shown(url)!r}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot open storage {url!r}: directory {parent} is not writable")
+        raise UsageError(f"cannot open storage {shown(url)!r}: directory {parent} is not writable")
 
 
 def load_study(storage_url: str, name: str) -> optuna.Study:
@@ -143,13 +157,7 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
         raise UsageError(f"no study {name!r} in {shown(storage_url)}{known}") from None
 
 
-def shown(url: str, unparsed: str | None = None) -> str:
-    """The URL as messages and the HTML report may print it: a password is masked. A URL
-    SQLAlchemy cannot parse has nothing to mask in a usable form: it is shown as is, or as
-    `unparsed` where it must never be (a page meant to be shared)."""
-    import sqlalchemy.engine
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url if unparsed is None else unparsed
+def shown(url: str) -> str:
+    """The URL as messages and the HTML report print it: any password masked, whether the
+    URL parses or not (`autotune.secrets.masked_url`)."""
+    return masked_url(url)

@@ -231,6 +231,17 @@ class StudyOptions:
         type=Path,
     )
     progress: bool = option(True, help="no progress bar", group=HOST)
+    storage_retry_seconds: float = option(
+        defaults.STORAGE_RETRY_SECONDS,
+        help="retry a storage read or write that finds the database unreachable or locked "
+        f"for this long before giving up (default {defaults.STORAGE_RETRY_SECONDS:g}; a "
+        "measurement not stored by then is kept in a file the next run stores)",
+        group=HOST,
+        metavar="SECONDS",
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     @property
     def name(self) -> str:
@@ -249,6 +260,53 @@ class StudyOptions:
         known = {f.name for f in fields(cls)}
         shared = {k: v for k, v in stored_options(record.options).items() if k in known}
         return cls(**shared, **host)
+
+
+# (field, lowest allowed, whether the lowest itself is allowed); None passes.
+_RANGES = (
+    ("measure_seconds", 0.0, False),
+    ("timeout_per_trial", 0.0, False),
+    ("max_accuracy_drop", 0.0, True),
+    ("max_metric_drop", 0.0, True),
+    ("min_agreement", 0.0, True),
+    ("stop_slower", 0.0, True),
+    ("confirm", 0, True),
+    ("eval_limit", 1, True),
+    ("max_batch_size", 1, True),
+    ("seed", 0, True),
+    ("storage_retry_seconds", 0.0, True),
+)
+MIN_MEMORY_LIMIT = 64 * 2**20  # a trial process with torch cannot even start in less
+MAX_SEED = 2**32 - 1  # numpy's, which Optuna's samplers seed
+
+
+def check_ranges(opts: StudyOptions) -> None:
+    """Refuse values no study can run with (one line, exit 2), before anything is created:
+    NaN, infinities, zero or negative times and sizes. Stored options of a study read back
+    (`from_study`) go through the same check."""
+    import math
+
+    from autotune.errors import UsageError
+
+    for name, low, inclusive in _RANGES:
+        value = getattr(opts, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"{flag} must be a number, not {value!r}")
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            bound = f"at least {low:g}" if inclusive else f"above {low:g}"
+            raise UsageError(f"{flag} must be a finite number {bound}, not {value:g}")
+    if opts.min_agreement is not None and opts.min_agreement > 100:
+        raise UsageError(f"--min-agreement is a percentage, not {opts.min_agreement:g}")
+    if opts.seed is not None and opts.seed > MAX_SEED:
+        raise UsageError(f"--seed must be at most {MAX_SEED}, not {opts.seed}")
+    if opts.memory_limit is not None and opts.memory_limit < MIN_MEMORY_LIMIT:
+        raise UsageError(
+            f"--memory-limit must be at least 64M (a trial process needs that to start), "
+            f"not {opts.memory_limit} bytes"
+        )
 
 
 def declared(name: str | None = None) -> list[Field]:

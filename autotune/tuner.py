@@ -38,8 +38,10 @@ from autotune.ledger import Ledger, trials_in_budget
 from autotune.liveness import Heartbeat, check_heartbeat
 from autotune.objective import Objective
 from autotune.outcome import Scoring, tell, tell_copy
+from autotune.pending import Pending, take_in
 from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
 from autotune.records import TrialRecord, add_confirmation, metric_names, write_trial
+from autotune.resilient_storage import StorageGone, StorageUnavailable
 from autotune.starting_points import open_record, study_reference
 from autotune.storage import open_storage
 from autotune.study_options import StudyOptions, build_space, metric_limit
@@ -104,7 +106,9 @@ class Tuner:
         # We drive heartbeats and stale-trial checks ourselves, through public storage calls.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        self.storage = open_storage(opts.storage, heartbeat_s=opts.heartbeat)
+        self.storage = open_storage(
+            opts.storage, heartbeat_s=opts.heartbeat, retry_s=opts.storage_retry_seconds
+        )
         if join_existing:
             self.study = optuna.load_study(study_name=opts.name, storage=self.storage)
         else:
@@ -136,6 +140,9 @@ class Tuner:
         )
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
+        # Measurements not yet stored (`autotune.pending`); an earlier run's first.
+        self.pending = Pending(opts.cache_dir, opts.storage, opts.name)
+        take_in(self.study, self.pending, self._scoring(), self.say)
 
     def reference(self) -> Reference:
         """The study's fp32 reference (`autotune.starting_points.study_reference`)."""
@@ -183,6 +190,7 @@ class Tuner:
                 pass
         except KeyboardInterrupt:
             self._stop.set()
+            self.storage.stop_retrying()  # a slot waiting on an outage stops waiting
             for done in finished:
                 done.wait()
             raise
@@ -277,28 +285,43 @@ class Tuner:
                     self._advance()
                 return
         result = self._measure(trial, config, runner, ref)
-        with self.ledger.lock:
-            if result.status is Status.INTERRUPTED:
-                # Re-queued by us, unless another tuner failed it first (it re-queued it).
+        # On disk until the storage took it (`autotune.pending`): nothing measured is lost.
+        measured = result.status is not Status.INTERRUPTED
+        kept = self.pending.keep(trial.number, config.key(), result) if measured else None
+        try:
+            with self.ledger.lock:
+                if result.status is Status.INTERRUPTED:
+                    # Re-queued by us, unless another tuner failed it first (it re-queued it).
+                    if self._tell_result(trial, result):
+                        self.ledger.requeue(trial)
+                    return
                 if self._tell_result(trial, result):
-                    self.ledger.requeue(trial)
-                return
-            if self._tell_result(trial, result):
-                self._advance()
+                    self._advance()
+        except (StorageUnavailable, StorageGone) as exc:
+            if kept is None:
+                raise
+            rerun = "; the next run stores it" if isinstance(exc, StorageUnavailable) else ""
+            where = f"trial {trial.number}'s measurement is in {kept}{rerun}"
+            raise type(exc)(f"{exc}; {where}") from None
+        if kept is not None:
+            kept.unlink(missing_ok=True)
         if result.ok and result.message:  # e.g. timed again on a busy machine
             self.say(f"trial {trial.number}: {result.message}")
 
     def _tell_result(self, trial: optuna.Trial, result: TrialResult) -> bool:
         """Store the result and finish the trial (`autotune.outcome.tell`); False, and
         nothing counted, when another tuner failed it first (`Ledger.tell_if_ours`)."""
-        scoring = Scoring(
+        tell_it = partial(tell, self.study, trial, result, self._scoring())
+        return self.ledger.tell_if_ours(trial, tell_it)
+
+    def _scoring(self) -> Scoring:
+        return Scoring(
             self.record.metric_limit,
             self.opts.min_agreement,
             self.record.reference_metric,
             self.record.metric,
             self.objective,
         )
-        return self.ledger.tell_if_ours(trial, partial(tell, self.study, trial, result, scoring))
 
     def _measure(
         self, trial: optuna.Trial, config: TrialConfig, runner: RunnerSettings, ref: Reference

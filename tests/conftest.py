@@ -92,54 +92,74 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A real PostgreSQL server on 127.0.0.1, started for this test session.
+class PostgresServer:
+    """A real PostgreSQL server on 127.0.0.1 in a temporary directory, which a test may stop
+    and start again on the same port (a database restart under a running study).
 
     Uses Debian's `postgresql` package (.ci/run installs it). Outside CI a machine without
-    it skips, visibly; in CI a missing server is a failure.
-    """
-    import glob
-    import shutil
-    import tempfile
+    it skips, visibly; in CI a missing server is a failure."""
 
-    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    bindir = Path(bindirs[-1]) if bindirs else None
-    if bindir is None or not (bindir / "initdb").exists():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root: use the package's user
-        shutil.chown(base, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", _free_port()
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
-    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "autotune")
-    run(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(base / "log"),
-        "-w",
-        "-o",
-        f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
-        "start",
-    )
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        bindir = Path(bindirs[-1]) if bindirs else None
+        if bindir is None or not (bindir / "initdb").exists():
+            if os.environ.get("CI"):
+                pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
+            pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+        self.bindir = bindir
+        self.base = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:  # postgres refuses to run as root: use the package's user
+            import shutil
+
+            shutil.chown(self.base, "postgres", "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.data, self.port = self.base / "data", _free_port()
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "autotune")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "autotune", "autotune")
+        self.url = f"postgresql://autotune@127.0.0.1:{self.port}/autotune"
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [*self._as_user, str(self.bindir / tool), *args]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        log = str(self.base / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", options, "start")
+
+    def stop(self) -> None:
+        """Stop now: open connections are cut, as a crash or a restart cuts them."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        import contextlib
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for this test session (`PostgresServer`), never stopped."""
+    server = PostgresServer()
     try:
-        run(
-            str(bindir / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-U",
-            "autotune",
-            "autotune",
-        )
-        yield f"postgresql://autotune@127.0.0.1:{port}/autotune"
+        yield server.url
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def postgres_server():
+    """A PostgreSQL server of this test's own, which it may stop and start."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.remove()

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.paths",
         "autotune.defaults",
         "autotune.files",
+        "autotune.secrets",
         "autotune.wire",
         "autotune.measure",
         "autotune.objective",
@@ -38,6 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "autotune.records",
         "autotune.records_legacy",
+        "autotune.resilient_storage",
         "autotune.storage",
         "autotune.liveness",
         "autotune.analysis",
@@ -50,6 +52,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.pruning",
         "autotune.ledger",
         "autotune.outcome",
+        "autotune.pending",
         "autotune.sampler",
         "autotune.starting_points",
         "autotune.tuner",

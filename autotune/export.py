@@ -28,6 +28,7 @@ from autotune.analysis import (
 )
 from autotune.backends import get_backend, tt_export
 from autotune.errors import UsageError
+from autotune.export_check import finite_only
 from autotune.records import TrialRecord, study_record
 from autotune.study_options import stored_options
 from autotune.wire import TrialConfig
@@ -226,8 +227,8 @@ def notes(data: dict[str, Any], fmt: str) -> list[str]:
 
 def render(data: dict[str, Any], fmt: str) -> str:
     """An `export_dict` as the text of format `fmt` (one of FORMATS)."""
-    if fmt == "json":
-        return json.dumps(data, indent=2) + "\n"
+    if fmt == "json":  # JSON with null where a figure is not finite, never a bare NaN
+        return json.dumps(finite_only(data), indent=2, allow_nan=False) + "\n"
     if fmt == "tt-mixed-precision":
         return json.dumps(tt_export.mixed_precision_map(data), indent=2) + "\n"
     if fmt == "script":
@@ -255,7 +256,7 @@ def load_config(source: str | Path | dict[str, Any]) -> TrialConfig:
 def check_schema(data: Any) -> None:
     if not isinstance(data, dict) or "schema" not in data:
         raise UsageError("not an autotune export (no schema version)")
-    if data["schema"] not in READABLE_SCHEMAS:
+    if isinstance(data["schema"], bool) or data["schema"] not in READABLE_SCHEMAS:
         raise UsageError(
             f"unknown export schema version {data['schema']!r} (this autotune reads "
             f"{', '.join(map(str, READABLE_SCHEMAS))}; a newer autotune wrote it?)"

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune import records_legacy
 from autotune.objective import Objective
+from autotune.records_check import CorruptRecordError, check_record
 from autotune.wire import Status
 
 if TYPE_CHECKING:
@@ -166,7 +167,10 @@ class StudyRecord:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> StudyRecord:
         """Tolerant of missing keys and of older layouts (`records_legacy.study_attrs`)."""
+        if not isinstance(attrs, dict):
+            raise CorruptRecordError(f"the study's record is corrupt: a {type(attrs).__name__}")
         attrs = records_legacy.study_attrs(attrs)
+        check_record(cls, attrs, "the study's record")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in attrs.items() if k in known and v is not None})
 
@@ -265,7 +269,9 @@ class TrialRecord:
         """Tolerant of older layouts (`records_legacy.trial_attrs`)."""
         known = {f.name for f in fields(cls)}
         named = ((_FIELD_OF.get(k, k), v) for k, v in records_legacy.trial_attrs(attrs).items())
-        return cls(**{k: v for k, v in named if k in known})
+        values = {k: v for k, v in named if k in known}
+        check_record(cls, values, "a trial's record")
+        return cls(**values)
 
     @classmethod
     def of(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import TrialRow, best_feasible, trial_rows
+from autotune.commands import command_line, verify_args
 from autotune.plots import render, study_labels, study_plot_data
 from autotune.records import (
     StudyRecord,
@@ -64,7 +65,7 @@ def build_report(storage_url: str, study_name: str) -> str:
     model, backend, device = study_labels(meta)
     plot = study_plot_data(rows, meta)
     best = best_feasible(rows)
-    shown_url = shown(storage_url, unparsed="(storage URL not shown)")  # the page is shared
+    shown_url = shown(storage_url)  # the page is shared: no password
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -142,8 +143,10 @@ def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str
         f"{num(m.get('latency_ms_p95'), '.2f')}",
     }
     commands = (
-        f"autotune export --storage '{url}' --study '{study}' -o best.json\n"
-        "autotune verify best.json   # replay it on another machine or after an upgrade"
+        command_line("export", "--storage", url, "--study", study, "-o", "best.json")
+        + "\n"
+        + command_line(*verify_args("best.json", meta.model))
+        + "   # replay it on another machine or after an upgrade"
     )
     return _kv(items, ordered=True) + f"<p>Export and check it:</p><pre>{_e(commands)}</pre>"
 

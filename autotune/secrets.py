@@ -42,6 +42,8 @@ def _authority_end(rest: str) -> int:
 def scrubbed(text: str, url: str) -> str:
     """`text` (e.g. a driver's error message) with `url`'s password masked wherever it
     appears, as the URL or on its own."""
+    if not url:
+        return text
     text = text.replace(url, masked_url(url))
     secret = password_of(url)
     return text.replace(secret, MASK) if secret else text

@@ -13,13 +13,15 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from autotune import defaults, records_legacy
+from autotune.commands import command_line, verify_args
 from autotune.errors import UsageError
 from autotune.export import PROTOCOL, check_schema, load_config
+from autotune.export_check import check_export
 from autotune.measure import percentile_key
 from autotune.records import drop_label
 from autotune.tables import config_label, format_table, num
@@ -29,22 +31,32 @@ ACCURACY_KEYS = ("accuracy", "metric_drop", "agreement", "pcc")
 
 
 def read_export(path: Path) -> dict[str, Any]:
-    """The parsed export; one-line UsageError for anything a replay cannot start from."""
+    """The parsed export, in the current layout ("schema" as written); one-line UsageError
+    for anything a replay cannot start from: every field checked for its type and range
+    (`autotune.export_check`) before anything runs."""
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{path} is not JSON an export can be: nested too deep") from None
     check_schema(data)
-    try:
-        load_config(data)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise UsageError(f"{path} is not a complete autotune export: {exc!r} missing") from None
-    tp = data.get("metrics", {}).get("throughput_samples_per_s")
-    if not isinstance(tp, int | float) or tp <= 0:
+    for key in ("metrics", "constraint", "backend_options", "knobs"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise UsageError(
+                f"{path} is not a valid autotune export: {key} must be dict, not "
+                f"{type(data[key]).__name__}"
+            )
+    current = records_legacy.export_data(data)
+    for key in ("model", "batch_size", "weight_dtype_overrides", "metrics"):
+        if key not in current:
+            raise UsageError(f"{path} is not a complete autotune export: {key!r} missing")
+    check_export(current, path)
+    if (current.get("metrics") or {}).get("throughput_samples_per_s") is None:
         raise UsageError(f"{path} holds no measured throughput (metrics.throughput_samples_per_s)")
-    return records_legacy.export_data(data)  # in the current layout; "schema" as written
+    return current
 
 
 def replay_protocol(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -207,8 +219,15 @@ def verify(
     trial_python: str | None = None,
     cache_dir: Path | None = None,
     log: Any = None,
+    model: str | None = None,
+    trust_model: bool = False,
 ) -> VerifyReport:
-    """Replay the export at `path` `rounds` times here. Bad input raises UsageError."""
+    """Replay the export at `path` `rounds` times here. Bad input raises UsageError.
+
+    A model the export names by file or module (``x.py:ATTR``, ``pkg.mod:ATTR``) is code,
+    and an export is a file people send each other: it is imported only when the user names
+    it (`model`, which replaces the export's) or says the file is trusted (`trust_model`).
+    The shipped studies (``mnist``, ...) are always replayed."""
     from autotune.backends import get_backend
     from autotune.jobs import fp32_reference, trial_job
     from autotune.launch.probes import check_trial_python
@@ -220,9 +239,21 @@ def verify(
         raise UsageError(f"--rounds must be at least 1, not {rounds}")
     if not 0 <= max_slowdown < 1:
         raise UsageError(f"--max-slowdown is a fraction in [0, 1), not {max_slowdown:g}")
+    if max_metric_drop is not None and not (
+        math.isfinite(max_metric_drop) and max_metric_drop >= 0
+    ):
+        raise UsageError(f"--max-metric-drop must be a finite number >= 0, not {max_metric_drop:g}")
     say = log or (lambda text: print(text, file=sys.stderr))
     data = read_export(path)
     config = load_config(data)
+    if model is not None:
+        config = replace(config, model=model)
+    elif ":" in config.model and not trust_model:
+        raise UsageError(
+            f"{path} names the model {config.model!r}, code verify would import and run; "
+            f"to run it, name it yourself: {command_line(*verify_args(str(path), config.model))}"
+            " (or pass --trust-model)"
+        )
     get_study(config.model)  # unknown model: UsageError (exit 2)
     backend = get_backend(config.backend)
     protocol, notes = replay_protocol(data)

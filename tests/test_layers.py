@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.defaults",
         "autotune.files",
         "autotune.secrets",
+        "autotune.commands",
         "autotune.wire",
         "autotune.measure",
         "autotune.objective",
@@ -37,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("autotune.launch",),
     # what is stored, and reading it
     (
+        "autotune.records_check",
         "autotune.records",
         "autotune.records_legacy",
         "autotune.resilient_storage",
@@ -59,6 +61,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     # reading a finished study
     (
+        "autotune.export_check",
         "autotune.export",
         "autotune.verify",
         "autotune.plots",

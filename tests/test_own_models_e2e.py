@@ -64,7 +64,7 @@ def test_example_file_runs_study_export_verify_and_report(cli, tmp_path, example
     assert exported["constraint"]["metric"]["name"] == metric
     assert exported["model"] == model
 
-    v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.9")
+    v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.9", "--model", model)
     assert v.returncode == 0, v.stdout + v.stderr
     assert metric in v.stdout
 

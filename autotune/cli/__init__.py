@@ -17,6 +17,7 @@ from typing import Any
 from autotune.cli import output, results, sensitivity, study
 from autotune.cli.common import EPILOG
 from autotune.errors import AutotuneError
+from autotune.secrets import scrubbed
 from autotune.study_options import parse_size
 
 __all__ = ["build_parser", "main", "parse_size", "run"]
@@ -65,6 +66,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         output.say(str(exc))
         return exc.exit_code
+    except Exception as exc:
+        # The storage failing in a way no command checks for (a corrupt database file, a
+        # schema another program wrote): one line, never a traceback.
+        if args.debug or not _from_storage(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        output.say(f"storage error: {scrubbed(first, getattr(args, 'storage', None) or '')}")
+        return 2
+
+
+def _from_storage(exc: BaseException) -> bool:
+    """Raised by SQLAlchemy, a database driver or Optuna's storage (or caused by one)."""
+    chain = [exc, exc.__cause__, exc.__context__]
+    modules = (type(e).__module__ for e in chain if e is not None)
+    return any(m.startswith(("sqlalchemy", "sqlite3", "psycopg", "optuna.")) for m in modules)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

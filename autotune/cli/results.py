@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,18 @@ def add_parsers(sub: Any) -> None:
     v.add_argument(
         "--cache-dir", type=Path, help=f"compile cache (default {defaults.CACHE_DIR_SHOWN})"
     )
+    # An export naming a model file or module is not imported (run) on its word alone.
+    v.add_argument(
+        "--model",
+        metavar="FILE.py:ATTR",
+        help="the model to replay the config on, replacing the export's (a model file or "
+        "module the export names is imported only when given here or with --trust-model)",
+    )
+    v.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="import and run the model file or module the export names",
+    )
 
     r = sub.add_parser(
         "report",
@@ -136,6 +151,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from autotune.records import study_record
     from autotune.storage import load_study
 
+    if args.format is None or args.format == "image":
+        check_writable(args.output)
     study = load_study(args.storage, args.study_name)
     data = study_plot_data(trial_rows(study), study_record(study))
     if args.format == "json":
@@ -148,7 +165,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"plot output must end in .png or .svg, not {args.output.name!r}")
     if data.message is not None:
         raise NothingFoundError(f"study {args.study_name!r}: {data.message}")
-    draw(data, args.output)
+    with writing(args.output):
+        draw(data, args.output)
     output.wrote(args.output)
     return 0
 
@@ -157,11 +175,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autotune.export import check_format, export_dict, notes, render, save
     from autotune.storage import load_study
 
+    if args.output is not None:
+        check_writable(args.output)
     study = load_study(args.storage, args.study_name)
     check_format(study, args.format)
     data = export_dict(study)
     text = render(data, args.format)
-    save(text, args.output, args.format)
+    with writing(args.output):
+        save(text, args.output, args.format)
     for note in notes(data, args.format):
         output.say(f"note: {note}")
     if args.output is None:
@@ -181,6 +202,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         max_metric_drop=args.max_metric_drop,
         trial_python=args.trial_python,
         cache_dir=args.cache_dir,
+        model=args.model,
+        trust_model=args.trust_model,
     )
     if args.format == "json":
         output.data_json(report.to_dict())
@@ -198,6 +221,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"report output must end in .html, not {args.output.name!r}")
-    write_report(args.storage, args.study_name, args.output)
+    check_writable(args.output)
+    with writing(args.output):
+        write_report(args.storage, args.study_name, args.output)
     output.wrote(args.output)
     return 0
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an output file that cannot be written, before the study is read."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: not writable")
+
+
+@contextmanager
+def writing(path: Path | None) -> Iterator[None]:
+    """An OSError writing `path` (a read-only file system, a full disk) as one line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and path is None:
+            raise
+        raise UsageError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None

@@ -107,6 +107,11 @@ class BatchSize(Dimension):
             if unknown:
                 raise SpaceError(f"space file: batch_size takes min and max, not {unknown.pop()}")
             lo, hi = allowed.get("min", self.choices[0]), allowed.get("max", self.choices[-1])
+            for bound in (lo, hi):
+                if isinstance(bound, bool) or not isinstance(bound, int):
+                    raise SpaceError(
+                        f"space file: batch_size min and max are integers, not {_show(bound)}"
+                    )
             allowed = [b for b in self.choices if lo <= b <= hi]
             if not allowed:
                 raise SpaceError(f"space file: no power-of-two batch size in [{lo}, {hi}]")
@@ -176,6 +181,8 @@ class SearchSpace:
                 )
         dims = {name: by_name[name].narrow(allowed) for name, allowed in spec.items()}
         for glob, allowed in weight_spec.items():
+            if not isinstance(glob, str):
+                raise SpaceError(f"space file: weight_dtypes keys are globs, not {_show(glob)}")
             matched = [
                 d for d in self.weight_dimensions if any(fnmatchcase(m, glob) for m in d.members)
             ]
@@ -189,9 +196,11 @@ class SearchSpace:
 
 def load_space_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpaceError(f"cannot read space file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"space file {path} is not UTF-8 text") from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -297,7 +306,7 @@ def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value)
+    return json.dumps(value, default=str)  # YAML may hold dates and the like
 
 
 def recipe_params(

@@ -34,6 +34,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+# Commands that only read a study.
+READERS = ("show", "plot", "export", "report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotune",
@@ -67,13 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         output.say(str(exc))
         return exc.exit_code
     except Exception as exc:
-        # The storage failing in a way no command checks for (a corrupt database file, a
-        # schema another program wrote): one line, never a traceback.
-        if args.debug or not _from_storage(exc):
+        if args.debug:
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        output.say(f"storage error: {scrubbed(first, getattr(args, 'storage', None) or '')}")
-        return 2
+        first = scrubbed(first, getattr(args, "storage", None) or "")
+        if _from_storage(exc):
+            # The storage failing in a way no command checks for (a corrupt database file,
+            # a schema another program wrote): one line, never a traceback.
+            output.say(f"storage error: {first}")
+            return 2
+        if args.command in READERS and isinstance(exc, KeyError | TypeError | ValueError):
+            # Records edited by hand or by another tool, in a way `records_check` does not
+            # name: the study cannot be read, which is bad input, not a crash.
+            output.say(
+                f"study {getattr(args, 'study_name', '?')!r} holds records this autotune "
+                f"cannot read ({type(exc).__name__}: {first}); --debug shows where"
+            )
+            return 2
+        raise
 
 
 def _from_storage(exc: BaseException) -> bool:

@@ -29,6 +29,7 @@ from autotune.analysis import (
 )
 from autotune.backends import get_backend
 from autotune.child.reference import Reference
+from autotune.confirm_claim import claim_confirmation
 from autotune.errors import UsageError
 from autotune.host import cores_note, machine, machines_warning, slot_threads
 from autotune.jobs import describe_model, trial_job
@@ -191,8 +192,7 @@ class Tuner:
         except KeyboardInterrupt:
             self._stop.set()
             self.storage.stop_retrying()  # a slot waiting on an outage stops waiting
-            for done in finished:
-                done.wait()
+            _wait_through_interrupts(finished)
             raise
         finally:
             self._bar.close()
@@ -218,6 +218,8 @@ class Tuner:
         todo = confirmation_candidates(trial_rows(self.study), self.opts.confirm)
         while todo and made < allowance and not self._stop.is_set():
             for row in todo[: allowance - made]:
+                if not self._confirming():
+                    return  # another tuner of the study does it
                 if not self._remeasure(row.number, TrialConfig.from_dict(row.config), ref):
                     return  # interrupted
                 made += 1
@@ -248,6 +250,16 @@ class Tuner:
             entry = {"status": str(result.status), "message": result.message[:200]}
         add_confirmation(self.study, number, entry)
         return True
+
+    def _confirming(self) -> bool:
+        """Whether this tuner runs the confirmation pass: one does, however many `study`
+        processes share the study (`autotune.confirm_claim`); the claim is renewed."""
+        other = claim_confirmation(self.study, stale_s=2 * (self.opts.timeout_per_trial or 600))
+        if other is None:
+            return True
+        who = f"pid {other.get('pid')} on {other.get('host')}"
+        self.say(f"the pick is re-measured by another tuner of the study ({who})")
+        return False
 
     def _slot_loop(self, device: str | None, ref: Reference, done: threading.Event) -> None:
         import optuna
@@ -370,6 +382,18 @@ def check_latency_options(opts: StudyOptions) -> None:
     p = opts.latency_percentile
     if not (math.isfinite(p) and 0 < p < 100):
         raise UsageError(f"--latency-percentile must be between 0 and 100, not {p:g}")
+
+
+def _wait_through_interrupts(events: list[threading.Event]) -> None:
+    """Wait until every slot has recorded its trial: a second Ctrl-C (or SIGTERM) right
+    after the first must not leave a trial RUNNING until the next run."""
+    while True:
+        try:
+            for done in events:
+                done.wait()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def _progress(total: int, done: int, enabled: bool) -> Any:

@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.pending",
         "autotune.sampler",
         "autotune.starting_points",
+        "autotune.confirm_claim",
         "autotune.tuner",
     ),
     # reading a finished study

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C: no traceback here
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         output.say("interrupted; rerun the same command to resume")
         return 130
     except BrokenPipeError:  # e.g. `autotune show ... | head`: the reader left, that's fine
@@ -73,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = scrubbed(first, getattr(args, "storage", None) or "")
+        first = scrubbed(_first_line(exc), getattr(args, "storage", None) or "")
         if _from_storage(exc):
             # The storage failing in a way no command checks for (a corrupt database file,
             # a schema another program wrote): one line, never a traceback.
             output.say(f"storage error: {first}")
             return 2
-        if args.command in READERS and isinstance(exc, KeyError | TypeError | ValueError):
+        unreadable = KeyError | TypeError | ValueError | AttributeError
+        if args.command in READERS and isinstance(exc, unreadable):
             # Records edited by hand or by another tool, in a way `records_check` does not
             # name: the study cannot be read, which is bad input, not a crash.
             output.say(
@@ -89,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         raise
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: the driver's own words where Optuna wrapped them
+    (its StorageInternalError says only that a commit failed)."""
+    inner = exc.__cause__ if type(exc).__name__ == "StorageInternalError" and exc.__cause__ else exc
+    inner = getattr(inner, "orig", None) or inner  # SQLAlchemy's wrapper of a DB-API error
+    return (str(inner).strip().splitlines() or [type(inner).__name__])[0]
 
 
 def _from_storage(exc: BaseException) -> bool:

@@ -58,3 +58,13 @@ def password_of(url: str) -> str | None:
         return None
     _user, colon, password = rest[:at].partition(":")
     return password if colon and password else None
+
+
+def ambiguous(url: str) -> bool:
+    """Whether the URL's user info holds an unescaped ``@``: parsers then disagree where the
+    password ends (SQLAlchemy ends it at the first, and would send the rest as the host
+    name, printed in its errors)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower().startswith("sqlite"):
+        return False
+    return rest[: _authority_end(rest)].count("@") > 1

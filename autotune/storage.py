@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from autotune import defaults
 from autotune.errors import UsageError
-from autotune.secrets import masked_url, scrubbed
+from autotune.secrets import ambiguous, masked_url, scrubbed
 
 if TYPE_CHECKING:
     import optuna
@@ -59,6 +59,11 @@ def open_storage(
     from autotune.resilient_storage import ResilientStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own messages say what matters
+    if ambiguous(url):
+        raise UsageError(
+            f"cannot open storage {shown(url)!r}: its user or password holds an '@'; write it "
+            "percent-encoded, as %40"
+        )
     _check_driver(url)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):

@@ -123,6 +123,9 @@ def test_no_command_prints_a_password(cli, url):
         line = _one_line_error(r)
         assert "cannot open storage" in line and "***" in line
         assert secret not in r.stderr + r.stdout
+        assert "ss@" not in line  # no part of it either, as the host name a parser made up
+        if secret == "p@ss":
+            assert "percent-encoded, as %40" in line
 
 
 # --- suggested commands -------------------------------------------------------------------

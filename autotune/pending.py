@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,8 +92,7 @@ def _as_finished(
     if state is optuna.trial.TrialState.COMPLETE:
         if result.status is Status.NAN:
             metrics["metric_drop"] = scoring.nan_drop()
-        values = [metrics["throughput_samples_per_s"], metrics["metric_drop"]]
-        values = [v if math.isfinite(v) else math.inf for v in values]
+        values = scoring.values(metrics)
         constraints = scoring.constraints(metrics)
     record = TrialRecord(
         status=str(result.status),

@@ -47,6 +47,10 @@ def _check(data: dict[str, Any]) -> None:
     for key, value in metrics.items():
         if key == "throughput_measurements":
             _numbers(value, "metrics.throughput_measurements")
+        elif isinstance(value, list):  # an interval (schema 5), null where not finite
+            for i, v in enumerate(value):
+                if v is not None:
+                    _number({f"{key}[{i}]": v}, f"{key}[{i}]", "metrics.")
         elif key != "throughput_samples_per_s" and value is not None:
             _number(metrics, key, "metrics.")
 
@@ -57,11 +61,15 @@ def _check(data: dict[str, Any]) -> None:
         _integer(protocol, "eval_limit", "protocol.", low=1, required=False)
         _integer(protocol, "memory_limit_bytes", "protocol.", low=MIN_MEMORY_LIMIT, required=False)
         _number(protocol, "timeout_s", "protocol.", low=0.0, above=True)
+        _latency(protocol, "protocol.")
+        if protocol.get("objective") is not None:
+            _kind(protocol, "objective", str, "protocol.")
 
     constraint = _mapping(data, "constraint")
     if constraint is not None:
         _number(constraint, "max_metric_drop", "constraint.", low=0.0)
         _number(constraint, "min_agreement_percent", "constraint.", low=0.0, high=100.0)
+        _latency(constraint, "constraint.")
         metric = _mapping(constraint, "metric", "constraint.")
         if metric is not None:
             for key in ("name", "unit"):
@@ -78,8 +86,14 @@ def _check(data: dict[str, Any]) -> None:
         for key in ("trial", "threads", "cpu_count"):
             _integer(provenance, key, "provenance.", low=0, required=False)
         _mapping(provenance, "versions", "provenance.")
-    if data.get("reference") is not None:
-        _mapping(data, "reference")
+    for key in ("reference", "objective", "decision"):
+        _mapping(data, key)
+
+
+def _latency(d: dict[str, Any], prefix: str) -> None:
+    """The latency budget and the percentile it is stated at (schema 5)."""
+    _number(d, "max_latency_ms", prefix, low=0.0, above=True)
+    _number(d, "latency_percentile", prefix, low=0.0, high=100.0, above=True)
 
 
 def _shown(value: Any) -> str:

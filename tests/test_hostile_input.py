@@ -190,6 +190,16 @@ def test_the_reports_commands_are_shell_quoted(tmp_path):
 # --- export and verify --------------------------------------------------------------------
 
 
+def test_what_export_writes_verify_reads(tmp_path):
+    """The checks refuse nothing `autotune export` writes (every field of the schema)."""
+    from autotune.export import export_dict
+
+    study = optuna.load_study(study_name="s", storage=_readable_study(tmp_path / "s.db", "s"))
+    path = tmp_path / "best.json"
+    path.write_text(render(export_dict(study), "json"))
+    assert read_export(path)["metrics"]["throughput_samples_per_s"] > 0
+
+
 def test_export_never_writes_bare_nan():
     text = render({"metrics": {"a": math.nan, "b": [math.inf, 1.0]}}, "json")
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in the export"))

@@ -5,6 +5,7 @@ taken in by the next run."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -209,3 +210,50 @@ def test_study_and_worker_ride_out_a_postgresql_restart(
     # Two hosts asking at once for the last unit may leave a surplus trial, outage or not.
     assert len(trials) == budget + statuses.count("surplus"), statuses
     assert not list((cache_dir / "autotune" / "pending").glob("*/*.json"))
+
+
+@pytest.mark.slow
+def test_a_tuner_that_gives_up_keeps_the_measurement_and_the_next_run_stores_it(
+    tmp_path, fast_space, cache_dir
+):
+    """The SQLite file is locked by another program past the retry time while a trial is
+    measured: the tuner stops in one line naming the file that holds the measurement; the
+    same command run again stores it, and the budget ends exact."""
+    budget = 3
+    db = tmp_path / "autotune.db"
+    url = f"sqlite:///{db}"
+    cmd = autotune_cmd(
+        "study", "--model", "mnist", "--trials", str(budget), "--space", str(fast_space),
+        "--storage-retry-seconds", "1", *UNSEEDED_ARGS, "--measure-seconds", "2",
+    )  # fmt: skip
+    first = spawn(cmd, tmp_path, cache_dir)
+
+    def measuring() -> list[optuna.trial.FrozenTrial]:
+        return [
+            t for t in trials_of(url) if t.state.name == "RUNNING" and t.user_attrs.get("config")
+        ]
+
+    wait_for(lambda: bool(measuring()), first)
+    (held,) = measuring()
+    lock = _hold_write_lock(db, defaults.SQLITE_BUSY_TIMEOUT + 25)
+    first.wait(timeout=120)
+    lock.join()
+    err = output_of(first)
+    assert first.returncode == 2, err
+    (line,) = [x for x in err.splitlines() if "did not answer for 1 s" in x]
+    kept = re.search(
+        rf"trial {held.number}'s measurement is in (\S+); the next run stores it", line
+    )
+    assert kept is not None, line
+    assert Path(kept.group(1)).exists() and "Traceback" not in err
+
+    second = spawn(cmd, tmp_path, cache_dir)
+    second.wait(timeout=300)
+    err = output_of(second)
+    assert second.returncode == 0, err
+    assert f"stored trial {held.number}'s measurement" in err
+    assert not Path(kept.group(1)).exists()
+    trials = trials_of(url)
+    stored = trials[held.number]
+    assert stored.state.name == "COMPLETE" and TrialRecord.of(stored).status == "ok"
+    assert sum(1 for t in trials if t.state.name in ("COMPLETE", "PRUNED")) == budget

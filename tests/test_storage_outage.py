@@ -257,3 +257,21 @@ def test_a_tuner_that_gives_up_keeps_the_measurement_and_the_next_run_stores_it(
     stored = trials[held.number]
     assert stored.state.name == "COMPLETE" and TrialRecord.of(stored).status == "ok"
     assert sum(1 for t in trials if t.state.name in ("COMPLETE", "PRUNED")) == budget
+
+
+@pytest.mark.slow
+def test_deleting_the_sqlite_file_mid_study_stops_it_in_one_line(tmp_path, fast_space, cache_dir):
+    """It used to exit 0 with a Pareto set, the file gone and every trial with it."""
+    db = tmp_path / "autotune.db"
+    url = f"sqlite:///{db}"
+    cmd = autotune_cmd(
+        "study", "--model", "mnist", "--trials", "6", "--space", str(fast_space), *UNSEEDED_ARGS
+    )  # fmt: skip
+    proc = spawn(cmd, tmp_path, cache_dir)
+    wait_for(lambda: any(t.state.is_finished() for t in trials_of(url)), proc)
+    db.unlink()
+    proc.wait(timeout=120)
+    err = output_of(proc)
+    assert proc.returncode == 2, err
+    assert "was deleted or replaced while the study ran; stopped" in err
+    assert "Traceback" not in err

@@ -101,6 +101,16 @@ class ResilientStorage(optuna.storages.RDBStorage):
         # one). A heartbeat missed meanwhile says nothing about its tuner.
         self.recovered_at = 0.0
 
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        for key in ("_local", "_stopped"):  # per process
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._local, self._stopped = threading.local(), threading.Event()
+
     def calm_for(self, seconds: float) -> bool:
         """Whether this process has had answers for `seconds` (plus the longest wait
         between retries, by which every tuner has noticed the storage is back) since the

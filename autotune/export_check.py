@@ -67,7 +67,8 @@ def _check(data: dict[str, Any]) -> None:
 
     constraint = _mapping(data, "constraint")
     if constraint is not None:
-        _number(constraint, "max_metric_drop", "constraint.", low=0.0)
+        # Any finite limit: a negative one asks for better than fp32 (strict on purpose).
+        _number(constraint, "max_metric_drop", "constraint.")
         _number(constraint, "min_agreement_percent", "constraint.", low=0.0, high=100.0)
         _latency(constraint, "constraint.")
         metric = _mapping(constraint, "metric", "constraint.")

@@ -239,10 +239,8 @@ def verify(
         raise UsageError(f"--rounds must be at least 1, not {rounds}")
     if not 0 <= max_slowdown < 1:
         raise UsageError(f"--max-slowdown is a fraction in [0, 1), not {max_slowdown:g}")
-    if max_metric_drop is not None and not (
-        math.isfinite(max_metric_drop) and max_metric_drop >= 0
-    ):
-        raise UsageError(f"--max-metric-drop must be a finite number >= 0, not {max_metric_drop:g}")
+    if max_metric_drop is not None and not math.isfinite(max_metric_drop):
+        raise UsageError(f"--max-metric-drop must be a finite number, not {max_metric_drop:g}")
     say = log or (lambda text: print(text, file=sys.stderr))
     data = read_export(path)
     config = load_config(data)

@@ -261,7 +261,8 @@ def test_report_renders_in_chromium(place, chromium):
         "Layer sensitivity",
         "Study options",
         "Environment",
-        "autotune export --storage 'sqlite:///autotune.db' --study 'mnist-cpu' -o best.json",
+        # Shell-quoted where needed (shlex.join): these names need no quotes.
+        "autotune export --storage sqlite:///autotune.db --study mnist-cpu -o best.json",
         "1 re-measurement(s)",
     ):
         assert section in result.text, section

@@ -39,7 +39,14 @@ from autotune.liveness import Heartbeat, check_heartbeat
 from autotune.objective import Objective
 from autotune.outcome import Scoring, tell, tell_copy
 from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
-from autotune.records import TrialRecord, add_confirmation, metric_names, write_trial
+from autotune.records import (
+    TrialRecord,
+    add_confirmation,
+    metric_names,
+    set_decided,
+    study_record,
+    write_trial,
+)
 from autotune.starting_points import open_record, study_reference
 from autotune.storage import open_storage
 from autotune.study_options import StudyOptions, build_space, metric_limit
@@ -204,6 +211,10 @@ class Tuner:
         search; ends with one line saying how the pick stands (`conclusion`)."""
         if self.opts.confirm < 1:
             return
+        decided = study_record(self.study).decided
+        if decided and decided.get("after_trials") == self.budget_used():
+            self.conclusion = decided.get("conclusion")  # resumed with nothing new
+            return
         spare = max(0, self.budget - self.budget_used())
         allowance = max(CONFIRM_CAP_FACTOR * self.opts.confirm, spare)
         made = 0
@@ -223,6 +234,7 @@ class Tuner:
         self.conclusion = f"{settled} after {trials} and {made} re-measurements: " + (
             decision.summary()
         )
+        set_decided(self.study, used, self.conclusion)
 
     def _remeasure(self, number: int, config: TrialConfig, ref: Reference) -> bool:
         """Re-measure trial `number`'s config (timing only: its accuracy stands, same config

@@ -189,9 +189,7 @@ def make_study(tmp_path, points: list[tuple[float, float]], states=None) -> optu
         environment = {"device": "test cpu", "versions": {"torch": "x"}}
         record = TrialRecord(status="ok", config=config, metrics=metrics, environment=environment)
         study.add_trial(
-            finished_trial(
-                record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP}
-            )
+            finished_trial(record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP})
         )
     oom = TrialRecord(status="oom")
     study.add_trial(finished_trial(oom, state=optuna.trial.TrialState.PRUNED))

@@ -291,7 +291,9 @@ def test_compile_options_and_env():
     assert isinstance(tt, TTBackend)
     assert tt.visible_devices_env == "TT_METAL_VISIBLE_DEVICES"  # one chip per trial (--devices)
     assert tt.trial_env(tt_config()) == {}
-    on = tt_config(optimization_level=2, trace=True, knobs=(("experimental_weight_dtype", "none"),))
+    on = tt_config(
+        optimization_level=2, trace=True, knobs=(("experimental_weight_dtype", "none"),)
+    )
     assert tt.compile_options(on) == {"optimization_level": "2", "enable_trace": "true"}
     assert tt.trial_env(on) == {"TT_RUNTIME_TRACE_REGION_SIZE": "10000000"}
     glob = tt_config(optimization_level=1, knobs=(("experimental_weight_dtype", "bfp_bf4"),))
@@ -311,7 +313,9 @@ def test_with_larger_trace_region():
     assert tt.with_larger_trace_region(tt_config(trace=False)) is None
     config = tt_config(trace=True, batch_size=64)
     retry = tt.with_larger_trace_region(config)
-    assert retry == tt_config(trace=True, batch_size=64, knobs=(("trace_region_size", 40_000_000),))
+    assert retry == tt_config(
+        trace=True, batch_size=64, knobs=(("trace_region_size", 40_000_000),)
+    )
     assert tt.with_larger_trace_region(retry) is None
     # When tt-metal says it needed more than 4x, take that plus a quarter, rounded to a MiB.
     stderr = (

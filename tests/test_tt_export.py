@@ -197,7 +197,7 @@ def test_script_prints_the_backends_recipe_steps_in_order(tt_export):
         assert block in text[at:], block
         at = text.index(block, at) + len(block)
     assert f"output = model({tt_recipe.TO_DEVICE.source})" in text[at:]
-    assert "if WEIGHT_DTYPE_OVERRIDES:\n        tt_torch.apply_weight_dtype_overrides(" in text
+    assert 'if WEIGHT_DTYPE_OVERRIDES:\n        tt_torch.apply_weight_dtype_overrides(' in text
     for alias, module in tt_recipe.MODULES.items():
         assert f"import {module}" + ("" if alias == module else f" as {alias}") in text
 

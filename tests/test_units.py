@@ -326,6 +326,7 @@ def test_export_schema(tmp_path):
         "latency_percentile",
         "max_latency_ms",
         "objective",
+        "latency_rule",
     }
     # Schema 5: the objective, the budget (none here), and how the pick was decided: trial 2
     # at 300/s is ahead of the next (trial 1, 290/s), their single figures not overlapping.

@@ -16,6 +16,7 @@ TIMEOUT_PER_TRIAL = 300.0  # a trial's process group is killed after this long
 SAMPLERS = ("autotune", "tpe", "random")
 SAMPLER = "autotune"
 STOP_SLOWER = 3.0  # stop a trial this many times slower than the best feasible one
+LATENCY_TIME_CAP = 5  # timing for a latency percentile lasts at most this x measure seconds
 LATENCY_PERCENTILE = 95.0  # per-batch latency percentile a budget constrains
 OBJECTIVE = "throughput"  # or "latency": what the study maximizes / minimizes
 CONFIRM = 3  # re-measure this many top trials

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune import records_legacy
+from autotune import defaults, records_legacy
 from autotune.analysis import (
     Decision,
     TrialRow,
@@ -29,6 +29,7 @@ from autotune.analysis import (
 from autotune.backends import get_backend, tt_export
 from autotune.errors import UsageError
 from autotune.export_check import finite_only
+from autotune.measure import TAIL_ITERATIONS, min_iterations
 from autotune.records import TrialRecord, study_record
 from autotune.study_options import stored_options
 from autotune.wire import TrialConfig
@@ -113,7 +114,14 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "weight_groups": {
             label: members for label, members in meta.weight_groups.items() if members != [label]
         },
-        "protocol": {key: options.get(name) for key, name in PROTOCOL.items()},
+        "protocol": {
+            **{key: options.get(name) for key, name in PROTOCOL.items()},
+            # How many timed iterations the latency percentile rests on (`min_iterations`).
+            "latency_rule": f"at least {TAIL_ITERATIONS} timed iterations beyond the "
+            f"percentile ({min_iterations(meta.objective.percentile)} for "
+            f"p{meta.objective.percentile:g}), at most {defaults.LATENCY_TIME_CAP}x "
+            "measure_seconds, where the study constrains or minimizes latency",
+        },
         "constraint": {
             "metric": {k: v for k, v in meta.metric.items() if k != "limit"},
             "max_metric_drop": meta.metric_limit,

@@ -111,6 +111,9 @@ class StudyRecord:
     reference_environment: dict[str, Any] = field(default_factory=dict)
     reference_fingerprint: str | None = None  # set with the two above
     confirmed: dict[str, list[Any]] = field(default_factory=dict)  # trial number -> entries
+    # How the pick was decided, once it was: {"after_trials": n, "conclusion": line}; a
+    # resumed study with no new trial since does not decide again.
+    decided: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION  # the layout it was read from; always written as the newest
 
     @property
@@ -157,7 +160,12 @@ class StudyRecord:
 
     def to_attrs(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)} | {"schema": SCHEMA_VERSION}
-        for optional in ("reference_recipe", "reference_metric", "reference_fingerprint"):
+        for optional in (
+            "reference_recipe",
+            "reference_metric",
+            "reference_fingerprint",
+            "decided",
+        ):
             if out[optional] is None:
                 del out[optional]
         if self.reference_fingerprint is None:
@@ -222,6 +230,13 @@ def add_confirmation(study: optuna.Study, number: int, entry: Any) -> None:
     confirmed = dict(record.confirmed)
     confirmed[str(number)] = [*confirmed.get(str(number), []), entry]
     record.confirmed = confirmed
+    write_study(study, record)
+
+
+def set_decided(study: optuna.Study, after_trials: int, conclusion: str) -> None:
+    """Record that the pick was decided after `after_trials` trials, and how."""
+    record = study_record(study)
+    record.decided = {"after_trials": after_trials, "conclusion": conclusion}
     write_study(study, record)
 
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.analysis import TrialRow, best_feasible, trial_rows
+from autotune.analysis import TrialRow, decide, trial_rows
 from autotune.commands import command_line, verify_args
 from autotune.plots import render, study_labels, study_plot_data
 from autotune.records import (
@@ -27,7 +27,7 @@ from autotune.records import (
     study_record,
 )
 from autotune.storage import load_study, shown
-from autotune.tables import config_label, num
+from autotune.tables import config_label, interval_text, num
 
 if TYPE_CHECKING:
     import optuna
@@ -64,7 +64,8 @@ def build_report(storage_url: str, study_name: str) -> str:
     ref_env = meta.reference_environment
     model, backend, device = study_labels(meta)
     plot = study_plot_data(rows, meta)
-    best = best_feasible(rows)
+    decision = decide(rows)
+    best = decision.pick if decision is not None else None
     shown_url = shown(storage_url)  # the page is shared: no password
     parts = [
         "<!DOCTYPE html>",
@@ -78,12 +79,12 @@ def build_report(storage_url: str, study_name: str) -> str:
         f"<code>{_e(shown_url)}</code>; report written "
         f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
         _summary(rows, meta),
-        "<h2>Throughput vs accuracy</h2>",
+        "<h2>Throughput, accuracy and latency</h2>",
         _image(render(plot, "png"), f"Pareto plot of study {study_name}")
         if plot.message is None
         else f'<p class="box">{_e(plot.message)}</p>',
         "<h2>The pick</h2>",
-        _pick(best, meta, study_name, shown_url),
+        _pick(best, meta, study_name, shown_url, decision.summary() if decision else "-"),
         "<h2>Failures by reason</h2>",
         _failures(rows),
         "<h2>Trials</h2>",
@@ -122,7 +123,7 @@ def _or_unknown(value: Any) -> Any:
     return "?" if value is None else value
 
 
-def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str:
+def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str, decided: str) -> str:
     if best is None:
         return (
             '<p class="box">No feasible trial: nothing to export (no measured trial within '
@@ -133,7 +134,10 @@ def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str
     items = {
         "trial": str(best.number),
         "config": config_label(best.config),
-        "throughput (samples/s)": f"{best.confirmed_throughput:,.0f} (median, pooled)",
+        "answers": best.objective.says,
+        "throughput (samples/s)": f"{best.confirmed_throughput:,.0f} (median, pooled; 95% "
+        f"interval {interval_text(best)})",
+        "decided": decided,
         "measurements (samples/s)": ", ".join(f"{v:,.0f}" for v in measurements)
         + f" (the trial's own, then {len(best.confirmations)} re-measurement(s))",
         meta.drop_label: num(m.get("metric_drop"), ".4g"),
@@ -141,6 +145,7 @@ def _pick(best: TrialRow | None, meta: StudyRecord, study: str, url: str) -> str
         "PCC with fp32": num(m.get("pcc"), ".6f"),
         "latency per batch p50 / p95 (ms)": f"{num(m.get('latency_ms_p50'), '.2f')} / "
         f"{num(m.get('latency_ms_p95'), '.2f')}",
+        "latency budget": meta.objective.budget_text or "none",
     }
     commands = (
         command_line("export", "--storage", url, "--study", study, "-o", "best.json")

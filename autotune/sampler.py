@@ -27,9 +27,10 @@ it. A candidate valued under LOSING x the best is not proposed once its kind of 
 lost WRITE_OFF times (after a single loss, which may be noise, it is only tried last):
 known results say it loses (e.g. fp32 where bf16 measured 8x faster, or the reverse on a
 CPU without native bf16), and compiling it would only have it stopped as slow. When no
-candidate is left the strategy returns None and the sampler repeats the best config,
-which the tuner records without running anything. Trials still running count as tried,
-so parallel slots and hosts never pick the same move.
+candidate is left the strategy returns None: the tuner then asks for no more trials
+(`search_state`) and spends the rest of the budget deciding the pick. Trials still running
+count as tried, so parallel slots and hosts never pick the same move. A config over the
+latency budget bounds its batch sizes as an OOM does.
 
 The strategy is stateless: it is recomputed from the study's trials at every ask, so it
 resumes and works across hosts like any Optuna sampler.
@@ -320,8 +321,9 @@ class AutotuneSampler(optuna.samplers.BaseSampler):
         plan = plan_next(self._space, history)
         scored = [h for h in history if h.score is not None]
         if plan is None and scored:
-            # Nothing untried is worth compiling: the best again, which the tuner records
-            # as a copy of its outcome without running anything.
+            # Nothing untried is worth compiling. The tuner does not ask then
+            # (`search_state`); only a race between hosts gets here: the best again, which
+            # the tuner records as a copy of its outcome without running anything.
             plan = max(scored, key=lambda h: h.score).params
         self._plans[trial._trial_id] = plan
         self._fallback.before_trial(study, trial)

@@ -41,7 +41,14 @@ from autotune.objective import Objective
 from autotune.outcome import Scoring, tell, tell_copy
 from autotune.pending import Pending, take_in
 from autotune.pruning import check_stop_ratio, earlier_outcome, stop_below
-from autotune.records import TrialRecord, add_confirmation, metric_names, write_trial
+from autotune.records import (
+    TrialRecord,
+    add_confirmation,
+    metric_names,
+    set_decided,
+    study_record,
+    write_trial,
+)
 from autotune.resilient_storage import StorageGone, StorageUnavailable
 from autotune.starting_points import open_record, study_reference
 from autotune.storage import open_storage
@@ -212,6 +219,10 @@ class Tuner:
         search; ends with one line saying how the pick stands (`conclusion`)."""
         if self.opts.confirm < 1:
             return
+        decided = study_record(self.study).decided
+        if decided and decided.get("after_trials") == self.budget_used():
+            self.conclusion = decided.get("conclusion")  # resumed with nothing new
+            return
         spare = max(0, self.budget - self.budget_used())
         allowance = max(CONFIRM_CAP_FACTOR * self.opts.confirm, spare)
         made = 0
@@ -233,6 +244,7 @@ class Tuner:
         self.conclusion = f"{settled} after {trials} and {made} re-measurements: " + (
             decision.summary()
         )
+        set_decided(self.study, used, self.conclusion)
 
     def _remeasure(self, number: int, config: TrialConfig, ref: Reference) -> bool:
         """Re-measure trial `number`'s config (timing only: its accuracy stands, same config

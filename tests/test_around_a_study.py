@@ -254,7 +254,7 @@ def test_report_renders_in_chromium(place, chromium):
     assert result.images == 2 and result.broken_images == 0
     assert result.title == "autotune report: mnist-cpu"
     for section in (
-        "Throughput vs accuracy",
+        "Throughput, accuracy and latency",
         "The pick",
         "Failures by reason",
         "Trials",

@@ -30,9 +30,7 @@ def study_of(tmp_path, measured: list[tuple[float, float]], failed: list[str] = 
             metrics={"throughput_samples_per_s": tp, "metric_drop": drop},
         )
         study.add_trial(
-            finished_trial(
-                record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP}
-            )
+            finished_trial(record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP})
         )
     for status in failed:
         state = optuna.trial.TrialState.PRUNED if status == "oom" else optuna.trial.TrialState.FAIL
@@ -163,3 +161,42 @@ def test_plot_table_of_a_study_with_nothing_measured(tmp_path):
     data = data_of(study_of(tmp_path, [], ["oom", "crash"]))
     lines = plot_table(data).splitlines()
     assert lines[-1] == data.message and "2 of 2 trials failed" in data.message
+
+
+def test_when_accuracy_does_not_separate_the_configs_batch_and_latency_views_do(tmp_path):
+    """Every feasible trial at drop 0.000 (the CPU's usual case): no Pareto column of
+    dots, but throughput by batch per family and latency against throughput, the budget
+    drawn and the pick labelled."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'l.db'}", directions=["maximize", "minimize"]
+    )
+    for batch, level in [(16, 0), (64, 0), (256, 0), (64, 2), (256, 2)]:
+        tp = 1000.0 * (1 + level) * batch**0.3
+        record = TrialRecord(
+            status="ok",
+            config={
+                "model": "mnist",
+                "backend": "cpu",
+                "batch_size": batch,
+                "optimization_level": level,
+                "activation_dtype": "fp32",
+            },
+            metrics={
+                "throughput_samples_per_s": tp,
+                "metric_drop": 0.0,
+                "latency_ms_p95": 1e3 * batch / tp,
+            },
+        )
+        study.add_trial(finished_trial(record, values=[tp, 0.0], constraints={"metric_drop": -0.5}))
+    data = data_of(study)._replace(max_latency_ms=20.0)
+    assert not data.separates
+    assert {p.family for p in data.serving} == {"O0 fp32", "O2 fp32"}
+    assert all(p.latency_ms is not None for p in data.serving)
+    svg = io.BytesIO()
+    draw(data, svg, "svg")
+    text = svg.getvalue()
+    assert b"throughput by batch size" in text and b"latency against throughput" in text
+    assert b"budget: p95 &lt;= 20 ms" in text
+    assert f"exported: trial {data.pick.trial}".encode() in text
+    assert b"Pareto front" not in text  # the view that says nothing here is left out
+    assert_draws(data, tmp_path)

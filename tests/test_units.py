@@ -189,9 +189,7 @@ def make_study(tmp_path, points: list[tuple[float, float]], states=None) -> optu
         environment = {"device": "test cpu", "versions": {"torch": "x"}}
         record = TrialRecord(status="ok", config=config, metrics=metrics, environment=environment)
         study.add_trial(
-            finished_trial(
-                record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP}
-            )
+            finished_trial(record, values=[tp, drop], constraints={"metric_drop": drop - MAX_DROP})
         )
     oom = TrialRecord(status="oom")
     study.add_trial(finished_trial(oom, state=optuna.trial.TrialState.PRUNED))
@@ -328,6 +326,7 @@ def test_export_schema(tmp_path):
         "latency_percentile",
         "max_latency_ms",
         "objective",
+        "latency_rule",
     }
     # Schema 5: the objective, the budget (none here), and how the pick was decided: trial 2
     # at 300/s is ahead of the next (trial 1, 290/s), their single figures not overlapping.

@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from autotune import pytree
+from autotune import defaults, pytree
 from autotune.child.batches import eval_outputs, eval_set, host_batch, to_device, to_host
 from autotune.child.environment import environment
 from autotune.child.load import BUSY_CORES, LoadProbe
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from studies import Study
 
 STABLE_IQR_RATIO = 0.03  # blocks agreeing this well end the timing early
-# Timing for a latency percentile's iterations goes on at most this many --measure-seconds.
-LATENCY_TIME_CAP = 5
 # A trial whose settled warm-up latency is this far over the budget stops there: its
 # percentile can only be higher than the median.
 OVER_BUDGET = 1.25
@@ -174,13 +172,13 @@ def _measure(step: Any, backend: Backend, job: TrialJob, per_iter_estimate: floa
     adaptive_autorange does: stop once `min_blocks` blocks agree (IQR/median of block
     throughput under STABLE_IQR_RATIO), else go on up to `measure_seconds`. Where the study
     constrains a latency percentile, timing also goes on until `min_iterations` iterations
-    were timed (at most LATENCY_TIME_CAP x `measure_seconds`)."""
+    were timed (at most defaults.LATENCY_TIME_CAP x `measure_seconds`)."""
     target_block = job.measure_seconds / (4 * job.min_blocks)
     iters = max(1, round(target_block / max(per_iter_estimate, 1e-6)))
     blocks: list[float] = []
     iterations: list[float] = []
     spent = 0.0
-    cap = LATENCY_TIME_CAP * job.measure_seconds
+    cap = defaults.LATENCY_TIME_CAP * job.measure_seconds
     while (
         len(blocks) < job.min_blocks
         or (spent < job.measure_seconds and not _stable(blocks, iters, job.config.batch_size))

@@ -94,6 +94,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         self.retry_s = retry_s
         self._local = threading.local()
         self._stopped = threading.Event()
+        self._away = threading.Event()  # an outage was announced and has not ended
         self._file = sqlite_file(url)
         self._file_id = _identity(self._file) if self._file is not None else None
         self.shown_url = masked_url(url)
@@ -103,13 +104,17 @@ class ResilientStorage(optuna.storages.RDBStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for key in ("_local", "_stopped"):  # per process
+        for key in ("_local", "_stopped", "_away"):  # per process
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
-        self._local, self._stopped = threading.local(), threading.Event()
+        self._local, self._stopped, self._away = (
+            threading.local(),
+            threading.Event(),
+            threading.Event(),
+        )
 
     def calm_for(self, seconds: float) -> bool:
         """Whether this process has had answers for `seconds` (plus the longest wait
@@ -151,10 +156,12 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.retry_s
-                    _say(
-                        f"storage {self.shown_url} did not answer ({self._first_line(exc)}); "
-                        f"retrying for up to {self.retry_s:g} s"
-                    )
+                    if not self._away.is_set():  # one line per outage, whichever call saw it
+                        self._away.set()
+                        _say(
+                            f"storage {self.shown_url} did not answer "
+                            f"({self._first_line(exc)}); retrying for up to {self.retry_s:g} s"
+                        )
                 if now >= deadline or self._stopped.is_set():
                     raise StorageUnavailable(
                         f"storage {self.shown_url} did not answer for {self.retry_s:g} s "
@@ -168,6 +175,8 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 self._local.depth = 0
             if deadline is not None:
                 self.recovered_at = time.monotonic()
+            if self._away.is_set():
+                self._away.clear()
                 _say(f"storage {self.shown_url} answers again")
             return out
 

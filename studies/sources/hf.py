@@ -99,6 +99,8 @@ class HFStudy(Study):
     def build_model(self) -> torch.nn.Module:
         import transformers
 
+        transformers.logging.set_verbosity_error()  # no per-process load reports in trials
+        transformers.logging.disable_progress_bar()
         cls = {
             SEQUENCE: transformers.AutoModelForSequenceClassification,
             IMAGE: transformers.AutoModelForImageClassification,
@@ -124,7 +126,7 @@ class HFStudy(Study):
         top = getattr(self.config, "max_position_embeddings", None) or defaults.SEQ_LEN
         return self.seq_len or min(defaults.SEQ_LEN, top)
 
-    def _pixels(self) -> torch.Tensor:
+    def _pixels(self) -> dict[str, torch.Tensor]:
         import torch
 
         size = getattr(self.config, "image_size", 224)
@@ -143,15 +145,18 @@ class HFStudy(Study):
         lengths = torch.randint(max(1, n // 4), n + 1, (EVAL_ROWS,), generator=gen)
         tokenizer = self._tokenizer()
         vocab = self.config.vocab_size
-        if tokenizer is None:
+        ordinary = []
+        if tokenizer is not None:
+            special = set(tokenizer.all_special_ids)
+            ordinary = [i for i in range(min(vocab, len(tokenizer))) if i not in special]
+        if not ordinary:  # no tokenizer, or one with no vocabulary (transformers 5 makes those)
             pad = self.config.pad_token_id or 0
             ids = torch.randint(1, vocab, (EVAL_ROWS, n), generator=gen)
             mask = (torch.arange(n)[None, :] < lengths[:, None]).long()
             return {"input_ids": ids * mask + pad * (1 - mask), "attention_mask": mask}
-        special = set(tokenizer.all_special_ids)
-        ordinary = torch.tensor([i for i in range(min(vocab, len(tokenizer))) if i not in special])
+        pool = torch.tensor(ordinary)
         texts = [
-            tokenizer.decode(ordinary[torch.randint(0, len(ordinary), (int(k),), generator=gen)])
+            tokenizer.decode(pool[torch.randint(0, len(pool), (int(k),), generator=gen)])
             for k in lengths
         ]
         encoded = tokenizer(

@@ -5,6 +5,7 @@ wrote to the interface its base.py documents, laid out as the zoo is (said there
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -235,3 +236,51 @@ def copy_zoo(tmp_path: Path) -> dict[str, str]:
     the environment that imports it from there as `forge_zoo`."""
     shutil.copytree(ROOT / "tests" / "forge_zoo", tmp_path / "forge_zoo")
     return {"PYTHONPATH": f"{ROOT}:{tmp_path}"}
+
+
+ARGS = ("--measure-seconds", "0.2", "--no-progress", "--seed", "0", "--stop-slower", "0")
+SMALL_SPACE = "batch_size = {min = 16, max = 32}\noptimization_level = [0]\n"
+
+
+@pytest.mark.slow
+def test_forge_loader_study_writes_its_map_where_the_loader_says(cli, tmp_path):
+    env = copy_zoo(tmp_path)
+    (tmp_path / "space.toml").write_text(SMALL_SPACE)
+    spec = "forge_zoo.tiny_mlp.pytorch.loader:ModelLoader@wide"
+    study = f"{spec}-cpu-emulate-tt"
+    r = cli(
+        "study",
+        "--model",
+        spec,
+        "--emulate",
+        "tt",
+        "--trials",
+        "3",
+        "--no-starting-points",
+        "--space",
+        "space.toml",
+        *ARGS,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "16 eval rows without labels" in r.stderr and "metric PCC vs fp32" in r.stderr
+    assert "decoded: predicted class: " in r.stderr  # decode_output, said once
+
+    r = cli("export", "--study", study, "--format", "tt-mixed-precision", "--loader", spec, env=env)
+    assert r.returncode == 0, r.stderr
+    where = tmp_path / "forge_zoo/tiny_mlp/pytorch/mixed_precision_configs/tiny_mlp_wide.json"
+    assert str(where) in r.stderr
+    written = json.loads(where.read_text())
+    assert cli("export", "--study", study, "-o", "best.json", env=env).returncode == 0
+    exported = json.loads((tmp_path / "best.json").read_text())
+    assert written == exported["weight_dtype_overrides"]
+    assert written and set(written) <= {
+        "fc1.weight",
+        "fc2.weight",
+        "head.weight",
+    }  # the loader's names
+
+    bad = cli("export", "--study", study, "--loader", spec, env=env)
+    assert bad.returncode == 2 and "--loader is for --format tt-mixed-precision" in bad.stderr
+    v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.9", env=env)
+    assert v.returncode == 0, v.stdout + v.stderr

@@ -244,7 +244,6 @@ _USER_STUDIES: dict[str, Study] = {}
 def _load_user_study(spec: str) -> Study:
     if spec not in _USER_STUDIES:
         from studies import sources
-        from studies.sources import forge
 
         base, options = sources.split_spec(spec)
         source, _, attr = base.rpartition(":")
@@ -256,10 +255,10 @@ def _load_user_study(spec: str) -> Study:
             raise UnknownStudyError(
                 f"cannot load model {spec!r}: {source} has no {attr!r}"
             ) from None
-        if forge.is_loader(obj):
-            sources.check_options(spec, options, sources.FORGE_OPTIONS)
-            _USER_STUDIES[spec] = forge.ForgeStudy(spec, obj, variant if at else None, options)
-            return _USER_STUDIES[spec]
+        loader = sources.loader_study(spec, obj, variant if at else None, options)
+        if loader is not None:
+            _USER_STUDIES[spec] = loader
+            return loader
         sources.check_options(spec, options, ())
         if at:
             raise UnknownStudyError(

@@ -284,3 +284,40 @@ def test_forge_loader_study_writes_its_map_where_the_loader_says(cli, tmp_path):
     assert bad.returncode == 2 and "--loader is for --format tt-mixed-precision" in bad.stderr
     v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.9", env=env)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+HF_EXAMPLE = ROOT / "studies" / "data" / "hf_bert_classifier"
+HF_EVAL = ROOT / "studies" / "data" / "hf_bert_classifier_eval.pt"
+
+
+@pytest.mark.slow
+def test_shipped_bert_classifier_studies_exports_and_verifies(cli, tmp_path):
+    (tmp_path / "space.toml").write_text(
+        "batch_size = {min = 64, max = 128}\noptimization_level = [0]\n"
+    )
+    model = f"hf:{HF_EXAMPLE}"
+    r = cli(
+        "study",
+        "--model",
+        model,
+        "--eval-data",
+        str(HF_EVAL),
+        "--trials",
+        "3",
+        "--space",
+        "space.toml",
+        *ARGS,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "inputs input_ids: int64[2, 32], attention_mask: int64[2, 32]" in r.stderr
+    assert "1000 eval rows; 14 lowerable weights; metric top-1 accuracy" in r.stderr
+
+    assert cli("export", "--study", f"{model}-cpu", "-o", "best.json").returncode == 0
+    exported = json.loads((tmp_path / "best.json").read_text())
+    assert exported["model"] == f"{model}?eval_data={HF_EVAL}"  # the options travel with it
+    assert exported["metrics"]["reference_metric"] > 90  # trained: real top-1 on real labels
+    roles = exported["weight_dtype_overrides"]  # one entry per role, as tt-xla globs
+    assert len(roles) == 8 and "bert.encoder.layer.*.intermediate.dense.weight" in roles
+    v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.9")
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "top-1" in v.stdout

@@ -28,7 +28,8 @@ PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "torchvision": ("studies.sources.zoo", ("weights", "eval_data")),
     "timm": ("studies.sources.zoo", ("weights", "eval_data")),
 }
-#: Options a tt-forge-models loader takes (`studies.sources.forge`).
+#: The module of tt-forge-models loaders (``pkg.module:Loader[@variant]``), and its options.
+FORGE = "studies.sources.forge"
 FORGE_OPTIONS = ("eval_data",)
 #: Every spec option, as StudyOptions and the CLI name them (flag: ``--seq-len``).
 OPTIONS = ("seq_len", "eval_data", "weights")
@@ -105,3 +106,13 @@ def resolve(spec: str) -> Study:
         raise UsageError(f"model {spec!r}: name a model after {prefix}:")
     module = importlib.import_module(module_name)
     return module.make_study(spec, prefix, target, options)
+
+
+def loader_study(spec: str, obj: Any, variant: str | None, options: dict[str, Any]) -> Study | None:
+    """The study of `obj` when it is a tt-forge-models loader class, else None. Source
+    modules are imported by name, as `resolve` does: each subclasses `studies.Study`."""
+    forge = importlib.import_module(FORGE)
+    if not forge.is_loader(obj):
+        return None
+    check_options(spec, options, FORGE_OPTIONS)
+    return forge.ForgeStudy(spec, obj, variant, options)

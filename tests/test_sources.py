@@ -321,3 +321,52 @@ def test_shipped_bert_classifier_studies_exports_and_verifies(cli, tmp_path):
     v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.9")
     assert v.returncode == 0, v.stdout + v.stderr
     assert "top-1" in v.stdout
+
+
+class _TorchvisionStandIn:
+    """torchvision.models as far as the zoo source uses it (get_model, get_model_weights),
+    for a process where PyPI's torchvision cannot load (it is built for CUDA torch)."""
+
+    class _Weights:
+        class DEFAULT:
+            @staticmethod
+            def transforms():
+                return type("T", (), {"crop_size": [40]})()
+
+    @staticmethod
+    def get_model(name, weights=None):
+        assert weights is None  # never a download
+        if name != "tiny":
+            raise ValueError(f"Unknown model {name}")
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 38 * 38, 5)
+        )
+
+    @classmethod
+    def get_model_weights(cls, name):
+        return cls._Weights
+
+
+@pytest.mark.skipif(_vision_usable(), reason="torchvision imports here: the real test runs")
+def test_vision_zoo_source_with_a_stand_in_torchvision(monkeypatch, tmp_path):
+    from studies.sources import zoo
+
+    monkeypatch.setattr(zoo, "import_zoo", lambda prefix: _TorchvisionStandIn)
+    study = get_study("torchvision:tiny")
+    assert study.input_shape() == (3, 40, 40)  # the default weights' crop size
+    images, labels = study.eval_data()
+    assert images.shape == (64, 3, 40, 40) and labels is None
+    random = study.build_model()
+    assert torch.equal(random[0].weight, get_study("torchvision:tiny").build_model()[0].weight)
+    assert random(images[:2]).shape == (2, 5)
+    torch.manual_seed(7)
+    other = _TorchvisionStandIn.get_model("tiny")
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "w.pt")  # a checkpoint dict
+    trained = get_study(with_options("torchvision:tiny", weights=str(tmp_path / "w.pt")))
+    assert trained.notes() == []
+    assert torch.equal(trained.build_model()[2].weight, other[2].weight)
+    torch.save({"0.weight": other[0].weight}, tmp_path / "part.pt")
+    with pytest.raises(RuntimeError, match="Missing key"):  # the file must fit the model
+        get_study(with_options("torchvision:tiny", weights=str(tmp_path / "part.pt"))).build_model()
+    with pytest.raises(ValueError, match="torchvision has no model 'huge'"):
+        get_study("torchvision:huge").build_model()

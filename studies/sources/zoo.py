@@ -97,8 +97,10 @@ class ZooStudy(Study):
                 size = getattr(cfg, "input_size", None) or (3, 224, 224)
                 self._shape = tuple(size)
             else:
-                default = zoo.get_model_weights(self.target).DEFAULT
-                crop = default.transforms().crop_size
+                try:
+                    crop = list(zoo.get_model_weights(self.target).DEFAULT.transforms().crop_size)
+                except (ValueError, KeyError, AttributeError):  # a model with no weights listed
+                    crop = [224]
                 self._shape = (3, *(crop * 2 if len(crop) == 1 else crop))
         return self._shape
 

@@ -229,6 +229,9 @@ def get_study(name: str) -> Study:
         return _USER_STUDIES[name]
     if ":" in name:
         return _load_user_study(name)
+    name, options = sources.split_spec(name)
+    if name in _registry():
+        sources.check_options(name, options, ())
     try:
         return _registry()[name]
     except KeyError:

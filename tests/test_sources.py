@@ -161,10 +161,17 @@ def test_hf_eval_data_file_with_labels_scores_top1(hf_dirs, tmp_path):
     assert study.scoring(labels is not None).name == "top-1 accuracy"
 
 
-def test_hf_unknown_directory_is_one_line_of_bad_input(tmp_path):
+def test_hf_bad_directories_are_one_line_of_bad_input(tmp_path, cli):
+    r = cli("study", "--model", "hf:./nothing", "--trials", "1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "autotune: model 'hf:./nothing': no directory ./nothing (a save_pretrained one)"
+    ]
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="cannot load the Hugging Face config of") as exc:
-        get_study(f"hf:{tmp_path / 'nothing'}").task  # noqa: B018
+        get_study(f"hf:{tmp_path / 'empty'}").task  # noqa: B018
     assert "\n" not in str(exc.value)
+    r = cli("study", "--model", "mnist", "--seq-len", "8", "--trials", "1")
+    assert r.returncode == 2 and "--seq-len does not apply to model 'mnist'" in r.stderr
 
 
 def _vision_usable() -> bool:

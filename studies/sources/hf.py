@@ -21,6 +21,7 @@ A hub id needs the network or a local Hugging Face cache; a directory written by
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune import defaults
@@ -49,6 +50,8 @@ class HFStudy(Study):
         self.target = target
         self.seq_len: int | None = options.get("seq_len")
         self.eval_file: str | None = options.get("eval_data")
+        if target.startswith((".", "/", "~")) and not Path(target).expanduser().is_dir():
+            raise UsageError(f"model {spec!r}: no directory {target} (a save_pretrained one)")
         if self.seq_len is not None and self.seq_len < 1:
             raise UsageError(f"--seq-len must be at least 1, not {self.seq_len}")
         self._data: tuple[Any, Any] | None = None

@@ -245,7 +245,17 @@ def copy_zoo(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{ROOT}:{tmp_path}"}
 
 
-ARGS = ("--measure-seconds", "0.2", "--no-progress", "--seed", "0", "--stop-slower", "0")
+ARGS = (
+    "--measure-seconds",
+    "0.2",
+    "--no-progress",
+    "--seed",
+    "0",
+    "--stop-slower",
+    "0",
+    "--confirm",
+    "1",
+)
 SMALL_SPACE = "batch_size = {min = 16, max = 32}\noptimization_level = [0]\n"
 
 

@@ -27,3 +27,4 @@ HEARTBEAT = 10  # seconds
 SILENT_BEATS = 3  # a trial silent for this many heartbeat intervals is lost (re-queued)
 VERIFY_ROUNDS = 3  # fresh processes `autotune verify` runs
 MAX_SLOWDOWN = 0.10  # `autotune verify` fails below (1 - this) x the export's throughput
+SEQ_LEN = 128  # tokens per row of a Hugging Face text model's synthetic inputs (--seq-len)

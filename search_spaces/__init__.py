@@ -268,7 +268,7 @@ def default_space(
             f"dtype of {label}" + (f" ({len(members)} weights)" if len(members) > 1 else ""),
             members,
         )
-        for label, members in group_weights(names)
+        for label, members in group_weights(names, by_role=study.group_by_role)
     ]
     return SearchSpace(model or study.name, backend.name, tuple(dims))
 
@@ -276,14 +276,15 @@ def default_space(
 MAX_WEIGHT_PARAMS = 16
 
 
-def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+def group_weights(names: list[str], by_role: bool = False) -> list[tuple[str, tuple[str, ...]]]:
     """(label, members) per weight-dtype dimension, at most MAX_WEIGHT_PARAMS of them.
 
-    Few weights: one dimension each. Many (a deep model): one per role, i.e. the name with
-    block indices replaced by `*` (`blocks.*.attn.q_proj.weight`), a glob tt-xla's
-    overrides accept as is. Still too many: runs of consecutive roles share a dimension.
+    Few weights: one dimension each. Many (a deep model), or `by_role`: one per role, i.e.
+    the name with block indices replaced by `*` (`blocks.*.attn.q_proj.weight`), a glob
+    tt-xla's overrides accept as is. Still too many: runs of consecutive roles share a
+    dimension.
     """
-    if len(names) <= MAX_WEIGHT_PARAMS:
+    if len(names) <= MAX_WEIGHT_PARAMS and not by_role:
         return [(n, (n,)) for n in names]
     roles: dict[str, None] = {}
     for n in names:

@@ -61,6 +61,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     tuner = Tuner(opts, say=_say_beside_bar)
     space = tuner.space
     output.tell(f"model {opts.model}: {tuner.model.summary()}")
+    for note in get_study(opts.model).notes():
+        output.tell(note)
     if not tuner.model.labels and get_study(opts.model).metric is None:
         output.tell("no labels: the metric is fidelity against fp32 (PCC of the scored output)")
     output.tell(

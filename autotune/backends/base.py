@@ -31,6 +31,12 @@ class Knob:
     name: str
     choices: tuple[Any, ...]
     doc: str
+    #: choices offered only when a space file names them, each with `opt_in_warning`
+    opt_in: tuple[Any, ...] = ()
+    opt_in_warning: str = ""
+    #: a boolean dimension (e.g. "trace") without which the knob changes nothing: the knob
+    #: is left out of configs where that dimension is off, and the sampler does not flip it
+    only_with: str | None = None
 
 
 def run_probe(

@@ -104,6 +104,9 @@ class Backend(ABC):
     #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's
     #: dtype) and knob values; knobs not named take their first choice. None: no reference.
     reference_recipe: Mapping[str, Any] | None = None
+    #: for a backend emulating another device: one line saying what is exact and what is
+    #: modelled, shown when a study starts
+    emulation_note: str | None = None
 
     @abstractmethod
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:

@@ -104,6 +104,12 @@ class CPUEmulatedTTBackend(CPUBackend):
     activation_dtypes = ("bf16",)
     knobs = (*CPUBackend.knobs, MATH_FIDELITY, FP32_DEST_ACC_EN)
     numerics_rule = "host"
+    emulation_note = (
+        "--emulate tt: exact: the weight formats (bf16, bfp_bf8, bfp_bf4 as tt-metal packs "
+        "them, checked against ttnn); modelled: math_fidelity and fp32_dest_acc_en (the matrix "
+        "engine's fidelity phases and Dst accumulation, from Tenstorrent's ISA documentation, "
+        "not checked on a card); throughput: this CPU's"
+    )
 
     def __init__(self, native_bf16: bool | None = None) -> None:
         """native_bf16: run bf16 natively (True) or as rounded fp32 (False); None: as this

@@ -107,6 +107,9 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
 
     # One line each: trials sharing this host's cores, CPU trials on different machines.
     said = [m for m in (tuner.jobs_note(), tuner.machine_warning()) if m is not None]
+    said += [f"warning: {w}" for w in tuner.space.warnings()]  # risky choices a space file named
+    if tuner.backend.emulation_note:
+        said.append(tuner.backend.emulation_note)
     for line in said:
         output.say(line)
     tuner.run()

@@ -205,20 +205,20 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
 
 
 def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
-    """Non-dominated measured trials (max throughput, min accuracy drop), by throughput.
+    """Non-dominated measured trials (max pooled throughput, min metric drop), by throughput.
 
     Duplicates (a config measured once, reported again) are left out.
     """
     points = [r for r in rows if r.measured and r.duplicate_of is None]
     front = [r for r in points if not any(_dominates(o, r) for o in points if o is not r)]
-    return sorted(front, key=lambda r: -r.throughput)
+    return sorted(front, key=lambda r: -r.confirmed_throughput)
 
 
 def _dominates(a: TrialRow, b: TrialRow) -> bool:
+    # Pooled figures, as the pick is ranked: the front and the pick agree.
+    ta, tb = a.confirmed_throughput, b.confirmed_throughput
     return (
-        a.throughput >= b.throughput
-        and a.metric_drop <= b.metric_drop
-        and (a.throughput > b.throughput or a.metric_drop < b.metric_drop)
+        ta >= tb and a.metric_drop <= b.metric_drop and (ta > tb or a.metric_drop < b.metric_drop)
     )
 
 

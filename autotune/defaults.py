@@ -27,5 +27,6 @@ HEARTBEAT = 10  # seconds
 SILENT_BEATS = 3  # a trial silent for this many heartbeat intervals is lost (re-queued)
 VERIFY_ROUNDS = 3  # fresh processes `autotune verify` runs
 MAX_SLOWDOWN = 0.10  # `autotune verify` fails below (1 - this) x the export's throughput
+SEQ_LEN = 128  # tokens per row of a Hugging Face text model's synthetic inputs (--seq-len)
 STORAGE_RETRY_SECONDS = 180.0  # a storage call unreachable or busy is retried this long
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits on a lock before a retry round

@@ -27,6 +27,7 @@ from autotune.analysis import (
     winner,
 )
 from autotune.backends import get_backend, tt_export
+from autotune.backends.tt_options import compile_options as tt_compile_options
 from autotune.errors import UsageError
 from autotune.export_check import finite_only
 from autotune.measure import TAIL_ITERATIONS, min_iterations
@@ -224,11 +225,14 @@ def save(text: str, out: Path | None, fmt: str) -> None:
 def notes(data: dict[str, Any], fmt: str) -> list[str]:
     """What a user of the `fmt` export should know that the file cannot say."""
     found = []
-    weight_dtype = data.get("compile_options", {}).get("experimental_weight_dtype")
-    if fmt == "tt-mixed-precision" and weight_dtype:
+    # tt-xla's options from the knobs: a cpu-emulate-tt study's compile_options are the CPU's.
+    options = tt_compile_options(data.get("knobs", {}))
+    if fmt == "tt-mixed-precision" and options:
+        listed = ", ".join(f"{k}={v}" for k, v in options.items())
+        option = "option" if len(options) == 1 else "options"
         found.append(
-            f"the trial also set the compile option experimental_weight_dtype={weight_dtype}, "
-            "which a weight map cannot carry (see --format json or script)"
+            f"the trial also set the compile {option} {listed}, which a weight map cannot "
+            "carry (see --format json or script)"
         )
     return found
 

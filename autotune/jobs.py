@@ -37,12 +37,14 @@ class ModelInfo:
     eval_rows: int
     labels: bool
     metric: dict[str, Any]  # studies.metrics.Metric.describe()
+    decoded: str = ""  # the fp32 output in words, where the study can tell (Study.decode)
 
     def summary(self) -> str:
         return (
             f"inputs {self.inputs}; scored {self.scored}; {self.eval_rows} eval rows"
             f"{'' if self.labels else ' without labels'}; {len(self.weights)} lowerable weights; "
             f"metric {self.metric.get('name')}"
+            + (f"; decoded: {self.decoded}" if self.decoded else "")
         )
 
 
@@ -70,6 +72,7 @@ def describe_model(model: str, settings: RunnerSettings, eval_limit: int | None)
         eval_rows=int(art["eval_rows"]),
         labels=art["labels"] == "true",
         metric=json.loads(art["metric"]),
+        decoded=art.get("decoded", ""),
     )
 
 

@@ -130,7 +130,7 @@ def pareto_plot_data(
     metric: dict[str, Any] | None = None,
 ) -> ParetoPlotData:
     def point(r: TrialRow) -> Point:
-        return Point(r.number, r.metric_drop, r.throughput)
+        return Point(r.number, r.metric_drop, r.confirmed_throughput)
 
     measured = [r for r in rows if r.measured and r.duplicate_of is None]
     best = best_feasible(rows)

@@ -123,9 +123,14 @@ def call(model: Callable[..., Any], x: Any) -> Any:
     return model(x)
 
 
-def select_output(out: Any, which: str | int | None = None) -> torch.Tensor:
-    """The output tensor a study scores: `which` (a key or an index), else ``logits`` where
-    the output has it, else its first floating-point tensor."""
+def select_output(out: Any, which: str | int | Callable[[Any], Any] | None = None) -> torch.Tensor:
+    """The output tensor a study scores: `which` (a key, an index, or a function of the
+    output), else ``logits`` where the output has it, else its first floating-point tensor."""
+    if callable(which):
+        picked = which(out)
+        if not _is_tensor(picked):
+            raise BatchError(f"{which!r} returned a {type(picked).__name__}, not a tensor")
+        return picked
     if which is not None:
         try:
             picked = out[which]

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY, TRACE_REGION_KNOB
 from autotune.defaults import SAMPLERS
 from autotune.objective import Objective
 from autotune.pruning import oom_bound
@@ -55,6 +56,7 @@ from search_spaces import (
     BATCH_SIZE,
     LOG2_BATCH_SIZE,
     OPTIMIZATION_LEVEL,
+    TRACE,
     WEIGHT_PREFIX,
 )
 
@@ -82,6 +84,8 @@ class Observed:
     finished: bool = True
     speed: float | None = None
     over_budget: bool = False  # its latency broke the study's budget (`autotune.objective`)
+    #: measured in full but over the accuracy constraint
+    infeasible: bool = False
 
 
 FRONT = 0.5  # configs within this share of the best throughput are bases for moves
@@ -96,6 +100,12 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
     # Memory use and a config's latency both grow with the batch size: nothing at or above a
     # batch that ran out of memory or broke the latency budget is tried for that config.
     ooms = [h.params for h in history if h.oom or h.over_budget]
+    # Configs at most as precise as one that already failed the accuracy constraint fail it
+    # too (e.g. lofi after hifi2 did): not worth a trial.
+    losers = [h.params for h in history if h.infeasible]
+    tried += [
+        m for m in _all_moves(space, history) if any(_less_precise(space, m, t) for t in losers)
+    ]
     scored = sorted((h for h in history if h.score is not None), key=lambda h: -h.score)
     if not scored:  # nothing feasible yet: the start, then its moves
         start = _start(space)
@@ -136,6 +146,47 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
                 continue
             pick, chosen = key, move
     return chosen
+
+
+def _all_moves(space: SearchSpace, history: Sequence[Observed]) -> list[dict[str, Any]]:
+    """The moves the plan may propose (of the start and of every measured config)."""
+    start = _start(space)
+    moves = [start, *_moves(space, start)]
+    for h in history:
+        if h.score is not None:
+            moves += list(_moves(space, h.params))
+    return moves
+
+
+#: The constraints about outputs (`autotune.outcome.Scoring`): a config that breaks one is
+#: beaten by none less precise. Others (e.g. a latency budget) say nothing about precision.
+ACCURACY_CONSTRAINTS = ("metric_drop", "agreement")
+# Dimensions that do not change a trial's outputs: batch size, trace, the trace region.
+_NEUTRAL = (BATCH, TRACE, TRACE_REGION_KNOB)
+
+
+def _rank(space: SearchSpace, name: str, value: Any) -> int | None:
+    """Where `value` sits on the dimension's precision scale (0 = most precise), or None
+    when the dimension has no such scale (values then compare only as equal)."""
+    dims = {d.name: d for d in space.dimensions}
+    if name == MATH_FIDELITY.name:
+        return FIDELITIES.index(value) if value in FIDELITIES else None
+    d = dims.get(name)
+    if d is not None and (d.members or name in (ACT, "experimental_weight_dtype")):
+        return d.choices.index(value) if value in d.choices else None  # most precise first
+    return None
+
+
+def _less_precise(space: SearchSpace, a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether `a` is at most as precise as `b` on every dimension that changes outputs,
+    and equal on those without a precision scale."""
+    for name, value in a.items():
+        if name in _NEUTRAL or value == b.get(name):
+            continue
+        ra, rb = _rank(space, name, value), _rank(space, name, b.get(name))
+        if ra is None or rb is None or ra < rb:
+            return False
+    return True
 
 
 def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -227,14 +278,36 @@ def _moves(
             if value != inc[name]:
                 yield {**inc, name: value}
 
+    def fidelity() -> Iterator[dict[str, Any]]:
+        # An ordered scale, stepped one phase at a time, cheaper first: the largest knob on
+        # a Tenstorrent card (up to 4x), tried early; ttnn's own choice after that.
+        name = MATH_FIDELITY.name
+        if name not in dims:
+            return
+        choices, value = dims[name].choices, inc[name]
+        scale = [f for f in FIDELITIES if f in choices]
+        if value in scale:
+            i = scale.index(value)
+            for j in (i + 1, i - 1):
+                if 0 <= j < len(scale):
+                    yield {**inc, name: scale[j]}
+        for other in choices:
+            if other not in scale and other != value:
+                yield {**inc, name: other}
+
     for moved in flips(ACT):
         yield _uniform(space, moved)
+    yield from fidelity()
     yield from batch(2)
     yield from flips(LEVEL)
-    switches = [d.name for d in space.dimensions if not d.members and d.name not in (ACT, LEVEL)]
-    for name in switches:
-        if name != BATCH_SIZE:
-            yield from flips(name)
+    switches = [
+        d
+        for d in space.dimensions
+        if not d.members and d.name not in (ACT, LEVEL, BATCH_SIZE, MATH_FIDELITY.name)
+    ]
+    for d in switches:
+        if d.only_with is None or inc.get(d.only_with):  # else it changes nothing
+            yield from flips(d.name)
     yield from batch(1)
     for d in space.weight_dimensions if per_layer else ():
         yield from flips(d.name)
@@ -267,7 +340,22 @@ def observe(
             status == Status.SLOW and (objective.latency_excess(metrics) or 0) > 0
         )
         oom = status == Status.OOM
-        out.append(Observed(dict(t.params), score, oom, t.state not in running, speed, over))
+        infeasible = (
+            t.state == optuna.trial.TrialState.COMPLETE
+            and score is None
+            and any(named.get(k, 0) > 0 for k in ACCURACY_CONSTRAINTS)
+        )
+        out.append(
+            Observed(
+                dict(t.params),
+                score,
+                oom,
+                t.state not in running,
+                speed,
+                over_budget=over,
+                infeasible=infeasible,
+            )
+        )
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune import defaults
+from autotune.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,7 +82,31 @@ def option(
 @dataclass(frozen=True)
 class StudyOptions:
     # In the order `autotune study --help` lists them.
-    model: str = option(help="study to tune (e.g. mnist)", identity=True)
+    model: str = option(
+        help="study to tune: a shipped one (e.g. mnist), FILE.py:ATTR or pkg.module:ATTR, "
+        "hf:DIR_OR_HUB_ID, torchvision:NAME, timm:NAME, or pkg.module:ForgeLoader[@variant]",
+        identity=True,
+    )
+    # A source's options (`studies.sources`): folded into `model` as its query, so that
+    # every process resolving the model (trial processes, verify) builds the same study.
+    seq_len: int | None = option(
+        None,
+        help=f"tokens per row of an hf: text model's generated inputs (default {defaults.SEQ_LEN})",
+        type=int,
+        metavar="N",
+    )
+    eval_data: str | None = option(
+        None,
+        help="eval set of an hf:, torchvision:, timm: or loader model: a torch.save "
+        "file of (inputs, labels); without labels the metric is fidelity against fp32",
+        metavar="FILE",
+    )
+    weights: str | None = option(
+        None,
+        help="state dict of a torchvision: or timm: model (else random weights, "
+        "scored by fidelity against fp32)",
+        metavar="FILE",
+    )
     backend: str = option(
         defaults.BACKEND,
         help=f"device family: cpu, cuda, tt (default {defaults.BACKEND})",
@@ -241,13 +266,30 @@ class StudyOptions:
     )
 
     def __post_init__(self) -> None:
+        from studies import sources
+
         check_ranges(self)
+
+        files = {}
+        for key in ("eval_data", "weights"):
+            value = getattr(self, key)
+            if value is not None:
+                path = Path(value).expanduser().resolve()
+                if not path.is_file():
+                    raise UsageError(f"--{key.replace('_', '-')}: no file {value}")
+                files[key] = str(path)
+        folded = sources.with_options(self.model, seq_len=self.seq_len, **files)
+        object.__setattr__(self, "model", folded)
 
     @property
     def name(self) -> str:
-        """--study-name, else MODEL-BACKEND (a model file by its name: ``my_model.py:STUDY``)."""
-        source, colon, attr = self.model.rpartition(":")
-        model = f"{Path(source).name}:{attr}" if colon and source.endswith(".py") else self.model
+        """--study-name, else MODEL-BACKEND (a model file by its name: ``my_model.py:STUDY``;
+        a source's options left out)."""
+        from studies.sources import display_name
+
+        shown = display_name(self.model)
+        source, colon, attr = shown.rpartition(":")
+        model = f"{Path(source).name}:{attr}" if colon and source.endswith(".py") else shown
         return self.study_name or f"{model}-{self.backend}"
 
     def shared(self) -> dict[str, Any]:

@@ -76,6 +76,11 @@ class Dimension:
     choices: tuple[Any, ...]
     doc: str
     members: tuple[str, ...] = ()
+    #: choices a space file may add (never offered by default), and why they are risky
+    opt_in: tuple[Any, ...] = ()
+    opt_in_warning: str = ""
+    #: the boolean dimension without which this one changes nothing (`Knob.only_with`)
+    only_with: str | None = None
 
     def suggest(self, trial: optuna.Trial) -> Any:
         return trial.suggest_categorical(self.name, self.choices)
@@ -83,13 +88,21 @@ class Dimension:
     def narrow(self, allowed: Any) -> Dimension:
         if not isinstance(allowed, list) or not allowed:
             raise SpaceError(f"space file: {self.name} must be a non-empty list of choices")
-        unknown = [c for c in allowed if c not in self.choices]
+        offered = (*self.choices, *self.opt_in)
+        unknown = [c for c in allowed if c not in offered]
         if unknown:
             raise SpaceError(
                 f"space file: {self.name} has no choice {_show(unknown[0])} "
-                f"(offered: {', '.join(map(_show, self.choices))})"
+                f"(offered: {', '.join(map(_show, offered))})"
             )
-        return replace(self, choices=tuple(c for c in self.choices if c in allowed))
+        return replace(self, choices=tuple(c for c in offered if c in allowed))
+
+    def warning(self) -> str | None:
+        """One line when the dimension offers an opt-in choice (a space file asked for it)."""
+        chosen = [c for c in self.opt_in if c in self.choices]
+        if not chosen:
+            return None
+        return f"space offers {self.name} = {', '.join(map(_show, chosen))}: {self.opt_in_warning}"
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,8 @@ class SearchSpace:
         knobs: dict[str, Any] = {}
         for d in self.dimensions:
             value = values[d.name]
+            if d.only_with is not None and not values.get(d.only_with):
+                continue  # changes nothing here: the config does not name it
             if d.members:
                 weights.update(dict.fromkeys(d.members, value))
             elif d.target.startswith(KNOB_PREFIX):
@@ -163,6 +178,10 @@ class SearchSpace:
     def signature(self) -> str:
         """Identifies the space: a stored study can only be resumed with the same one."""
         return json.dumps([[d.name, list(d.choices)] for d in self.dimensions])
+
+    def warnings(self) -> list[str]:
+        """Lines to show before a study: the risky choices a space file opted into."""
+        return [w for d in self.dimensions if (w := d.warning()) is not None]
 
     def size(self) -> int:
         return math.prod(len(d.choices) for d in self.dimensions)
@@ -263,7 +282,18 @@ def default_space(
             "dtype of activations and of layers the weight map leaves alone",
         )
     )
-    dims += [Dimension(k.name, KNOB_PREFIX + k.name, k.choices, k.doc) for k in backend.knobs]
+    dims += [
+        Dimension(
+            k.name,
+            KNOB_PREFIX + k.name,
+            k.choices,
+            k.doc,
+            opt_in=k.opt_in,
+            opt_in_warning=k.opt_in_warning,
+            only_with=k.only_with if any(d.name == k.only_with for d in dims) else None,
+        )
+        for k in backend.knobs
+    ]
     if weights is None:
         if study.weights is None:
             raise SpaceError(f"study {study.name!r} lists no weights: describe the model first")
@@ -277,7 +307,7 @@ def default_space(
             f"dtype of {label}" + (f" ({len(members)} weights)" if len(members) > 1 else ""),
             members,
         )
-        for label, members in group_weights(names)
+        for label, members in group_weights(names, by_role=study.group_by_role)
     ]
     return SearchSpace(model or study.name, backend.name, tuple(dims))
 
@@ -285,14 +315,15 @@ def default_space(
 MAX_WEIGHT_PARAMS = 16
 
 
-def group_weights(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+def group_weights(names: list[str], by_role: bool = False) -> list[tuple[str, tuple[str, ...]]]:
     """(label, members) per weight-dtype dimension, at most MAX_WEIGHT_PARAMS of them.
 
-    Few weights: one dimension each. Many (a deep model): one per role, i.e. the name with
-    block indices replaced by `*` (`blocks.*.attn.q_proj.weight`), a glob tt-xla's
-    overrides accept as is. Still too many: runs of consecutive roles share a dimension.
+    Few weights: one dimension each. Many (a deep model), or `by_role`: one per role, i.e.
+    the name with block indices replaced by `*` (`blocks.*.attn.q_proj.weight`), a glob
+    tt-xla's overrides accept as is. Still too many: runs of consecutive roles share a
+    dimension.
     """
-    if len(names) <= MAX_WEIGHT_PARAMS:
+    if len(names) <= MAX_WEIGHT_PARAMS and not by_role:
         return [(n, (n,)) for n in names]
     roles: dict[str, None] = {}
     for n in names:

@@ -62,6 +62,10 @@ class Study(ABC):
       default tolerance); default top-1 accuracy with labels, PCC against fp32 without.
     - ``weights``: the weights the dtype map may lower, in model order; default every
       Linear and Conv weight of the model (a list here narrows them).
+    - ``group_by_role``: one dtype dimension per layer role (``layer.*.query.weight``)
+      however few the weights (by default only deep models are grouped so).
+    - ``notes()``: lines said when a study starts (e.g. why its metric is fidelity);
+      ``decode(output)``: the fp32 output in words, said once, where the study can tell.
 
     Study modules must not import torch at import time: the tuner reads a study's metadata
     without it, and builds models only in trial processes.
@@ -72,8 +76,9 @@ class Study(ABC):
     sample_shape: tuple[int, ...] | None = None
     weights: tuple[Weight, ...] | None = None
     max_batch_size: int = 4096
-    output: str | int | None = None
+    output: str | int | Callable[[Any], torch.Tensor] | None = None
     metric: Metric | None = None
+    group_by_role: bool = False
 
     @abstractmethod
     def build_model(self) -> torch.nn.Module: ...
@@ -92,6 +97,12 @@ class Study(ABC):
 
         return cycle_rows(self.eval_data()[0], batch_size)
 
+    def notes(self) -> list[str]:
+        return []
+
+    def decode(self, output: Any) -> str | None:
+        return None
+
     def scoring(self, has_labels: bool) -> Metric:
         """The metric in force: the study's own, else top-1 with labels, PCC without."""
         if self.metric is not None:
@@ -105,17 +116,21 @@ class Study(ABC):
 
 def discover_weights(model: torch.nn.Module) -> tuple[Weight, ...]:
     """Every Linear and Conv (1-3 d) weight of `model`, in model order (embeddings, norms
-    and biases are not lowered). A weight shared by several modules is listed once."""
+    and biases are not lowered, nor a Linear tied to an embedding, as language-model heads
+    are). A weight shared by several modules is listed once."""
     import torch
 
     kinds = {torch.nn.Linear: "linear", torch.nn.Conv1d: "conv", torch.nn.Conv2d: "conv"}
     kinds[torch.nn.Conv3d] = "conv"
     found: dict[int, Weight] = {}
     names = {id(p): n for n, p in model.named_parameters()}  # the first name of each
+    embedded = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     for module in model.modules():
         kind = next((k for cls, k in kinds.items() if isinstance(module, cls)), None)
         weight = getattr(module, "weight", None)
         if kind is None or not isinstance(weight, torch.nn.Parameter) or id(weight) not in names:
+            continue
+        if id(weight) in embedded:
             continue
         found.setdefault(id(weight), Weight(names[id(weight)], kind))  # type: ignore[arg-type]
     return tuple(found.values())
@@ -197,15 +212,26 @@ def study_names() -> list[str]:
 
 
 def get_study(name: str) -> Study:
-    """A registered study by name, or a user's own as ``path/to/file.py:ATTR`` or
-    ``package.module:ATTR``, where ATTR is a `Study` instance or subclass, or a factory
-    function (`FactoryStudy`).
+    """A registered study by name, a model from where it lives (``hf:``, ``torchvision:``,
+    ``timm:``, see `studies.sources`), or a user's own as ``path/to/file.py:ATTR`` or
+    ``package.module:ATTR``, where ATTR is a `Study` instance or subclass, a factory
+    function (`FactoryStudy`), or a tt-forge-models loader class (``ATTR[@variant]``,
+    `studies.sources.forge`).
 
     Loading a user's model imports and runs that file or module: it is code execution of the
     user's own code, exactly as running it with python would be.
     """
+    from studies import sources
+
+    if sources.prefix_of(name) is not None:
+        if name not in _USER_STUDIES:
+            _USER_STUDIES[name] = sources.resolve(name)
+        return _USER_STUDIES[name]
     if ":" in name:
         return _load_user_study(name)
+    name, options = sources.split_spec(name)
+    if name in _registry():
+        sources.check_options(name, options, ())
     try:
         return _registry()[name]
     except KeyError:
@@ -220,7 +246,11 @@ _USER_STUDIES: dict[str, Study] = {}
 
 def _load_user_study(spec: str) -> Study:
     if spec not in _USER_STUDIES:
-        source, _, attr = spec.rpartition(":")
+        from studies import sources
+
+        base, options = sources.split_spec(spec)
+        source, _, attr = base.rpartition(":")
+        attr, at, variant = attr.partition("@")
         module = _import_file(spec, source) if source.endswith(".py") else _import(spec, source)
         try:
             obj = getattr(module, attr)
@@ -228,6 +258,15 @@ def _load_user_study(spec: str) -> Study:
             raise UnknownStudyError(
                 f"cannot load model {spec!r}: {source} has no {attr!r}"
             ) from None
+        loader = sources.loader_study(spec, obj, variant if at else None, options)
+        if loader is not None:
+            _USER_STUDIES[spec] = loader
+            return loader
+        sources.check_options(spec, options, ())
+        if at:
+            raise UnknownStudyError(
+                f"model {spec!r}: @variant is for tt-forge-models loaders; {attr} is not one"
+            )
         if isinstance(obj, type) and issubclass(obj, Study):
             obj = obj()
         if isinstance(obj, Study):

@@ -275,3 +275,106 @@ def test_a_trial_stopped_as_slow_is_seen_with_its_speed():
 def test_unknown_sampler_name():
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("grid", cpu_space(), 0)
+
+
+# --- math fidelity on a Tenstorrent space -------------------------------------------------
+
+FIDELITY_SPEED = {"hifi4": 1.0, "hifi3": 1.33, "hifi2": 2.0, "lofi": 4.0, "ttnn_default": 3.0}
+
+
+def tt_fidelity_landscape(lowest_feasible: str):
+    """Throughput rises as fidelity drops (matrix_engine.md's rates); accuracy holds down to
+    `lowest_feasible` only (with bf16 weights; bfp weights cost precision too)."""
+    order = ("hifi4", "hifi3", "hifi2", "lofi")
+
+    def f(params: dict) -> tuple[float, bool]:
+        fidelity = params["math_fidelity"]
+        value = 1000.0 * math.exp(-0.15 * (params[BATCH] - 6) ** 2)
+        value *= FIDELITY_SPEED[fidelity]
+        weights = [v for k, v in params.items() if k.startswith("dtype:")]
+        lossy = any(w != "bf16" for w in weights) or params["experimental_weight_dtype"] != "none"
+        rank = order.index(fidelity) if fidelity in order else len(order)
+        feasible = rank <= order.index(lowest_feasible) - (1 if lossy else 0)
+        return value, feasible
+
+    return f
+
+
+def run_feasibility_plan(space: SearchSpace, f, budget: int) -> list[Observed]:
+    history: list[Observed] = []
+    for _ in range(budget):
+        params = plan_next(space, history)
+        if params is None:
+            break
+        value, feasible = f(params)
+        history.append(Observed(params, value if feasible else None, infeasible=not feasible))
+    return history
+
+
+def test_fidelity_is_tried_early_and_the_cheapest_feasible_one_found():
+    space = default_space(get_study("mnist"), get_backend("tt"))
+    history = run_feasibility_plan(space, tt_fidelity_landscape("hifi2"), 60)
+    fidelities = [h.params["math_fidelity"] for h in history]
+    # The start (hifi4), then one phase less at each step while the accuracy holds.
+    assert fidelities[:4] == ["hifi4", "hifi3", "hifi2", "lofi"]
+    best = max((h for h in history if h.score is not None), key=lambda h: h.score)
+    assert best.params["math_fidelity"] == "hifi2"  # the cheapest that meets the constraint
+    # lofi failed the constraint with bf16 weights: nothing at most as precise is run again
+    # (lofi at any batch size, lofi with block-float weights).
+    lofi = [h for h in history if h.params["math_fidelity"] == "lofi"]
+    assert len(lofi) == 1 and lofi[0].infeasible
+
+
+def test_a_less_precise_config_than_an_infeasible_one_is_not_run():
+    space = default_space(get_study("mnist"), get_backend("tt"))
+    history = run_feasibility_plan(space, tt_fidelity_landscape("hifi3"), 60)
+    losers = [h.params for h in history if h.infeasible]
+    assert losers  # hifi2 with bf16 weights, hifi3 with a block-float weight, ...
+    for i, h in enumerate(history):
+        earlier = [o.params for o in history[:i] if o.infeasible]
+        for t in earlier:
+            worse = all(
+                h.params[k] == t[k]
+                or k in (BATCH, "trace", "trace_region_size")
+                or (
+                    k.startswith("dtype:")
+                    and ["bf16", "bfp_bf8", "bfp_bf4"].index(h.params[k])
+                    >= ["bf16", "bfp_bf8", "bfp_bf4"].index(t[k])
+                )
+                or (
+                    k == "math_fidelity"
+                    and t[k] != "ttnn_default"
+                    and h.params[k] != "ttnn_default"
+                    and FIDELITY_ORDER.index(h.params[k]) >= FIDELITY_ORDER.index(t[k])
+                )
+                or (
+                    k == "experimental_weight_dtype"
+                    and EWD_ORDER.index(h.params[k]) >= EWD_ORDER.index(t[k])
+                )
+                for k in h.params
+            )
+            assert not worse, (h.params, t)
+
+
+FIDELITY_ORDER = ("hifi4", "hifi3", "hifi2", "lofi")
+EWD_ORDER = ("none", "bfp_bf8", "bfp_bf4")
+
+
+def test_observe_marks_accuracy_failures_only():
+    dist = optuna.distributions.CategoricalDistribution(["hifi4", "lofi"])
+
+    def trial(constraints: dict) -> optuna.trial.FrozenTrial:
+        attrs = {f"constraints:{k}": v for k, v in constraints.items()}
+        return optuna.trial.create_trial(
+            params={"math_fidelity": "lofi"},
+            distributions={"math_fidelity": dist},
+            values=[100.0, 0.1],
+            system_attrs=attrs,
+        )
+
+    drop, agreement, ok = (
+        trial({"metric_drop": 0.4}),
+        trial({"metric_drop": -0.1, "agreement": 0.2}),
+        trial({"metric_drop": -0.1}),
+    )
+    assert [o.infeasible for o in observe([drop, agreement, ok])] == [True, True, False]

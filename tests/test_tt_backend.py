@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from autotune.backends import get_backend
-from autotune.backends.tt import DEFAULT_TRACE_REGION_SIZE, TTBackend
+from autotune.backends.tt import TTBackend
+from autotune.backends.tt_options import DEFAULT_TRACE_REGION_SIZE
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
-from search_spaces import default_space
+from search_spaces import SpaceError, default_space
 from studies import get_study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,11 +103,12 @@ def expected_calls(config: TrialConfig, trace_region: str | None) -> list[dict[s
     """What tt-xla must see, in order, up to the 2nd execution (the trace capture)."""
     backend = TTBackend()
     options = backend.compile_options(config)
+    # As tt-xla's CompileOptions::parse reads them: std::stoi, parseBoolOption, strings.
     parsed = {
-        "optimization_level": config.optimization_level,
-        "enable_trace": config.trace,
-        **{k: v for k, v in options.items() if k not in ("optimization_level", "enable_trace")},
+        k: {"true": True, "false": False}.get(v, v) if k in BOOL_OPTIONS else v
+        for k, v in options.items()
     }
+    parsed["optimization_level"] = config.optimization_level
     overrides = config.weight_dtype_map
     calls: list[dict[str, Any]] = [
         {"call": "import torch_xla", "trace_region_size": trace_region},
@@ -150,6 +152,12 @@ def expected_calls(config: TrialConfig, trace_region: str | None) -> list[dict[s
     return calls
 
 
+BOOL_OPTIONS = (
+    "enable_trace",
+    "fp32_dest_acc_en",
+    "experimental_enable_permute_matmul_fusion",
+    "experimental-enable-dram-space-saving-optimization",
+)
 CAST_INPUT = {"call": "tensor.to", "to": "torch.bfloat16", "dtype": "torch.float32"}
 TO_DEVICE = {"call": "tensor.to", "to": "device", "dtype": "torch.bfloat16"}
 TO_HOST = {"call": "tensor.to", "to": "cpu", "dtype": "torch.bfloat16"}
@@ -179,6 +187,23 @@ RECIPES = {
             knobs=(("experimental_weight_dtype", "bfp_bf8"), ("trace_region_size", 33554432)),
         ),
         "33554432",
+    ),
+    # Today's tt-xla options, each off its default, and the automatic trace region.
+    "level2-trace-lofi-options-auto-region": (
+        tt_config(
+            optimization_level=2,
+            trace=True,
+            weight_dtypes=(("fc1.weight", "bfp_bf8"), ("fc2.weight", "bf16")),
+            knobs=(
+                ("experimental_weight_dtype", "none"),
+                ("math_fidelity", "lofi"),
+                ("fp32_dest_acc_en", "true"),
+                ("experimental_enable_permute_matmul_fusion", "false"),
+                ("experimental-enable-dram-space-saving-optimization", "true"),
+                ("trace_region_size", 0),
+            ),
+        ),
+        "0",
     ),
 }
 
@@ -223,6 +248,28 @@ def test_trial_makes_tt_xla_calls_in_order(name, recipe_runs):
     assert env["versions"]["torch_xla"] == "0.0+standin"
     assert "pjrt-plugin-tt" not in env["versions"]
     assert env["env"].get("TT_RUNTIME_TRACE_REGION_SIZE") == trace_region
+
+
+def test_todays_options_reach_tt_xla_as_it_parses_them(recipe_runs):
+    """Each new option arrives spelled and valued as tt-xla's CompileOptions::parse reads it
+    (compile_options.cc at 95c1c1ce), in the options the "tt" compile sees too."""
+    result, calls = recipe_runs["level2-trace-lofi-options-auto-region"]
+    assert result.status is Status.OK, result.stderr_tail
+    (sent,) = [c for c in calls if c["call"] == "torch_xla.set_custom_compile_options"]
+    assert sent["options"] == {
+        "optimization_level": "2",
+        "enable_trace": "true",
+        "math_fidelity": "lofi",
+        "fp32_dest_acc_en": "true",
+        "experimental_enable_permute_matmul_fusion": "false",
+        "experimental-enable-dram-space-saving-optimization": "true",
+    }
+    assert sent["parsed"]["fp32_dest_acc_en"] is True
+    assert sent["parsed"]["experimental_enable_permute_matmul_fusion"] is False
+    (compiled,) = [c for c in calls if c["call"] == "tt backend compile"]
+    assert compiled["compile_options"] == sent["options"]
+    # trace_region_size 0 = allocated as needed (tt-mlir #7426), set before torch_xla loads
+    assert calls[0] == {"call": "import torch_xla", "trace_region_size": "0"}
 
 
 def test_block_float_weights_change_the_outputs(recipe_runs):
@@ -291,9 +338,7 @@ def test_compile_options_and_env():
     assert isinstance(tt, TTBackend)
     assert tt.visible_devices_env == "TT_METAL_VISIBLE_DEVICES"  # one chip per trial (--devices)
     assert tt.trial_env(tt_config()) == {}
-    on = tt_config(
-        optimization_level=2, trace=True, knobs=(("experimental_weight_dtype", "none"),)
-    )
+    on = tt_config(optimization_level=2, trace=True, knobs=(("experimental_weight_dtype", "none"),))
     assert tt.compile_options(on) == {"optimization_level": "2", "enable_trace": "true"}
     assert tt.trial_env(on) == {"TT_RUNTIME_TRACE_REGION_SIZE": "10000000"}
     glob = tt_config(optimization_level=1, knobs=(("experimental_weight_dtype", "bfp_bf4"),))
@@ -304,8 +349,33 @@ def test_compile_options_and_env():
     }
     sized = tt_config(trace=True, knobs=(("trace_region_size", 12345678),))
     assert tt.trial_env(sized) == {"TT_RUNTIME_TRACE_REGION_SIZE": "12345678"}
-    with pytest.raises(ValueError, match="trace_region_size"):
-        tt.trial_env(tt_config(trace=True, knobs=(("trace_region_size", "big"),)))
+    auto = tt_config(trace=True, knobs=(("trace_region_size", 0),))
+    assert tt.trial_env(auto) == {"TT_RUNTIME_TRACE_REGION_SIZE": "0"}
+    for bad in ("big", -1, True):
+        with pytest.raises(ValueError, match="trace_region_size"):
+            tt.trial_env(tt_config(trace=True, knobs=(("trace_region_size", bad),)))
+    # Options at tt-xla's default are not sent (as its compiler_config.py does); unset
+    # fp32_dest_acc_en is not sent; a fidelity is always sent when the config names one.
+    defaults = tt_config(
+        knobs=(
+            ("math_fidelity", "hifi4"),
+            ("fp32_dest_acc_en", "unset"),
+            ("experimental_enable_permute_matmul_fusion", "true"),
+            ("experimental-enable-dram-space-saving-optimization", "false"),
+        )
+    )
+    assert tt.compile_options(defaults) == {
+        "optimization_level": "0",
+        "enable_trace": "false",
+        "math_fidelity": "hifi4",
+    }
+    off = tt_config(knobs=(("math_fidelity", "ttnn_default"), ("fp32_dest_acc_en", "false")))
+    assert tt.compile_options(off) == {
+        "optimization_level": "0",
+        "enable_trace": "false",
+        "math_fidelity": "ttnn_default",
+        "fp32_dest_acc_en": "false",
+    }
 
 
 def test_with_larger_trace_region():
@@ -313,10 +383,16 @@ def test_with_larger_trace_region():
     assert tt.with_larger_trace_region(tt_config(trace=False)) is None
     config = tt_config(trace=True, batch_size=64)
     retry = tt.with_larger_trace_region(config)
-    assert retry == tt_config(
-        trace=True, batch_size=64, knobs=(("trace_region_size", 40_000_000),)
-    )
+    assert retry == tt_config(trace=True, batch_size=64, knobs=(("trace_region_size", 40_000_000),))
     assert tt.with_larger_trace_region(retry) is None
+    # The searched sizes are retried once, the automatic one (0) from the default size; a
+    # size set by hand is not.
+    auto = tt_config(trace=True, batch_size=64, knobs=(("trace_region_size", 0),))
+    assert tt.with_larger_trace_region(auto).knob_map["trace_region_size"] == 40_000_000
+    fixed = tt_config(trace=True, batch_size=64, knobs=(("trace_region_size", 10_000_000),))
+    assert tt.with_larger_trace_region(fixed).knob_map["trace_region_size"] == 40_000_000
+    hand = tt_config(trace=True, knobs=(("trace_region_size", 12_345_678),))
+    assert tt.with_larger_trace_region(hand) is None
     # When tt-metal says it needed more than 4x, take that plus a quarter, rounded to a MiB.
     stderr = (
         "Creating trace buffers of size 60000000B on MeshDevice 0, "
@@ -336,6 +412,11 @@ def test_tt_space_for_mnist():
         "trace",
         "activation_dtype",
         "experimental_weight_dtype",
+        "math_fidelity",
+        "fp32_dest_acc_en",
+        "experimental_enable_permute_matmul_fusion",
+        "experimental-enable-dram-space-saving-optimization",
+        "trace_region_size",
         "dtype:fc1.weight",
         "dtype:fc2.weight",
     ]
@@ -345,6 +426,36 @@ def test_tt_space_for_mnist():
     assert dims["optimization_level"] == (0, 1, 2)
     assert dims["activation_dtype"] == ("bf16",)
     assert dims["experimental_weight_dtype"] == ("none", "bfp_bf8", "bfp_bf4")
+    # tt-xla's spellings (compile_options_parser.cc parseMathFidelity), most precise first
+    assert dims["math_fidelity"] == ("hifi4", "hifi3", "hifi2", "lofi", "ttnn_default")
+    assert dims["fp32_dest_acc_en"] == ("unset", "true")  # "false" only through a space file
+    assert dims["experimental_enable_permute_matmul_fusion"] == ("true", "false")
+    assert dims["experimental-enable-dram-space-saving-optimization"] == ("false", "true")
+    assert dims["trace_region_size"] == (10_000_000, 0)
+
+
+def test_fp32_dest_acc_false_only_through_a_space_file_with_the_warning():
+    space = default_space(get_study("mnist"), TTBackend())
+    assert space.warnings() == []
+    narrowed = space.narrowed({"fp32_dest_acc_en": ["false", "unset"]})
+    dim = {d.name: d for d in narrowed.dimensions}["fp32_dest_acc_en"]
+    assert dim.choices == ("unset", "false")
+    (warning,) = narrowed.warnings()
+    assert 'fp32_dest_acc_en = "false"' in warning and "tt-xla #5116" in warning
+    with pytest.raises(SpaceError, match='no choice "maybe"'):
+        space.narrowed({"fp32_dest_acc_en": ["maybe"]})
+    with pytest.raises(SpaceError, match='math_fidelity has no choice "HiFi4"'):
+        space.narrowed({"math_fidelity": ["HiFi4"]})  # tt-xla compares case-sensitively
+
+
+def test_trace_region_only_in_configs_with_trace_on():
+    space = default_space(get_study("mnist"), TTBackend())
+    values = {d.name: d.choices[0] for d in space.dimensions}
+    off = space.config_from({**values, "trace": False, "trace_region_size": 0})
+    assert "trace_region_size" not in off.knob_map
+    assert off == space.config_from({**values, "trace": False})  # the same trial: copied
+    on = space.config_from({**values, "trace": True, "trace_region_size": 0})
+    assert on.knob_map["trace_region_size"] == 0
 
 
 # --- the stand-in's apply_weight_dtype_overrides follows tt_torch's rules -------------------

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -197,7 +198,7 @@ def test_script_prints_the_backends_recipe_steps_in_order(tt_export):
         assert block in text[at:], block
         at = text.index(block, at) + len(block)
     assert f"output = model({tt_recipe.TO_DEVICE.source})" in text[at:]
-    assert 'if WEIGHT_DTYPE_OVERRIDES:\n        tt_torch.apply_weight_dtype_overrides(' in text
+    assert "if WEIGHT_DTYPE_OVERRIDES:\n        tt_torch.apply_weight_dtype_overrides(" in text
     for alias, module in tt_recipe.MODULES.items():
         assert f"import {module}" + ("" if alias == module else f" as {alias}") in text
 
@@ -263,3 +264,42 @@ def test_mixed_precision_rejects_unknown_dtype(tt_export):
     bad = {**tt_export, "weight_dtype_overrides": {"fc1.weight": "fp8"}}
     with pytest.raises(UsageError, match="fp8"):
         mixed_precision_map(bad)
+
+
+def test_exports_carry_todays_options(tmp_path, capsys):
+    """The JSON and the script carry the exact map the trial sent; the mixed-precision map
+    cannot, so the export names the options on stderr."""
+    config = replace(
+        TT_CONFIG,
+        knobs=(
+            ("experimental_weight_dtype", "none"),
+            ("math_fidelity", "hifi2"),
+            ("fp32_dest_acc_en", "true"),
+            ("experimental_enable_permute_matmul_fusion", "false"),
+            ("trace_region_size", 0),
+        ),
+    )
+    url = make_study(tmp_path, config)
+    data = export_dict(optuna.load_study(study_name="mnist-tt", storage=url))
+    sent = {
+        "optimization_level": "2",
+        "enable_trace": "true",
+        "math_fidelity": "hifi2",
+        "fp32_dest_acc_en": "true",
+        "experimental_enable_permute_matmul_fusion": "false",
+    }
+    assert data["compile_options"] == sent
+    assert data["env"] == {"TT_RUNTIME_TRACE_REGION_SIZE": "0"}
+    text = runnable_script(data)
+    assert (
+        "COMPILE_OPTIONS = {\n" + "".join(f'    "{k}": "{v}",\n' for k, v in sent.items()) + "}"
+        in text
+    )
+    assert 'os.environ["TT_RUNTIME_TRACE_REGION_SIZE"] = "0"' in text
+    args = ["export", "--storage", url, "--study", "mnist-tt", "--format", "tt-mixed-precision"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert (
+        "compile options math_fidelity=hifi2, fp32_dest_acc_en=true, "
+        "experimental_enable_permute_matmul_fusion=false, which a weight map cannot carry"
+    ) in err

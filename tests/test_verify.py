@@ -70,6 +70,9 @@ def test_schema_1_still_reads(tmp_path):
         "eval_limit": None,
         "memory_limit_bytes": None,
         "timeout_s": 300.0,
+        "latency_percentile": 95.0,
+        "max_latency_ms": None,
+        "objective": "throughput",
     }
     assert len(notes) == 1 and "schema 1 does not record" in notes[0]
 
@@ -83,7 +86,9 @@ def test_schema_2_protocol(tmp_path):
         "timeout_s": 60.0,
     }
     data = read_export(write(tmp_path, {**SCHEMA_1, "schema": 2, "protocol": protocol}))
-    assert replay_protocol(data) == (protocol, [])
+    # Schema 5's latency settings, unrecorded before: the defaults (no budget, throughput).
+    latency = {"latency_percentile": 95.0, "max_latency_ms": None, "objective": "throughput"}
+    assert replay_protocol(data) == (protocol | latency, [])
 
 
 def test_schema_3_names_the_knobs(tmp_path):
@@ -97,7 +102,7 @@ def test_schema_3_names_the_knobs(tmp_path):
 
 def test_schema_4_states_the_metric_and_older_exports_read_as_top_1(tmp_path):
     """Schema 4 names the study's metric; schemas 1-3 knew top-1 only, in points."""
-    assert EXPORT_SCHEMA == 4
+    assert EXPORT_SCHEMA == 5  # 5 added the objective and latency budget (test_latency_e2e)
     old = read_export(
         write(
             tmp_path, {**SCHEMA_1, "metrics": {**SCHEMA_1["metrics"], "reference_accuracy": 0.9882}}

@@ -14,6 +14,7 @@ The choice is made per machine from its CPU flags (never a fixed default) and re
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -93,17 +94,25 @@ def round_result(func: Any, out: Any) -> Any:
 
 
 def bf16_rounded(model: torch.nn.Module) -> torch.nn.Module:
-    """Make `model` (fp32, holding bf16 values) run under BF16Rounding, in place.
+    """Make `model` (fp32, holding bf16 values) run under BF16Rounding, in place."""
+    return with_mode(model, BF16Rounding, "BF16Rounded")
+
+
+def with_mode(
+    model: torch.nn.Module, mode: Callable[[], TorchFunctionMode], prefix: str = "Moded"
+) -> torch.nn.Module:
+    """Make `model` run its forward under a fresh `mode()`, in place; a mode given later is
+    entered first, i.e. sits below the earlier ones (it sees what they pass on).
 
     The class is swapped rather than the model wrapped, so parameter names and module
     attributes stay as they were (callers inspect `named_parameters()`)."""
     cls = type(model)
 
     def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        with BF16Rounding():
+        with mode():
             return cls.forward(self, *args, **kwargs)
 
     model.__class__ = type(
-        f"BF16Rounded{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__}
+        f"{prefix}{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__}
     )
     return model

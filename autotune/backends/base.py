@@ -31,6 +31,12 @@ class Knob:
     name: str
     choices: tuple[Any, ...]
     doc: str
+    #: choices offered only when a space file names them, each with `opt_in_warning`
+    opt_in: tuple[Any, ...] = ()
+    opt_in_warning: str = ""
+    #: a boolean dimension (e.g. "trace") without which the knob changes nothing: the knob
+    #: is left out of configs where that dimension is off, and the sampler does not flip it
+    only_with: str | None = None
 
 
 def run_probe(
@@ -98,6 +104,9 @@ class Backend(ABC):
     #: study must beat: TrialConfig field values, plus "weights" (every tunable weight's
     #: dtype) and knob values; knobs not named take their first choice. None: no reference.
     reference_recipe: Mapping[str, Any] | None = None
+    #: for a backend emulating another device: one line saying what is exact and what is
+    #: modelled, shown when a study starts
+    emulation_note: str | None = None
 
     @abstractmethod
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:

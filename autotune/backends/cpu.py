@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
+from autotune.backends.tt_options import FP32_DEST_ACC_EN, MATH_FIDELITY, UNSET
 from autotune.wire import Status, TrialConfig
 
 if TYPE_CHECKING:
@@ -90,15 +91,25 @@ class CPUEmulatedTTBackend(CPUBackend):
     tt-metal's host packer does (`autotune.numerics`, rule "host"); activations are bf16.
     Where this CPU has no native bf16 the model computes in fp32 with every op's output
     rounded to bf16 (`_bf16`), which holds the same values far faster; `numerics()` says
-    which ran. Accuracy is therefore the card's; throughput is this CPU's and is labelled
-    with this backend's name.
+    which ran. The weight values are exact (the card's packer, checked against ttnn); math
+    fidelity and the destination accumulation (knobs ``math_fidelity`` and
+    ``fp32_dest_acc_en``, tt-xla's compile options) are a model of the matrix engine
+    (`_fidelity`), applied to every linear, conv2d and matmul. Throughput is this CPU's and
+    is labelled with this backend's name.
     """
 
     name = "cpu-emulate-tt"
     weight_dtypes = ("bf16", "bfp_bf8", "bfp_bf4")
     weight_kinds = frozenset({"linear"})
     activation_dtypes = ("bf16",)
+    knobs = (*CPUBackend.knobs, MATH_FIDELITY, FP32_DEST_ACC_EN)
     numerics_rule = "host"
+    emulation_note = (
+        "--emulate tt: exact: the weight formats (bf16, bfp_bf8, bfp_bf4 as tt-metal packs "
+        "them, checked against ttnn); modelled: math_fidelity and fp32_dest_acc_en (the matrix "
+        "engine's fidelity phases and Dst accumulation, from Tenstorrent's ISA documentation, "
+        "not checked on a card); throughput: this CPU's"
+    )
 
     def __init__(self, native_bf16: bool | None = None) -> None:
         """native_bf16: run bf16 natively (True) or as rounded fp32 (False); None: as this
@@ -121,10 +132,21 @@ class CPUEmulatedTTBackend(CPUBackend):
     def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         import torch
 
-        model = card_model(model, config.weight_dtype_map, self.numerics_rule, self.compute.native)
+        fidelity, fp32_dest = emulated_fidelity(config.knob_map)
+        model = card_model(
+            model,
+            config.weight_dtype_map,
+            self.numerics_rule,
+            self.compute.native,
+            fidelity,
+            fp32_dest,
+        )
         if config.knob_map.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         options = self.compile_options(config)
+        if not fp32_dest:
+            # bf16 Dst is an ordered loop of roundings: run it eagerly, not through inductor.
+            options = {}
         if options and not self.compute.native:
             # Inductor drops fp32 -> bf16 -> fp32 round trips unless told to keep them.
             inductor = {**options.get("options", {}), "emulate_precision_casts": True}
@@ -144,27 +166,61 @@ class CPUEmulatedTTBackend(CPUBackend):
         return x
 
     def numerics(self) -> dict[str, str]:
-        return {"weight_rounding": f"tt-metal {self.numerics_rule} packer on bf16 weights"} | (
-            self.compute.describe()
-        )
+        return {
+            "weight_rounding": f"tt-metal {self.numerics_rule} packer on bf16 weights (exact)",
+            "math_fidelity": "modelled: matrix-engine fidelity phases and Dst accumulation "
+            "(autotune/backends/_fidelity.py), not bit-exact",
+        } | self.compute.describe()
+
+
+#: What ``math_fidelity`` = "ttnn_default" is emulated as: ttnn's compute kernel config default
+#: (``WormholeComputeKernelConfig``, ttnn compute_kernel_config.hpp: LoFi, fp32_dest_acc_en
+#: false). ttnn's ops may pick their own; the lowest fidelity is the cautious guess.
+TTNN_DEFAULT_FIDELITY = "lofi"
+
+
+def emulated_fidelity(knobs: dict[str, Any]) -> tuple[str, bool]:
+    """(fidelity, fp32 Dst) the emulation models for a config's knobs.
+
+    Unset ``math_fidelity`` is MLIR's HiFi4 and unset ``fp32_dest_acc_en`` MLIR's true
+    (tt-xla compile_options.h: "MLIR default is HiFi4" / "true for all operations"; tt-xla's
+    compiler_config.py adds that at optimization level > 0 ttnn picks per op, bf16 for bf16
+    matmuls: ask for "false" in a space file to see that case)."""
+    fidelity = str(knobs.get(MATH_FIDELITY.name, "hifi4"))
+    if fidelity == "ttnn_default":
+        fidelity = TTNN_DEFAULT_FIDELITY
+    return fidelity, knobs.get(FP32_DEST_ACC_EN.name, UNSET) != "false"
 
 
 def card_model(
-    model: torch.nn.Module, weight_map: dict[str, str], rule: str, native_bf16: bool
+    model: torch.nn.Module,
+    weight_map: dict[str, str],
+    rule: str,
+    native_bf16: bool,
+    fidelity: str = "hifi4",
+    fp32_dest: bool = True,
 ) -> torch.nn.Module:
     """`model` (in place) holding what the card holds, computing as bf16 does.
 
     native_bf16: a bf16 model. Otherwise an fp32 model whose parameters and buffers hold
-    bf16 values and whose every op output is rounded to bf16 (`_bf16.bf16_rounded`)."""
+    bf16 values and whose every op output is rounded to bf16 (`_bf16.bf16_rounded`).
+    `fidelity` / `fp32_dest`: the matrix engine's (`_fidelity`); HiFi4 with an fp32 Dst is
+    the exact bf16 product, i.e. plain bf16 arithmetic, and needs no model."""
     import torch
 
-    from autotune.backends._bf16 import bf16_rounded
+    from autotune.backends._bf16 import bf16_rounded, with_mode
 
     model = model.eval().to(torch.bfloat16)  # the recipe's cast, before the overrides
     round_weights(model, weight_map, rule)
-    if native_bf16:
-        return model
-    return bf16_rounded(model.float())
+    if not native_bf16:
+        model = bf16_rounded(model.float())
+    if fidelity != "hifi4" or not fp32_dest:
+        from autotune.backends._fidelity import Fidelity
+
+        # Below the bf16 rounding (entered first): the phases' partial products must not be
+        # rounded, only each op's result.
+        model = with_mode(model, lambda: Fidelity(fidelity, fp32_dest))
+    return model
 
 
 def round_weights(model: torch.nn.Module, weight_map: dict[str, str], rule: str) -> None:

@@ -37,18 +37,22 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from autotune.backends import tt_recipe
+from autotune.backends import tt_options, tt_recipe
 from autotune.backends.base import Backend, Knob
+from autotune.backends.tt_options import (
+    DEFAULT_TRACE_REGION_SIZE,
+    TRACE_REGION,
+    TRACE_REGION_KNOB,
+)
 from autotune.wire import Status, TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     import torch
 
 TRACE_REGION_ENV = "TT_RUNTIME_TRACE_REGION_SIZE"
-#: Bytes reserved for trace buffers when trace is on (tt-xla's mnist_performant.py value).
-DEFAULT_TRACE_REGION_SIZE = 10_000_000
-#: Config extra overriding the trace region size, in bytes (set by the trace-region retry).
-TRACE_REGION_KNOB = "trace_region_size"
+#: The sizes the space offers (tt_options.TRACE_REGION): a trial with one of them may be
+#: retried once with a larger region; a size set by hand or by the retry is not.
+SEARCHED_TRACE_REGIONS = TRACE_REGION.choices
 #: How much a retry enlarges the region at least (more when the runtime said it needs more).
 TRACE_RETRY_FACTOR = 4
 _MIB = 1 << 20
@@ -74,6 +78,8 @@ class TTBackend(Backend):
             "tt-xla's compiler-wide weight dtype (compile option experimental_weight_dtype, "
             "sent only when not 'none'); the per-layer map is applied as well",
         ),
+        *tt_options.COMPILE_KNOBS,
+        TRACE_REGION,
     )
     # tt-metal's runtime opens only the PCIe devices listed here: with --devices each trial process
     # gets its own chip (a chip is opened by one process at a time).
@@ -114,14 +120,11 @@ class TTBackend(Backend):
 
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:
         """The exact map given to ``torch_xla.set_custom_compile_options`` (all strings)."""
-        options = {
+        return {
             "optimization_level": str(config.optimization_level),
             "enable_trace": "true" if config.trace else "false",
+            **tt_options.compile_options(config.knob_map),
         }
-        weight_dtype = config.knob_map.get("experimental_weight_dtype", "none")
-        if weight_dtype != "none":
-            options["experimental_weight_dtype"] = str(weight_dtype)
-        return options
 
     def trial_env(self, config: TrialConfig) -> dict[str, str]:
         """``TT_RUNTIME_TRACE_REGION_SIZE`` when trace is on (read when torch_xla loads)."""
@@ -132,22 +135,27 @@ class TTBackend(Backend):
     @staticmethod
     def trace_region_size(config: TrialConfig) -> int:
         size = config.knob_map.get(TRACE_REGION_KNOB, DEFAULT_TRACE_REGION_SIZE)
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise ValueError(f"{TRACE_REGION_KNOB} must be a positive integer, not {size!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(
+                f"{TRACE_REGION_KNOB} must be a non-negative integer (0: allocated as needed), "
+                f"not {size!r}"
+            )
         return size
 
     def with_larger_trace_region(self, config: TrialConfig, stderr: str = "") -> TrialConfig | None:
         """The config to retry a TRACE_ERROR trial with once, or None.
 
-        The retry carries the config extra ``trace_region_size``: the current size times
-        ``TRACE_RETRY_FACTOR``, or, when `stderr` holds tt-metal's message with the size the
-        trace needed, that size plus a quarter rounded up to a MiB if larger. None when trace
-        is off or the config already names a size (it was retried, or the size was chosen
-        explicitly): the tuner then fails the trial with reason ``trace_region``.
+        The retry carries the config extra ``trace_region_size``: the current size (the
+        default one for 0, "as needed", which a runtime before tt-mlir #7426 takes as no
+        region) times ``TRACE_RETRY_FACTOR``, or, when `stderr` holds tt-metal's message with
+        the size the trace needed, that size plus a quarter rounded up to a MiB if larger.
+        None when trace is off or the size is not one the space offers (it was retried, or
+        chosen by hand): the tuner then fails the trial with reason ``trace_region``.
         """
-        if not config.trace or TRACE_REGION_KNOB in config.knob_map:
+        size = self.trace_region_size(config) if config.trace else None
+        if size not in SEARCHED_TRACE_REGIONS:
             return None
-        size = TRACE_RETRY_FACTOR * self.trace_region_size(config)
+        size = TRACE_RETRY_FACTOR * (size or DEFAULT_TRACE_REGION_SIZE)
         needed = [int(m.group(1)) for m in _TRACE_NEEDED.finditer(stderr)]
         if needed:
             size = max(size, math.ceil(max(needed) * 1.25 / _MIB) * _MIB)

@@ -58,10 +58,12 @@ def run(job: TrialJob, study: Study) -> TrialResult:
     sample_labels = labels[:PROBE_ROWS] if labels is not None else None
     fp32 = eval_scored.float()
     metric_value(metric, fp32, target_of(metric, sample_labels, fp32))
+    decoded = study.decode(out)
     return TrialResult(
         Status.OK,
         table=[{"name": w.name, "kind": w.kind} for w in weights],
         artifacts={
+            **({"decoded": decoded} if decoded else {}),
             "inputs": pytree.describe(example, "input"),
             "output": pytree.describe(out, "output"),
             "scored": pytree.describe(scored, "output"),

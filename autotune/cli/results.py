@@ -19,6 +19,7 @@ EXPORT_EPILOG = """examples:
   autotune export --study mnist-cpu -o best.json
   autotune export --study mnist-tt --format tt-mixed-precision -o mixed_precision.json
   autotune export --study mnist-tt --format script -o run_best.py
+  autotune export --study NAME --format tt-mixed-precision --loader pkg.module:ModelLoader@variant
 """
 
 
@@ -53,6 +54,13 @@ def add_parsers(sub: Any) -> None:
     )
     storage_args(e, study_required=True)
     e.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    e.add_argument(
+        "--loader",
+        metavar="SPEC",
+        help="with --format tt-mixed-precision: write the map where this tt-forge-models "
+        "loader's get_weight_dtype_config_path() says (pkg.module:ModelLoader[@variant]), "
+        "the file tt-xla's test runner applies",
+    )
     # The format of the file written (to stdout without -o), not a rendering of it:
     # no table here. json is the same JSON document as elsewhere.
     e.add_argument(
@@ -175,13 +183,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autotune.export import check_format, export_dict, notes, render, save
     from autotune.storage import load_study
 
-    if args.output is not None:
-        check_writable(args.output)
+    if args.loader is not None:
+        args.output = _loader_map_path(args)
     study = load_study(args.storage, args.study_name)
     check_format(study, args.format)
     data = export_dict(study)
     text = render(data, args.format)
     with writing(args.output):
+        if args.output is not None:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
         save(text, args.output, args.format)
     for note in notes(data, args.format):
         output.say(f"note: {note}")
@@ -190,6 +200,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         output.wrote(args.output)
     return 0
+
+
+def _loader_map_path(args: argparse.Namespace) -> Path:
+    """Where `--loader` keeps its mixed-precision map (only that format, not beside -o)."""
+    from studies.sources.forge import mixed_precision_path
+
+    if args.format != "tt-mixed-precision":
+        raise UsageError(f"--loader is for --format tt-mixed-precision, not {args.format}")
+    if args.output is not None:
+        raise UsageError("give -o or --loader, not both (--loader says where the map goes)")
+    return mixed_precision_path(args.loader)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -61,6 +61,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     tuner = Tuner(opts, say=_say_beside_bar)
     space = tuner.space
     output.tell(f"model {opts.model}: {tuner.model.summary()}")
+    for note in get_study(opts.model).notes():
+        output.tell(note)
     if not tuner.model.labels and get_study(opts.model).metric is None:
         output.tell("no labels: the metric is fidelity against fp32 (PCC of the scored output)")
     output.tell(
@@ -105,6 +107,9 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
 
     # One line each: trials sharing this host's cores, CPU trials on different machines.
     said = [m for m in (tuner.jobs_note(), tuner.machine_warning()) if m is not None]
+    said += [f"warning: {w}" for w in tuner.space.warnings()]  # risky choices a space file named
+    if tuner.backend.emulation_note:
+        said.append(tuner.backend.emulation_note)
     for line in said:
         output.say(line)
     tuner.run()

@@ -113,10 +113,21 @@ def install_recorders() -> None:
 # --- compile options, parsed as tt-xla's PJRT plugin parses them --------------------------
 # pjrt_implementation/src/api/compile_options.cc receives a map<string, string> (torch_xla
 # stringifies the values): optimization_level goes through std::stoi and must be 0..2;
-# booleans are lower-cased and must be true/1/yes/on or false/0/no/off; unknown keys are
-# ignored. Anything else aborts the process there; here it raises ValueError.
+# booleans are lower-cased and must be true/1/yes/on or false/0/no/off; math_fidelity must be
+# one of compile_options_parser.cc's parseMathFidelity values (else the compile fails with
+# kInvalidArgument); unknown keys are ignored. Anything else aborts the process there; here it
+# raises ValueError. Keys as tt-xla 95c1c1ce spells them (note the hyphens of one).
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-_BOOL_KEYS = ("enable_trace", "enable_bfp8_conversion", "enable_const_eval", "dump_inputs")
+_BOOL_KEYS = (
+    "enable_trace",
+    "enable_bfp8_conversion",
+    "enable_const_eval",
+    "dump_inputs",
+    "fp32_dest_acc_en",
+    "experimental_enable_permute_matmul_fusion",
+    "experimental-enable-dram-space-saving-optimization",
+)
+_MATH_FIDELITIES = ("lofi", "hifi2", "hifi3", "hifi4", "ttnn_default")
 
 
 def parse_compile_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +146,10 @@ def parse_compile_options(options: dict[str, Any]) -> dict[str, Any]:
             if low not in _TRUE + _FALSE:
                 raise ValueError(f"Unknown boolean option value: {low} for {key}")
             parsed[key] = low in _TRUE
+        elif key == "math_fidelity":
+            if text not in _MATH_FIDELITIES:  # case-sensitive, as parseMathFidelity compares
+                raise ValueError(f"Invalid math_fidelity value: {text}.")
+            parsed[key] = text
         else:
             parsed[key] = text
     return parsed

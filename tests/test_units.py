@@ -376,10 +376,10 @@ def test_study_options_read_studies_stored_under_the_old_names():
     from autotune.records import StudyRecord
     from autotune.study_options import StudyOptions
 
-    old = {"model": "mnist", "stop_ratio": 0.0, "timeout_s": 20.0, "memory_limit_bytes": 1024}
+    old = {"model": "mnist", "stop_ratio": 0.0, "timeout_s": 20.0, "memory_limit_bytes": 2**30}
     old |= {"sensitivity_starting_points": False}
     opts = StudyOptions.from_study(StudyRecord(options=old), heartbeat=4)
-    assert (opts.stop_slower, opts.timeout_per_trial, opts.memory_limit) == (0.0, 20.0, 1024)
+    assert (opts.stop_slower, opts.timeout_per_trial, opts.memory_limit) == (0.0, 20.0, 2**30)
     assert not opts.starting_points and opts.heartbeat == 4
 
 

@@ -75,7 +75,7 @@ def exported(place) -> dict:
 def test_verify_replays_the_export(place):
     _, cli = place
     data = exported(place)
-    assert data["schema"] == 4 and data["protocol"]["measure_seconds"] == 0.2
+    assert data["schema"] == 5 and data["protocol"]["measure_seconds"] == 0.2
     # Throughput on this shared machine is noisy: the limit here only checks the plumbing;
     # the slowdown rule itself is tested on fixed numbers in test_verify.py.
     r = cli("verify", "best.json", "--rounds", "2", "--max-slowdown", "0.95", "--format", "json")

@@ -10,6 +10,7 @@ tuner (which records the trial without starting a trial process, or stops it ear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,12 @@ def earlier_outcome(
 
 def check_stop_ratio(ratio: float) -> None:
     # Up to 1 the threshold is at or above the best: trials as fast as it would stop.
-    if ratio < 0 or 0 < ratio <= 1:
+    if (
+        not isinstance(ratio, int | float)
+        or not math.isfinite(ratio)
+        or ratio < 0
+        or 0 < ratio <= 1
+    ):
         raise UsageError(f"--stop-slower must be 0 (off) or above 1, not {ratio:g}")
 
 

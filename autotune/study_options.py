@@ -311,7 +311,7 @@ _RANGES = (
     ("max_accuracy_drop", 0.0, True),
     ("max_metric_drop", 0.0, True),
     ("min_agreement", 0.0, True),
-    ("stop_slower", 0.0, True),
+    ("max_latency_ms", 0.0, False),
     ("confirm", 0, True),
     ("eval_limit", 1, True),
     ("max_batch_size", 1, True),
@@ -340,6 +340,12 @@ def check_ranges(opts: StudyOptions) -> None:
         if not math.isfinite(value) or value < low or (value == low and not inclusive):
             bound = f"at least {low:g}" if inclusive else f"above {low:g}"
             raise UsageError(f"{flag} must be a finite number {bound}, not {value:g}")
+    from autotune.pruning import check_stop_ratio
+
+    check_stop_ratio(opts.stop_slower)
+    p = opts.latency_percentile
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < 100:
+        raise UsageError(f"--latency-percentile must be between 0 and 100, not {p}")
     if opts.min_agreement is not None and opts.min_agreement > 100:
         raise UsageError(f"--min-agreement is a percentage, not {opts.min_agreement:g}")
     if opts.seed is not None and opts.seed > MAX_SEED:

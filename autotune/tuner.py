@@ -87,7 +87,6 @@ class Tuner:
         if opts.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {opts.jobs}")
         check_heartbeat(opts.heartbeat)
-        check_latency_options(opts)
         self.opts = opts
         self.say = say or (lambda line: None)  # a line of talk during the study
         self.objective = Objective(opts.objective, opts.latency_percentile, opts.max_latency_ms)
@@ -382,18 +381,6 @@ class Tuner:
                 else f"p{self.objective.percentile:g} {best.figure:.3g} ms"
             )
             self._bar.set_postfix_str(f"best feasible {shown} (#{best.number})")
-
-
-def check_latency_options(opts: StudyOptions) -> None:
-    """--max-latency-ms and --latency-percentile: one line for a value that means nothing."""
-    import math
-
-    budget = opts.max_latency_ms
-    if budget is not None and not (math.isfinite(budget) and budget > 0):
-        raise UsageError(f"--max-latency-ms must be a positive number of ms, not {budget:g}")
-    p = opts.latency_percentile
-    if not (math.isfinite(p) and 0 < p < 100):
-        raise UsageError(f"--latency-percentile must be between 0 and 100, not {p:g}")
 
 
 def _wait_through_interrupts(events: list[threading.Event]) -> None:

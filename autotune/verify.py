@@ -234,6 +234,7 @@ def verify(
     from autotune.launch.runner import RunnerSettings, run_job
     from autotune.study_options import StudyOptions, default_cache_dir
     from studies import get_study
+    from studies.sources import prefix_of
 
     if rounds < 1:
         raise UsageError(f"--rounds must be at least 1, not {rounds}")
@@ -246,7 +247,8 @@ def verify(
     config = load_config(data)
     if model is not None:
         config = replace(config, model=model)
-    elif ":" in config.model and not trust_model:
+    elif ":" in config.model and prefix_of(config.model) is None and not trust_model:
+        # hf:, torchvision:, timm: name data (a directory, a registry name), not code.
         raise UsageError(
             f"{path} names the model {config.model!r}, code verify would import and run; "
             f"to run it, name it yourself: {command_line(*verify_args(str(path), config.model))}"

@@ -297,7 +297,7 @@ def test_verify_command_line_bad_fields(cli, tmp_path, field, value):
         (["--max-batch-size", "0"], "--max-batch-size must be a finite number at least 1"),
         (["--measure-seconds", "-1"], "--measure-seconds must be a finite number above 0"),
         (["--measure-seconds", "nan"], "--measure-seconds must be a finite number"),
-        (["--stop-slower", "nan"], "--stop-slower must be a finite number"),
+        (["--stop-slower", "nan"], "--stop-slower must be 0 (off) or above 1, not nan"),
         (["--memory-limit", "1"], "--memory-limit must be at least 64M"),
         (["--max-accuracy-drop", "inf"], "--max-accuracy-drop must be a finite number"),
         (["--min-agreement", "150"], "--min-agreement is a percentage"),

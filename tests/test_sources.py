@@ -301,7 +301,9 @@ def test_forge_loader_study_writes_its_map_where_the_loader_says(cli, tmp_path):
     assert bad.returncode == 2 and "--loader is for --format tt-mixed-precision" in bad.stderr
     # The loader rebuilt from the export's spec in fresh processes; a model this small swings
     # its throughput 100x on a shared machine, so only the metric is held to the export here.
-    v = cli("verify", "best.json", "--rounds", "1", "--max-slowdown", "0.999", env=env)
+    v = cli(
+        "verify", "best.json", "--trust-model", "--rounds", "1", "--max-slowdown", "0.999", env=env
+    )
     assert v.returncode == 0, v.stdout + v.stderr
 
 

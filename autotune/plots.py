@@ -320,20 +320,33 @@ def _star(ax: Any, data: ParetoPlotData, where: Any) -> None:
     if pick is None or None in where(pick):
         return
     x, y = where(pick)
+    mark_pick(ax, x, y, pick.trial, f"trial {pick.trial}: bs{pick.batch_size} {pick.family}")
+
+
+def mark_pick(
+    ax: Any,
+    x: float,
+    y: float,
+    trial: int,
+    note: str,
+    size: int = 300,
+    offset: tuple[int, int] = (10, 10),
+) -> None:
+    """The exported pick: a gold star, labelled, on any of the views."""
     ax.scatter(
         [x],
         [y],
         marker="*",
-        s=300,
+        s=size,
         c="gold",
         edgecolors="black",
         zorder=5,
-        label=f"exported: trial {pick.trial}",
+        label=f"exported: trial {trial}",
     )
     ax.annotate(
-        f"trial {pick.trial}: bs{pick.batch_size} {pick.family}",
+        note,
         (x, y),
-        xytext=(10, 10),
+        xytext=offset,
         textcoords="offset points",
         fontsize=8,
         bbox={"boxstyle": "round", "fc": "lightyellow", "alpha": 0.9},
@@ -410,24 +423,15 @@ def _draw_points(ax: object, data: ParetoPlotData) -> None:
             label=f"Pareto front ({len(data.front)})",
         )
     if data.pick:
-        ax.scatter(
-            [data.pick.metric_drop],
-            [data.pick.throughput],
-            marker="*",
-            s=340,
-            c="gold",
-            edgecolors="black",
-            zorder=5,
-            label=f"exported: trial {data.pick.trial}",
-        )
-        ax.annotate(
+        mark_pick(
+            ax,
+            data.pick.metric_drop,
+            data.pick.throughput,
+            data.pick.trial,
             f"trial {data.pick.trial}: {data.pick_throughput:,.0f}/s\n"
             "(median of its pooled measurements)",
-            (data.pick.metric_drop, data.pick.throughput),
-            xytext=(12, -18),
-            textcoords="offset points",
-            fontsize=8,
-            bbox={"boxstyle": "round", "fc": "lightyellow", "alpha": 0.9},
+            size=340,
+            offset=(12, -18),
         )
     else:
         ax.text(

@@ -5,7 +5,8 @@ Blind sampling wastes trials (and compilations) on this space: batch size is ord
 switches mostly act independently of each other, and a per-layer dtype map is a refinement
 of a uniform one. So the strategy moves one step at a time from configs it has measured:
 
-1. flip the activation dtype (the whole model follows: uniform precision);
+1. flip the activation dtype (the whole model follows: uniform precision); step math
+   fidelity and the CPU's streams one place up or down (ordered scales);
 2. batch size x4 / ÷4 (coarse climb), never at or above a batch that ran out of memory;
 3. flip the optimization level, trace and backend switches;
 4. batch size x2 / ÷2 (refine);
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from autotune.backends.streams import STREAMS_NAME
 from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY, TRACE_REGION_KNOB
 from autotune.defaults import SAMPLERS
 from autotune.objective import Objective
@@ -161,8 +163,8 @@ def _all_moves(space: SearchSpace, history: Sequence[Observed]) -> list[dict[str
 #: The constraints about outputs (`autotune.outcome.Scoring`): a config that breaks one is
 #: beaten by none less precise. Others (e.g. a latency budget) say nothing about precision.
 ACCURACY_CONSTRAINTS = ("metric_drop", "agreement")
-# Dimensions that do not change a trial's outputs: batch size, trace, the trace region.
-_NEUTRAL = (BATCH, TRACE, TRACE_REGION_KNOB)
+# Dimensions that do not change a trial's outputs: batch size, trace, the trace region, streams.
+_NEUTRAL = (BATCH, TRACE, TRACE_REGION_KNOB, STREAMS_NAME)
 
 
 def _rank(space: SearchSpace, name: str, value: Any) -> int | None:
@@ -295,15 +297,28 @@ def _moves(
             if other not in scale and other != value:
                 yield {**inc, name: other}
 
+    def ordered(name: str) -> Iterator[dict[str, Any]]:
+        # Streams are ordered as batch sizes are (more streams: fewer threads each, more
+        # requests in flight): one step up, then down.
+        if name not in dims:
+            return
+        choices = dims[name].choices
+        i = choices.index(inc[name])
+        for j in (i + 1, i - 1):
+            if 0 <= j < len(choices):
+                yield {**inc, name: choices[j]}
+
     for moved in flips(ACT):
         yield _uniform(space, moved)
     yield from fidelity()
+    yield from ordered(STREAMS_NAME)
     yield from batch(2)
     yield from flips(LEVEL)
     switches = [
         d
         for d in space.dimensions
-        if not d.members and d.name not in (ACT, LEVEL, BATCH_SIZE, MATH_FIDELITY.name)
+        if not d.members
+        and d.name not in (ACT, LEVEL, BATCH_SIZE, MATH_FIDELITY.name, STREAMS_NAME)
     ]
     for d in switches:
         if d.only_with is None or inc.get(d.only_with):  # else it changes nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.analysis import Decision, TrialRow
+from autotune.backends.streams import STREAMS_NAME
 from autotune.records import drop_header
 
 
@@ -18,7 +19,12 @@ def config_label(config: dict[str, Any]) -> str:
     parts.append(config.get("activation_dtype", "?"))
     knobs = config.get("knobs", {})
     parts += [k for k, v in knobs.items() if v is True]
-    parts += [f"{k}={v}" for k, v in knobs.items() if not isinstance(v, bool)]
+    # One stream is how every config ran before streams existed: not worth a word.
+    parts += [
+        f"{k}={v}"
+        for k, v in knobs.items()
+        if not isinstance(v, bool) and not (k == STREAMS_NAME and v == 1)
+    ]
     act = config.get("activation_dtype")
     # "activation": the cuda backend's name for "the activation dtype" (nothing lowered).
     lowered = {

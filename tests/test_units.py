@@ -17,6 +17,8 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import get_backend
+from autotune.backends.streams import stream_choices
+from autotune.host import usable_cores
 from autotune.errors import NothingFoundError
 from autotune.export import export_dict, load_config
 from autotune.measure import Measurement
@@ -78,6 +80,7 @@ def test_default_cpu_space():
         "optimization_level",
         "activation_dtype",
         "channels_last",
+        "streams",
         "dtype:conv1.weight",
         "dtype:conv2.weight",
         "dtype:fc1.weight",
@@ -85,7 +88,16 @@ def test_default_cpu_space():
     ]
     assert space.dimensions[0].choices == tuple(2**i for i in range(13))  # 1 .. 4096
     assert "trace" not in names  # no CPU trace analogue (see backends/cpu.py)
-    assert space.size() == 13 * 3 * 2 * 2 * 2**4
+    streams = {d.name: d for d in space.dimensions}["streams"].choices
+    assert streams == stream_choices(usable_cores())  # 1, 2, 4 ... up to this host's cores
+    assert space.size() == 13 * 3 * 2 * 2 * len(streams) * 2**4
+
+
+def test_stream_choices_are_powers_of_two_up_to_the_cores():
+    assert stream_choices(1) == (1,)
+    assert stream_choices(2) == (1, 2)
+    assert stream_choices(6) == (1, 2, 4)
+    assert stream_choices(16) == (1, 2, 4, 8, 16)
 
 
 def test_suggest_maps_params_to_config():
@@ -95,6 +107,7 @@ def test_suggest_maps_params_to_config():
         "optimization_level": 2,
         "activation_dtype": "bf16",
         "channels_last": True,
+        "streams": 1,
         "dtype:conv1.weight": "fp32",
         "dtype:conv2.weight": "bf16",
         "dtype:fc1.weight": "bf16",
@@ -105,7 +118,7 @@ def test_suggest_maps_params_to_config():
         batch_size=256,
         optimization_level=2,
         activation_dtype="bf16",
-        knobs=(("channels_last", True),),
+        knobs=(("channels_last", True), ("streams", 1)),
         weight_dtypes=(
             ("conv1.weight", "fp32"),
             ("conv2.weight", "bf16"),

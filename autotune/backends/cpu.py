@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
+from autotune.backends.streams import STREAMS, STREAMS_NAME, enter_config_streams
 from autotune.backends.tt_options import FP32_DEST_ACC_EN, MATH_FIDELITY, UNSET
 from autotune.wire import Status, TrialConfig
 
@@ -32,6 +33,7 @@ class CPUBackend(Backend):
             "NHWC memory format for 4-D activations; lets bf16 convolutions use AMX kernels "
             "without layout conversions",
         ),
+        STREAMS,
     )
     computes_on_host_cpu = True
     fork_trials = True  # importing torch starts no thread pool: a fork is a clean start
@@ -59,6 +61,7 @@ class CPUBackend(Backend):
 
         from autotune.backends._torch_dtypes import TORCH_DTYPES, apply_layer_dtypes
 
+        enter_config_streams(config.knob_map.get(STREAMS_NAME, 1))
         model = apply_layer_dtypes(
             model.eval(), config.weight_dtype_map, TORCH_DTYPES[config.activation_dtype]
         )
@@ -132,6 +135,7 @@ class CPUEmulatedTTBackend(CPUBackend):
     def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         import torch
 
+        enter_config_streams(config.knob_map.get(STREAMS_NAME, 1))
         fidelity, fp32_dest = emulated_fidelity(config.knob_map)
         model = card_model(
             model,

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from autotune import defaults, pytree
+from autotune.backends.streams import STREAMS_NAME, run_streams
 from autotune.child.batches import eval_outputs, eval_set, host_batch, to_device, to_host
 from autotune.child.environment import environment
 from autotune.child.load import BUSY_CORES, LoadProbe
@@ -45,8 +46,16 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         if pytree.rows(x) != cfg.batch_size:
             raise pytree.BatchError(f"example_input({cfg.batch_size}) gave {pytree.rows(x)} rows")
 
-        def step() -> Any:
-            return to_host(backend, pytree.call(run, to_device(backend, x, cfg)))
+        def stepper(batch: Any) -> Any:
+            return lambda: to_host(backend, pytree.call(run, to_device(backend, batch, cfg)))
+
+        step = stepper(x)
+        # Each further stream runs the loop on a batch of its own (`_measure_streams`).
+        streams = cfg.knob_map.get(STREAMS_NAME, 1)
+        steps = [
+            step,
+            *(stepper(pytree.tree_map(lambda t: t.clone(), x)) for _ in range(1, streams)),
+        ]
 
         # At least `warmup_iters` iterations (the 1st compiles, the 2nd captures a trace),
         # then on until `warmup_seconds` have passed: CPU kernels, allocator caches and clocks
@@ -61,7 +70,8 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
         timings["warmup_s"] = sum(warmup[1:])
         settled_s = statistics.median(warmup[1:][-5:] or warmup)
-        settled = cfg.batch_size / settled_s
+        # Several streams: at best each as fast as the lone one was.
+        settled = streams * cfg.batch_size / settled_s
         stopped = _stopped_after_warmup(job, settled, 1e3 * settled_s)
         if stopped is not None:
             return TrialResult(
@@ -77,7 +87,7 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
             )
 
         start = time.perf_counter()
-        measurement, load, timings_made = _measure_quietly(step, backend, job, warmup[-1])
+        measurement, load, timings_made = _measure_quietly(steps, backend, job, warmup[-1])
         timings["measure_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -146,7 +156,7 @@ def _stopped_after_warmup(job: TrialJob, throughput: float, latency_ms: float) -
 
 
 def _measure_quietly(
-    step: Any, backend: Backend, job: TrialJob, per_iter_estimate: float
+    steps: list[Any], backend: Backend, job: TrialJob, per_iter_estimate: float
 ) -> tuple[Measurement, float | None, int]:
     """`_measure`, repeated (at most BUSY_RETRIES more times, after a pause) while other
     processes used more than BUSY_CORES of the CPU meanwhile: a busy machine distorts the
@@ -157,7 +167,7 @@ def _measure_quietly(
         if attempt:
             time.sleep(BUSY_PAUSE_S * attempt)
         probe = LoadProbe.start()
-        measurement = _measure(step, backend, job, per_iter_estimate)
+        measurement = _measure(steps, backend, job, per_iter_estimate)
         load = probe.others_cores()
         if best is None or (load is not None and best[1] is not None and load < best[1]):
             best = (measurement, load)
@@ -167,23 +177,24 @@ def _measure_quietly(
     return best[0], best[1], attempt + 1
 
 
-def _measure(step: Any, backend: Backend, job: TrialJob, per_iter_estimate: float) -> Measurement:
+def _measure(
+    steps: list[Any], backend: Backend, job: TrialJob, per_iter_estimate: float
+) -> Measurement:
     """Time blocks of iterations (sync at block ends), as torch.utils.benchmark's
     adaptive_autorange does: stop once `min_blocks` blocks agree (IQR/median of block
     throughput under STABLE_IQR_RATIO), else go on up to `measure_seconds`. Where the study
     constrains a latency percentile, timing also goes on until `min_iterations` iterations
-    were timed (at most defaults.LATENCY_TIME_CAP x `measure_seconds`)."""
+    were timed (at most defaults.LATENCY_TIME_CAP x `measure_seconds`). With several
+    streams (`autotune.backends.streams`) every stream times its own blocks concurrently; a
+    block is then a round of the streams' concurrent blocks, at their summed throughput."""
     target_block = job.measure_seconds / (4 * job.min_blocks)
     iters = max(1, round(target_block / max(per_iter_estimate, 1e-6)))
+    if len(steps) > 1:
+        return _measure_streams(steps, job, iters)
+    (step,) = steps
     blocks: list[float] = []
     iterations: list[float] = []
-    spent = 0.0
-    cap = defaults.LATENCY_TIME_CAP * job.measure_seconds
-    while (
-        len(blocks) < job.min_blocks
-        or (spent < job.measure_seconds and not _stable(blocks, iters, job.config.batch_size))
-        or (len(iterations) < job.min_iterations and spent < cap)
-    ):
+    while not _timed_enough(job, blocks, iters, len(iterations)):
         block_start = time.perf_counter()
         last = block_start
         for _ in range(iters):
@@ -193,8 +204,42 @@ def _measure(step: Any, backend: Backend, job: TrialJob, per_iter_estimate: floa
             last = now
         backend.synchronize()
         blocks.append(time.perf_counter() - block_start)
-        spent += blocks[-1]
     return Measurement(tuple(blocks), iters, job.config.batch_size, tuple(iterations))
+
+
+def _measure_streams(steps: list[Any], job: TrialJob, iters: int) -> Measurement:
+    """`_measure` on `streams` concurrent streams (CPU backends only: synchronous, so a
+    block's end needs no sync), after a concurrent warm-up: the single-stream warm-up
+    compiled the model, but the streams' caches and the machine's clocks settle together.
+    Latencies are every request's, pooled over the streams."""
+    import torch
+
+    threads = torch.get_num_threads()  # the per-stream count `prepare` set
+    streams = len(steps)
+    warm_end = time.perf_counter() + job.warmup_seconds
+    run_streams(steps, threads, iters, lambda _: time.perf_counter() >= warm_end)
+    times = run_streams(
+        steps,
+        threads,
+        iters,
+        lambda t: _timed_enough(
+            job, t.aggregate(), iters * streams, sum(len(i) for i in t.iterations)
+        ),
+    )
+    blocks = times.aggregate()
+    iterations = [x for stream in times.iterations for x in stream]
+    return Measurement(tuple(blocks), iters * streams, job.config.batch_size, tuple(iterations))
+
+
+def _timed_enough(job: TrialJob, blocks: list[float], iters: int, iterations: int) -> bool:
+    """Whether `blocks` (of `iters` iterations each) end the timing (`_measure`'s rule)."""
+    spent = sum(blocks)
+    cap = defaults.LATENCY_TIME_CAP * job.measure_seconds
+    return not (
+        len(blocks) < job.min_blocks
+        or (spent < job.measure_seconds and not _stable(blocks, iters, job.config.batch_size))
+        or (iterations < job.min_iterations and spent < cap)
+    )
 
 
 def _stable(blocks: list[float], iters: int, batch_size: int) -> bool:

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from autotune.backends.cpu import CHANNELS_LAST, COMPILER, OPENVINO
 from autotune.backends.streams import STREAMS_NAME
 from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY, TRACE_REGION_KNOB
 from autotune.defaults import SAMPLERS
@@ -193,10 +194,13 @@ def _less_precise(space: SearchSpace, a: dict[str, Any], b: dict[str, Any]) -> b
 
 def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     """The move that turns `a` into `b`: a batch step (from, to), or one dimension set to
-    a value (the activation dtype carries the uniform weights along); None if not one move."""
+    a value (the activation dtype carries the uniform weights along, the compiler its
+    canonical rest); None if not one move."""
     diff = {k for k in a if a[k] != b.get(k)}
     if diff == {BATCH}:
         return (BATCH, a[BATCH], b[BATCH])
+    if COMPILER.name in diff:  # the compiler carries its canonical rest along (`_canonical`)
+        return (COMPILER.name, b[COMPILER.name])
     if ACT in diff and all(k == ACT or k.startswith(WEIGHT_PREFIX) for k in diff):
         return (ACT, b[ACT])
     if len(diff) == 1:
@@ -263,6 +267,33 @@ def _uniform(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _moves(
+    space: SearchSpace, inc: dict[str, Any], per_layer: bool = True
+) -> Iterator[dict[str, Any]]:
+    for move in _raw_moves(space, inc, per_layer):
+        move = _canonical(space, move)
+        if move != inc:
+            yield move
+
+
+def _canonical(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """One params dict per distinct model. OpenVINO builds the same model at levels 1 and 2,
+    with or without channels_last and whatever the per-layer map (it takes one precision
+    hint), so its configs take fixed values there; eager (level 0) compiles nothing, so its
+    compiler is the first."""
+    dims = {d.name: d for d in space.dimensions}
+    if COMPILER.name not in dims or LEVEL not in dims:
+        return params
+    if not params[LEVEL]:
+        return {**params, COMPILER.name: dims[COMPILER.name].choices[0]}
+    if params[COMPILER.name] != OPENVINO:
+        return params
+    out = {**params, LEVEL: max(dims[LEVEL].choices)}
+    if CHANNELS_LAST.name in dims:
+        out[CHANNELS_LAST.name] = dims[CHANNELS_LAST.name].choices[0]
+    return _uniform(space, out)
+
+
+def _raw_moves(
     space: SearchSpace, inc: dict[str, Any], per_layer: bool = True
 ) -> Iterator[dict[str, Any]]:
     dims = {d.name: d for d in space.dimensions}

@@ -106,9 +106,16 @@ def worker_autotune(model: str, export: str, seconds: float) -> dict:
     threads = torch.get_num_threads()  # one stream's share, as apply_config set it
 
     def run_for(s: float) -> float:
-        end = time.perf_counter() + s
+        start = time.perf_counter()
+        end = start + s
+        if streams == 1:  # the plain loop in this thread, as the trial timed it
+            n = 0
+            while time.perf_counter() < end:
+                steps[0]()
+                n += 1
+            return n * config.batch_size / (time.perf_counter() - start)
         times = run_streams(steps, threads, 1, lambda _: time.perf_counter() >= end)
-        return sum(len(b) for b in times.blocks) * config.batch_size / s
+        return sum(len(b) for b in times.blocks) * config.batch_size / (time.perf_counter() - start)
 
     run_for(seconds / 2)
     return {"samples_per_s": run_for(seconds), "config": config.to_dict()}

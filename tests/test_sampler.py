@@ -20,10 +20,13 @@ from studies import get_study
 
 def cpu_space() -> SearchSpace:
     """The CPU space with streams 1 or 2 whatever this host's cores (the choices are the
-    host's: powers of two up to its cores)."""
+    host's: powers of two up to its cores), and inductor only whether or not OpenVINO is
+    installed (the landscapes here model inductor; tests/test_openvino.py the other)."""
     space = default_space(get_study("mnist"), get_backend("cpu"))
     dims = tuple(
-        replace(d, choices=(1, 2)) if d.name == "streams" else d for d in space.dimensions
+        replace(d, choices=(1, 2)) if d.name == "streams" else d
+        for d in space.dimensions
+        if d.name != "compiler"
     )
     return replace(space, dimensions=dims)
 

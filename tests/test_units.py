@@ -17,6 +17,7 @@ from autotune.analysis import (
     trial_rows,
 )
 from autotune.backends import get_backend
+from autotune.backends.cpu import HAS_OPENVINO
 from autotune.backends.streams import stream_choices
 from autotune.host import usable_cores
 from autotune.errors import NothingFoundError
@@ -81,6 +82,7 @@ def test_default_cpu_space():
         "activation_dtype",
         "channels_last",
         "streams",
+        *(["compiler"] if HAS_OPENVINO else []),  # the [openvino] extra adds it
         "dtype:conv1.weight",
         "dtype:conv2.weight",
         "dtype:fc1.weight",
@@ -90,7 +92,8 @@ def test_default_cpu_space():
     assert "trace" not in names  # no CPU trace analogue (see backends/cpu.py)
     streams = {d.name: d for d in space.dimensions}["streams"].choices
     assert streams == stream_choices(usable_cores())  # 1, 2, 4 ... up to this host's cores
-    assert space.size() == 13 * 3 * 2 * 2 * len(streams) * 2**4
+    compilers = 2 if HAS_OPENVINO else 1
+    assert space.size() == 13 * 3 * 2 * 2 * len(streams) * compilers * 2**4
 
 
 def test_stream_choices_are_powers_of_two_up_to_the_cores():
@@ -108,6 +111,7 @@ def test_suggest_maps_params_to_config():
         "activation_dtype": "bf16",
         "channels_last": True,
         "streams": 1,
+        "compiler": "inductor",  # asked for only where the space has it
         "dtype:conv1.weight": "fp32",
         "dtype:conv2.weight": "bf16",
         "dtype:fc1.weight": "bf16",
@@ -118,7 +122,11 @@ def test_suggest_maps_params_to_config():
         batch_size=256,
         optimization_level=2,
         activation_dtype="bf16",
-        knobs=(("channels_last", True), ("streams", 1)),
+        knobs=(
+            ("channels_last", True),
+            ("streams", 1),
+            *((("compiler", "inductor"),) if HAS_OPENVINO else ()),
+        ),
         weight_dtypes=(
             ("conv1.weight", "fp32"),
             ("conv2.weight", "bf16"),

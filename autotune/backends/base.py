@@ -107,6 +107,8 @@ class Backend(ABC):
     #: for a backend emulating another device: one line saying what is exact and what is
     #: modelled, shown when a study starts
     emulation_note: str | None = None
+    #: lines shown when a study starts (e.g. an optional compiler that is not installed)
+    start_notes: tuple[str, ...] = ()
 
     @abstractmethod
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ dispatch that a TT trace replays), so the dimension is absent here.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,20 +22,41 @@ if TYPE_CHECKING:
     import torch
 
 
+CHANNELS_LAST = Knob(
+    "channels_last",
+    (False, True),
+    "NHWC memory format for 4-D activations; lets bf16 convolutions use AMX kernels "
+    "without layout conversions",
+)
+#: The optional CPU compiler (the `[openvino]` extra); absent, the dimension is too.
+OPENVINO = "openvino"
+try:
+    HAS_OPENVINO = importlib.util.find_spec(OPENVINO) is not None
+except (ImportError, ValueError):  # a finder refused it, or a broken install
+    HAS_OPENVINO = False
+COMPILER = Knob(
+    "compiler",
+    ("inductor", OPENVINO),
+    "the compiler at optimization level 1 and 2: torch.compile's inductor, or OpenVINO "
+    "(openvino.convert_model + compile_model; one precision, no levels, no input layout)",
+    only_with="optimization_level",
+)
+NO_OPENVINO_NOTE = (
+    "note: OpenVINO is not installed, so the CPU compiler is inductor only "
+    "(pip install 'autotune[openvino]' adds it to the space)"
+)
+
+
+def uses_openvino(config: TrialConfig) -> bool:
+    return config.knob_map.get(COMPILER.name) == OPENVINO
+
+
 class CPUBackend(Backend):
     name = "cpu"
     weight_dtypes = ("fp32", "bf16")
     weight_kinds = frozenset({"linear", "conv"})
     activation_dtypes = ("fp32", "bf16")
-    knobs = (
-        Knob(
-            "channels_last",
-            (False, True),
-            "NHWC memory format for 4-D activations; lets bf16 convolutions use AMX kernels "
-            "without layout conversions",
-        ),
-        STREAMS,
-    )
+    knobs = (CHANNELS_LAST, STREAMS, *((COMPILER,) if HAS_OPENVINO else ()))
     computes_on_host_cpu = True
     fork_trials = True  # importing torch starts no thread pool: a fork is a clean start
     failure_patterns = (
@@ -42,10 +64,23 @@ class CPUBackend(Backend):
         (Status.COMPILE_ERROR, re.compile(r"BackendCompilerFailed|InductorError|CppCompileError")),
     )
 
+    @property
+    def start_notes(self) -> tuple[str, ...]:
+        return () if HAS_OPENVINO else (NO_OPENVINO_NOTE,)
+
     def compile_options(self, config: TrialConfig) -> dict[str, Any]:
-        # Exactly the keyword arguments given to torch.compile (none at level 0: eager).
+        # Exactly the keyword arguments given to torch.compile (none at level 0: eager), or
+        # for OpenVINO the properties given to compile_model (plus INFERENCE_NUM_THREADS:
+        # the trial process's threads, set where it runs).
         if config.optimization_level == 0:
             return {}
+        if uses_openvino(config):
+            from autotune.backends._openvino import compile_config
+
+            streams = config.knob_map.get(STREAMS_NAME, 1)
+            properties = compile_config(config.activation_dtype, streams, 0)
+            del properties["INFERENCE_NUM_THREADS"]
+            return {"compiler": OPENVINO, "properties": properties}
         options = {"backend": "inductor", "dynamic": False}
         if config.optimization_level == 2:
             options["options"] = {"freezing": True}
@@ -61,7 +96,14 @@ class CPUBackend(Backend):
 
         from autotune.backends._torch_dtypes import TORCH_DTYPES, apply_layer_dtypes
 
-        enter_config_streams(config.knob_map.get(STREAMS_NAME, 1))
+        streams = config.knob_map.get(STREAMS_NAME, 1)
+        if uses_openvino(config):
+            from autotune.backends._openvino import OpenVINOModel, compile_config
+
+            # OpenVINO runs its own threads: all of this process's, over its streams.
+            properties = compile_config(config.activation_dtype, streams, torch.get_num_threads())
+            return OpenVINOModel(model.float(), properties)
+        enter_config_streams(streams)
         model = apply_layer_dtypes(
             model.eval(), config.weight_dtype_map, TORCH_DTYPES[config.activation_dtype]
         )
@@ -77,8 +119,8 @@ class CPUBackend(Backend):
 
         from autotune.backends._torch_dtypes import TORCH_DTYPES
 
-        if not x.is_floating_point():  # token ids, masks, categories: never cast
-            return x
+        if not x.is_floating_point() or uses_openvino(config):
+            return x  # ids, masks, categories: never cast; OpenVINO takes fp32 as it is
         x = x.to(TORCH_DTYPES[config.activation_dtype])
         if config.knob_map.get("channels_last") and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -105,7 +147,9 @@ class CPUEmulatedTTBackend(CPUBackend):
     weight_dtypes = ("bf16", "bfp_bf8", "bfp_bf4")
     weight_kinds = frozenset({"linear"})
     activation_dtypes = ("bf16",)
-    knobs = (*CPUBackend.knobs, MATH_FIDELITY, FP32_DEST_ACC_EN)
+    # Not OpenVINO: its numerics are not the card's.
+    knobs = (CHANNELS_LAST, STREAMS, MATH_FIDELITY, FP32_DEST_ACC_EN)
+    start_notes = ()
     numerics_rule = "host"
     emulation_note = (
         "--emulate tt: exact: the weight formats (bf16, bfp_bf8, bfp_bf4 as tt-metal packs "

@@ -87,7 +87,7 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
             )
 
         start = time.perf_counter()
-        measurement, load, timings_made = _measure_quietly(steps, backend, job, warmup[-1])
+        measurement, loads = _measure_quietly(steps, backend, job, warmup[-1])
         timings["measure_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -100,12 +100,13 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         "batch_size": cfg.batch_size,
     }
     message = ""
-    if load is not None:
-        metrics["host_load_cores"] = load
-        if timings_made > 1:
+    kept = min((x for x in loads if x is not None), default=None)
+    if kept is not None:
+        metrics["host_load_cores"] = kept
+        if len(loads) > 1:
             message = (
-                f"busy machine: other processes used {load:.2f} cores while timing; "
-                f"timed {timings_made} times"
+                f"busy machine: other processes used {loads[0]:.2f} cores while timing; "
+                f"timed {len(loads)} times, kept the quietest ({kept:.2f} cores)"
             )
     result = TrialResult(
         status=Status.OK,
@@ -157,24 +158,27 @@ def _stopped_after_warmup(job: TrialJob, throughput: float, latency_ms: float) -
 
 def _measure_quietly(
     steps: list[Any], backend: Backend, job: TrialJob, per_iter_estimate: float
-) -> tuple[Measurement, float | None, int]:
+) -> tuple[Measurement, list[float | None]]:
     """`_measure`, repeated (at most BUSY_RETRIES more times, after a pause) while other
     processes used more than BUSY_CORES of the CPU meanwhile: a busy machine distorts the
-    figure by up to 4x. The least disturbed timing, what others used during it, and how
-    many timings were made."""
-    best: tuple[Measurement, float | None] | None = None
+    figure by up to 4x. The least disturbed timing, and what others used during each timing
+    (None where /proc/stat cannot tell)."""
+    best: Measurement | None = None
+    loads: list[float | None] = []
     for attempt in range(1 + BUSY_RETRIES):
         if attempt:
             time.sleep(BUSY_PAUSE_S * attempt)
         probe = LoadProbe.start()
         measurement = _measure(steps, backend, job, per_iter_estimate)
         load = probe.others_cores()
-        if best is None or (load is not None and best[1] is not None and load < best[1]):
-            best = (measurement, load)
+        quietest = min((x for x in loads if x is not None), default=None)
+        if best is None or (load is not None and quietest is not None and load < quietest):
+            best = measurement
+        loads.append(load)
         if load is None or load <= BUSY_CORES:
             break
     assert best is not None
-    return best[0], best[1], attempt + 1
+    return best, loads
 
 
 def _measure(

@@ -110,6 +110,7 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
     said += [f"warning: {w}" for w in tuner.space.warnings()]  # risky choices a space file named
     if tuner.backend.emulation_note:
         said.append(tuner.backend.emulation_note)
+    said += tuner.backend.start_notes
     for line in said:
         output.say(line)
     tuner.run()

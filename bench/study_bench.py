@@ -119,10 +119,7 @@ def main() -> None:
         "process start (fork server or spawn) + imports": other + trial_rest,
         "before the first trial (fp32 reference, fork server start)": before,
         "after the last trial (confirmation re-measurements)": after,
-        "tuner between trials (sampler, storage)": wall
-        - before
-        - after
-        - sums.get("process_s", 0),
+        "tuner between trials (sampler, storage)": wall - before - after - sums.get("process_s", 0),
     }
     best_med, recipe_med = statistics.median(again["best"]), statistics.median(again["recipe"])
     figures = {

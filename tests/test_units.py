@@ -19,9 +19,9 @@ from autotune.analysis import (
 from autotune.backends import get_backend
 from autotune.backends.cpu import HAS_OPENVINO
 from autotune.backends.streams import stream_choices
-from autotune.host import usable_cores
 from autotune.errors import NothingFoundError
 from autotune.export import export_dict, load_config
+from autotune.host import usable_cores
 from autotune.measure import Measurement
 from autotune.plots import pareto_plot_data
 from autotune.records import (

@@ -199,7 +199,9 @@ def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     diff = {k for k in a if a[k] != b.get(k)}
     if diff == {BATCH}:
         return (BATCH, a[BATCH], b[BATCH])
-    if COMPILER.name in diff:  # the compiler carries its canonical rest along (`_canonical`)
+    if LEVEL in diff and not b[LEVEL]:  # to eager: the compiler goes with it (`_canonical`)
+        return (LEVEL, b[LEVEL])
+    if COMPILER.name in diff:  # the compiler carries its canonical rest along
         return (COMPILER.name, b[COMPILER.name])
     if ACT in diff and all(k == ACT or k.startswith(WEIGHT_PREFIX) for k in diff):
         return (ACT, b[ACT])

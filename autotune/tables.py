@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.analysis import Decision, TrialRow
+from autotune.backends.cpu import COMPILER
 from autotune.backends.streams import STREAMS_NAME
 from autotune.records import drop_header
+
+#: Knob values a config label leaves out (the defaults every CPU config had before).
+QUIET_KNOBS = {STREAMS_NAME: 1, COMPILER.name: COMPILER.choices[0]}
 
 
 def config_label(config: dict[str, Any]) -> str:
@@ -19,11 +23,9 @@ def config_label(config: dict[str, Any]) -> str:
     parts.append(config.get("activation_dtype", "?"))
     knobs = config.get("knobs", {})
     parts += [k for k, v in knobs.items() if v is True]
-    # One stream is how every config ran before streams existed: not worth a word.
+    # One stream and inductor are how every CPU config ran before those knobs existed.
     parts += [
-        f"{k}={v}"
-        for k, v in knobs.items()
-        if not isinstance(v, bool) and not (k == STREAMS_NAME and v == 1)
+        f"{k}={v}" for k, v in knobs.items() if not isinstance(v, bool) and QUIET_KNOBS.get(k) != v
     ]
     act = config.get("activation_dtype")
     # "activation": the cuda backend's name for "the activation dtype" (nothing lowered).

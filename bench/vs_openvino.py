@@ -229,7 +229,10 @@ def main() -> None:
         "python": platform.python_version(),
         "model": args.model,
         "study_wall_s": study_wall,
-        "pick": pick.get("config"),
+        "pick": {
+            k: pick.get(k)
+            for k in ("batch_size", "optimization_level", "activation_dtype", "knobs")
+        },
         "openvino_sweep": sweep,
         "openvino": results["openvino"][-1] | {"samples_per_s": med["openvino"]},
         "median_samples_per_s": med,

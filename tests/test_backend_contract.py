@@ -422,7 +422,9 @@ def trial_facts(impl: str) -> dict[str, Any]:
     with torch.no_grad():
         fp32 = study.build_model()(eval_inputs)
     facts: dict[str, Any] = {}
+    threads = torch.get_num_threads()  # a config on N streams takes 1/N of them (CPU)
     for label, config in configs(backend).items():
+        torch.set_num_threads(threads)
         with torch.no_grad():
             backend.initialize(config)
             run = backend.prepare(study.build_model(), config)
@@ -447,6 +449,7 @@ def trial_facts(impl: str) -> dict[str, Any]:
         for name, tensor in (("int64", ids), ("bool", ids > 2)):
             back = backend.to_host(backend.to_device(tensor, config))
             facts[label][f"{name}_kept"] = back.dtype == tensor.dtype and torch.equal(back, tensor)
+    torch.set_num_threads(threads)
     facts["device_name"] = backend.device_name()
     facts["versions"] = backend.versions()
     facts["numerics"] = backend.numerics()

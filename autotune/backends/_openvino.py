@@ -1,4 +1,5 @@
-"""OpenVINO as a CPU compiler (trial-process side: imports torch and openvino).
+"""OpenVINO as a CPU compiler (`compile_config` is tuner side too: torch and openvino are
+imported only where a model is compiled or run).
 
 The model is converted by ``openvino.convert_model`` (OpenVINO's PyTorch frontend, tracing
 the model on its first real input) and compiled for the CPU by ``Core.compile_model`` with
@@ -17,9 +18,10 @@ the host; outputs are copied out of the request (the request reuses its buffers)
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: The CPU property the activation dtype sets (openvino.properties.hint.inference_precision).
 PRECISION = {"fp32": "f32", "bf16": "bf16"}
@@ -50,6 +52,7 @@ class OpenVINOModel:
 
     def _compile(self, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...] | None) -> Any:
         import openvino as ov
+        import torch
 
         example: Any = dict(zip(names, inputs, strict=True)) if names else inputs
         if len(inputs) == 1 and not names:
@@ -59,6 +62,8 @@ class OpenVINOModel:
         return ov.Core().compile_model(converted, "CPU", self.config)
 
     def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> Any:
+        import torch
+
         inputs = (*args, *kwargs.values())
         if self._compiled is None:
             with self._lock:

@@ -32,7 +32,7 @@ def test_fault_is_recorded_and_study_goes_on(cli, tmp_path, fault):
     space = tmp_path / "bf16.toml"  # one config, in bf16: every trial meets the fault
     space.write_text(
         "batch_size = {min = 64, max = 64}\noptimization_level = [0]\n"
-        'activation_dtype = ["bf16"]\nchannels_last = [false]\n'
+        'activation_dtype = ["bf16"]\nchannels_last = [false]\nstreams = [1]\n'
         '[weight_dtypes]\n"*" = ["bf16"]\n'
     )
     name = fault.lower()

@@ -20,6 +20,7 @@ batch_size = {min = %d, max = %d}
 optimization_level = [0]
 activation_dtype = ["fp32"]
 channels_last = [false]
+streams = [1]
 [weight_dtypes]
 "*" = ["fp32"]
 """

@@ -130,7 +130,7 @@ def test_real_oom_is_pruned_and_larger_batches_skipped(cli, tmp_path):
     space = tmp_path / "big.toml"
     space.write_text(
         "batch_size = {min = 4096, max = 4096}\noptimization_level = [0]\n"
-        'activation_dtype = ["fp32"]\nchannels_last = [false]\n'
+        'activation_dtype = ["fp32"]\nchannels_last = [false]\nstreams = [1]\n'
         '[weight_dtypes]\n"*" = ["fp32"]\n'
     )
     r = cli(

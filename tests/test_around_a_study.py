@@ -26,7 +26,8 @@ FAST = (*FAST_ARGS, "--confirm", "1")
 # One config, in bf16: the SEGFAULT fixture model crashes on every trial.
 BF16_ONLY = (
     "batch_size = {min = 64, max = 64}\noptimization_level = [0]\n"
-    'activation_dtype = ["bf16"]\nchannels_last = [false]\nstreams = [1]\n[weight_dtypes]\n"*" = ["bf16"]\n'
+    'activation_dtype = ["bf16"]\nchannels_last = [false]\nstreams = [1]\n'
+    '[weight_dtypes]\n"*" = ["bf16"]\n'
 )
 
 

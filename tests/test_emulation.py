@@ -370,7 +370,8 @@ def test_a_failed_sensitivity_pass_does_not_sink_the_study(cli, tmp_path):
     points and says so in one line."""
     space = tmp_path / "one.toml"
     space.write_text(
-        "batch_size = {min = 64, max = 64}\noptimization_level = [0]\nchannels_last = [false]\nstreams = [1]\n"
+        "batch_size = {min = 64, max = 64}\noptimization_level = [0]\nchannels_last = [false]\n"
+        "streams = [1]\n"
     )
     r = cli(
         "study",

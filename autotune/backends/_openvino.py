@@ -27,16 +27,21 @@ if TYPE_CHECKING:
 PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
-def compile_config(activation_dtype: str, streams: int, threads: int) -> dict[str, str]:
+def compile_config(
+    activation_dtype: str, streams: int, threads: int | None = None
+) -> dict[str, str]:
     """The properties given to ``Core.compile_model(model, "CPU", config)``: the precision
-    hint, the streams autotune runs and the threads they share. The LATENCY hint keeps
-    OpenVINO from choosing streams itself (THROUGHPUT would; autotune searches them)."""
-    return {
+    hint, the streams autotune runs and, where known (the trial process), the threads they
+    share. The LATENCY hint keeps OpenVINO from choosing streams itself (THROUGHPUT would;
+    autotune searches them)."""
+    properties = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": PRECISION[activation_dtype],
         "NUM_STREAMS": str(streams),
-        "INFERENCE_NUM_THREADS": str(threads),
     }
+    if threads is not None:
+        properties["INFERENCE_NUM_THREADS"] = str(threads)
+    return properties
 
 
 class OpenVINOModel:

@@ -78,9 +78,10 @@ class CPUBackend(Backend):
             from autotune.backends._openvino import compile_config
 
             streams = config.knob_map.get(STREAMS_NAME, 1)
-            properties = compile_config(config.activation_dtype, streams, 0)
-            del properties["INFERENCE_NUM_THREADS"]
-            return {"compiler": OPENVINO, "properties": properties}
+            return {
+                "compiler": OPENVINO,
+                "properties": compile_config(config.activation_dtype, streams),
+            }
         options = {"backend": "inductor", "dynamic": False}
         if config.optimization_level == 2:
             options["options"] = {"freezing": True}

@@ -147,7 +147,7 @@ class StreamPool:
     """Serve a prepared model on `streams` streams, as a study measured it.
 
     >>> run = autotune.apply_config(model, "best.json")    # compiles with the stream's threads
-    >>> pool = StreamPool(run, streams=config.knobs["streams"])
+    >>> pool = StreamPool(run, streams=autotune.load_config("best.json").knob_map["streams"])
     >>> for out in pool.map(batches): ...                  # batches in, outputs in order
 
     Each worker thread runs torch ops on its share of the threads (`stream_threads`), the

@@ -356,6 +356,11 @@ def _raw_moves(
     for d in switches:
         if d.only_with is None or inc.get(d.only_with):  # else it changes nothing
             yield from flips(d.name)
+        elif d.name == COMPILER.name:
+            # From eager, OpenVINO is one move (`_canonical` gives it its level): where
+            # inductor loses to eager, the level flips alone would never reach it.
+            top = {**inc, LEVEL: max(dims[LEVEL].choices)}
+            yield from ({**top, COMPILER.name: v} for v in dims[d.name].choices[1:])
     yield from batch(1)
     for d in space.weight_dimensions if per_layer else ():
         yield from flips(d.name)

@@ -143,6 +143,25 @@ def test_the_strategy_spends_no_trial_on_what_openvino_ignores():
     assert len(configs) == len(set(configs))  # every trial builds a model of its own
 
 
+def test_openvino_is_reached_from_an_eager_best():
+    """Where inductor loses to eager (as on the token classifier), the best config is eager
+    and OpenVINO, gated on a compiled level, must still be one move away from it."""
+    space = default_space(get_study("mnist"), get_backend("cpu"))
+    dims = tuple(replace(d, choices=(1,)) if d.name == "streams" else d for d in space.dimensions)
+    space = replace(space, dimensions=dims)
+    history = [Seen(plan_next(space, []), 1000.0)]
+    for i in range(40):
+        nxt = plan_next(space, history)
+        if nxt is None or nxt["compiler"] == "openvino":
+            break
+        # Eager wins every comparison until OpenVINO is tried.
+        history.append(Seen(nxt, (3000.0 if nxt["optimization_level"] == 0 else 500.0) - i))
+    assert nxt is not None and nxt["compiler"] == "openvino", [h.params for h in history]
+    eager = [h for h in history if h.params["optimization_level"] == 0]
+    assert eager, "the search found eager best before OpenVINO"
+    assert nxt["optimization_level"] == 2
+
+
 def test_without_openvino_the_dimension_is_absent_and_one_line_says_so():
     """A trial interpreter where `import openvino` fails (a finder refuses it, as an
     environment without the extra would)."""

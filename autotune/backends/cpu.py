@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autotune.backends.base import Backend, Knob
+from autotune.backends.heap import keep_heap
 from autotune.backends.streams import STREAMS, STREAMS_NAME, enter_config_streams
 from autotune.backends.tt_options import FP32_DEST_ACC_EN, MATH_FIDELITY, UNSET
 from autotune.wire import Status, TrialConfig
@@ -97,6 +98,7 @@ class CPUBackend(Backend):
 
         from autotune.backends._torch_dtypes import TORCH_DTYPES, apply_layer_dtypes
 
+        keep_heap()  # every process alike: trial (forked or not) and the user's (heap.py)
         streams = config.knob_map.get(STREAMS_NAME, 1)
         if uses_openvino(config):
             from autotune.backends._openvino import OpenVINOModel, compile_config
@@ -180,6 +182,7 @@ class CPUEmulatedTTBackend(CPUBackend):
     def prepare(self, model: torch.nn.Module, config: TrialConfig) -> Callable[..., Any]:
         import torch
 
+        keep_heap()
         enter_config_streams(config.knob_map.get(STREAMS_NAME, 1))
         fidelity, fp32_dest = emulated_fidelity(config.knob_map)
         model = card_model(

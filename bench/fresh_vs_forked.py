@@ -45,7 +45,14 @@ def main() -> int:
     args = ap.parse_args()
 
     knobs = (("compiler", "inductor"), ("streams", args.streams), ("channels_last", False))
-    config = TrialConfig(args.model, "cpu", args.batch_size, args.level, args.dtype, knobs=knobs)
+    config = TrialConfig(
+        args.model,
+        "cpu",
+        args.batch_size,
+        optimization_level=args.level,
+        activation_dtype=args.dtype,
+        knobs=knobs,
+    )
     with tempfile.TemporaryDirectory(prefix="fresh-vs-forked-") as tmp:
         cache = Path(tmp) / "cache"
         forked = RunnerSettings(cache_dir=cache, timeout_s=600)

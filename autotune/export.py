@@ -245,7 +245,8 @@ def notes(data: dict[str, Any], fmt: str) -> list[str]:
         )
     verdict = data.get("math_fidelity") or {}
     if verdict.get("ruled_out"):
-        found.append(FIDELITY_SPACE_NOTE.format(values=verdict["card_space"]["math_fidelity"]))
+        values = json.dumps(verdict["card_space"]["math_fidelity"])  # a TOML array too
+        found.append(FIDELITY_SPACE_NOTE.format(values=values))
     return found
 
 

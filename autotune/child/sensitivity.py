@@ -72,7 +72,10 @@ def run(
         model_name, study, inputs, labels, job.eval_limit, cache_dir, fp32_env, fp32, ref_key
     )
     rows = one_at_a_time(study, backend, job.config, inputs, labels, ref_outputs, ref.metric_value)
-    rows += fidelity_rows(study, backend, job.config, inputs, labels, ref_outputs, ref.metric_value)
+    fidelities = fidelity_rows(
+        study, backend, job.config, inputs, labels, ref_outputs, ref.metric_value
+    )
+    rows = [rows[0], *fidelities, *rows[1:]]  # the whole model first: hifi4, then lower
     data = {
         "model": model_name,
         "eval_limit": job.eval_limit,

@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from autotune.backends.cpu import CHANNELS_LAST, COMPILER, OPENVINO, CPUEmulatedTTBackend
+from autotune.backends.cpu import CHANNELS_LAST, COMPILER, OPENVINO
 from autotune.backends.streams import STREAMS_NAME
 from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY, TRACE_REGION_KNOB
 from autotune.defaults import SAMPLERS
 from autotune.objective import Objective
-from autotune.pruning import oom_bound
+from autotune.pruning import ACCURACY_ONLY_FIDELITY, oom_bound
 from autotune.records import TrialRecord, named_constraints, retried_numbers, trial_status
 from autotune.wire import Status
 from search_spaces import (
@@ -152,11 +152,6 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
                 continue
             pick, chosen = key, move
     return chosen
-
-
-#: Backends whose measured throughput says nothing about math fidelity's cost (the CPU
-#: emulates the card's numerics; the card's matrix engine runs LoFi up to 4x HiFi4).
-ACCURACY_ONLY_FIDELITY = (CPUEmulatedTTBackend.name,)
 
 
 def _fidelity_descent(

@@ -153,7 +153,7 @@ def sensitivity_table(rows: list[Any]) -> str:
                 r.dtype,
                 f"{r.metric_drop:.3g}",
                 f"{100 * (1 - r.agreement):.2f}",
-                f"{r.pcc:.5f}",
+                f"{r.pcc:.6f}",
                 f"{r.max_abs_error:.3g}",
                 f"{r.mean_abs_error:.3g}",
             ]

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 #: What `export` says where a fidelity was ruled out: how a card study skips it.
 FIDELITY_SPACE_NOTE = (
     "to spend no card trials on the fidelities this study ruled out, give the card study "
-    "(--backend tt) a space file with math_fidelity = {values}"
+    "(--backend tt) --space with this JSON export, or a space file with math_fidelity = {values}"
 )
 #: The constraints about outputs (as `autotune.sampler.ACCURACY_CONSTRAINTS`).
 ACCURACY = ("metric_drop", "agreement")

@@ -15,7 +15,10 @@ import json
 import optuna
 import pytest
 
+from autotune.backends import get_backend
 from autotune.records import TrialRecord
+from search_spaces import default_space, load_space_file
+from studies import get_study
 
 MODEL = "tests.fixtures.fidelity_studies:MNIST_PCC"
 LIMIT = 4e-5
@@ -99,5 +102,11 @@ def test_an_emulated_study_names_the_cheapest_fidelity_and_the_export_carries_it
     # What a card study's space file offers so that no card trial goes to lofi.
     assert verdict["card_space"] == {"math_fidelity": ["hifi4", "hifi3", "hifi2"]}
     assert 'math_fidelity = ["hifi4", "hifi3", "hifi2"]' in r.stderr
+    # `--space best.json` gives a card study exactly that space.
+    tt = default_space(get_study("mnist"), get_backend("tt"))
+    narrowed = tt.narrowed(load_space_file(tmp_path / "best.json"))
+    assert [d.choices for d in narrowed.dimensions if d.name == "math_fidelity"] == [
+        ("hifi4", "hifi3", "hifi2")
+    ]
     r = cli("export", "--study", name, "--format", "tt-mixed-precision")
     assert r.returncode == 0 and 'math_fidelity = ["hifi4", "hifi3", "hifi2"]' in r.stderr

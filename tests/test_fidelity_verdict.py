@@ -108,3 +108,29 @@ def test_any_single_fidelity_that_met_it_is_the_cheapest_among_those_that_did(fi
     v = choose(trials, PCC)
     assert v is not None and v.cheapest == fidelity
     assert set(v.ruled_out) == set(others)
+
+
+def test_a_card_study_space_from_an_emulated_export(tmp_path):
+    """`--space best.json` (an emulated study's export): the card study's space offers only
+    the fidelities the verdict did not rule out; an export without a verdict is refused."""
+    import json
+
+    from autotune.backends import get_backend
+    from search_spaces import SpaceError, default_space, load_space_file
+    from studies import get_study
+
+    v = choose([trial(0, "hifi4", True), trial(1, "hifi2", True), trial(2, "lofi", False)], PCC)
+    assert v is not None
+    export = tmp_path / "best.json"
+    export.write_text(json.dumps({"schema": 5, "model": "mnist", "math_fidelity": v.to_dict()}))
+    spec = load_space_file(export)
+    assert spec == {"math_fidelity": ["hifi4", "hifi2"]}
+    space = default_space(get_study("mnist"), get_backend("tt")).narrowed(spec)
+    (dim,) = [d for d in space.dimensions if d.name == "math_fidelity"]
+    assert dim.choices == ("hifi4", "hifi2")
+    export.write_text(json.dumps({"schema": 5, "model": "mnist"}))
+    with pytest.raises(SpaceError, match="no math-fidelity verdict"):
+        load_space_file(export)
+    export.write_text(json.dumps({"math_fidelity": ["lofi"]}))
+    with pytest.raises(SpaceError, match="is an autotune export"):
+        load_space_file(export)

@@ -244,6 +244,13 @@ def notes(data: dict[str, Any], fmt: str) -> list[str]:
             "carry (see --format json or script)"
         )
     verdict = data.get("math_fidelity") or {}
+    cheapest, ran = verdict.get("cheapest_feasible"), data.get("knobs", {}).get("math_fidelity")
+    if cheapest and ran and cheapest != ran:
+        found.append(
+            f"the pick ran math_fidelity={ran} (the fastest here); the cheapest fidelity that "
+            f"met the constraint, by the card's matmul rate, is {cheapest} "
+            "(the export's math_fidelity)"
+        )
     if verdict.get("ruled_out"):
         values = json.dumps(verdict["card_space"]["math_fidelity"])  # a TOML array too
         found.append(FIDELITY_SPACE_NOTE.format(values=values))

@@ -102,6 +102,9 @@ def test_an_emulated_study_names_the_cheapest_fidelity_and_the_export_carries_it
     # What a card study's space file offers so that no card trial goes to lofi.
     assert verdict["card_space"] == {"math_fidelity": ["hifi4", "hifi3", "hifi2"]}
     assert 'math_fidelity = ["hifi4", "hifi3", "hifi2"]' in r.stderr
+    # The pick is the fastest on this CPU; if it is not hifi2, export says what the card's is.
+    ran = json.loads((tmp_path / "best.json").read_text())["knobs"]["math_fidelity"]
+    assert (ran != "hifi2") == ("the cheapest fidelity that met the constraint" in r.stderr)
     # `--space best.json` gives a card study exactly that space.
     tt = default_space(get_study("mnist"), get_backend("tt"))
     narrowed = tt.narrowed(load_space_file(tmp_path / "best.json"))

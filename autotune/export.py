@@ -30,6 +30,7 @@ from autotune.backends import get_backend, tt_export
 from autotune.backends.tt_options import compile_options as tt_compile_options
 from autotune.errors import UsageError
 from autotune.export_check import finite_only
+from autotune.fidelity_verdict import FIDELITY_SPACE_NOTE, study_verdict
 from autotune.measure import TAIL_ITERATIONS, min_iterations
 from autotune.records import TrialRecord, study_record
 from autotune.study_options import stored_options
@@ -135,6 +136,9 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
         "decision": _decision(decision, row),
         # The backend's reference recipe measured in the same study (None where it has none).
         "reference": _reference(study, row),
+        # Where the trials named a math fidelity: the cheapest that met the constraint, by
+        # the card's matmul rate, and the fidelities a card study need not try.
+        **_fidelity(study, meta),
         "provenance": {
             "study": study.study_name,
             "trial": row.number,
@@ -145,6 +149,11 @@ def export_dict(study: optuna.Study) -> dict[str, Any]:
             "cpu_count": env_info.get("cpu_count"),
         },
     }
+
+
+def _fidelity(study: optuna.Study, meta: Any) -> dict[str, Any]:
+    verdict = study_verdict(study, meta)
+    return {} if verdict is None else {"math_fidelity": verdict.to_dict()}
 
 
 def _throughput_interval(row: TrialRow) -> tuple[float, float]:
@@ -234,6 +243,17 @@ def notes(data: dict[str, Any], fmt: str) -> list[str]:
             f"the trial also set the compile {option} {listed}, which a weight map cannot "
             "carry (see --format json or script)"
         )
+    verdict = data.get("math_fidelity") or {}
+    cheapest, ran = verdict.get("cheapest_feasible"), data.get("knobs", {}).get("math_fidelity")
+    if cheapest and ran and cheapest != ran:
+        found.append(
+            f"the pick ran math_fidelity={ran} (the fastest here); the cheapest fidelity that "
+            f"met the constraint, by the card's matmul rate, is {cheapest} "
+            "(the export's math_fidelity)"
+        )
+    if verdict.get("ruled_out"):
+        values = json.dumps(verdict["card_space"]["math_fidelity"])  # a TOML array too
+        found.append(FIDELITY_SPACE_NOTE.format(values=values))
     return found
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import best_feasible, trial_rows
+from autotune.backends.cpu import CPUEmulatedTTBackend
+from autotune.backends.tt_options import MATH_FIDELITY
 from autotune.errors import UsageError
 from autotune.records import TrialRecord
 from autotune.wire import Status, TrialConfig
@@ -61,13 +63,31 @@ def check_stop_ratio(ratio: float) -> None:
         raise UsageError(f"--stop-slower must be 0 (off) or above 1, not {ratio:g}")
 
 
-def stop_below(study: optuna.Study, ratio: float) -> float | None:
+#: Backends whose measured throughput says nothing about math fidelity's cost: the CPU
+#: emulates the card's numerics (one matmul per kept phase: HiFi2 is slower here than HiFi4,
+#: the card runs it 2x faster). The sampler descends fidelity there whatever was measured,
+#: and a trial is stopped as slow only against trials at its own fidelity.
+ACCURACY_ONLY_FIDELITY = (CPUEmulatedTTBackend.name,)
+
+
+def stop_below(
+    study: optuna.Study, ratio: float, config: TrialConfig | None = None
+) -> float | None:
     """The throughput (samples/s) under which a trial stops after warm-up as slow: the best
     feasible trial's divided by `ratio` (--stop-slower; tinygrad's BEAM stops timing at 3x
     slower than the best). Such a trial is clearly losing, and stopping it saves its timing
     and its full-set evaluation. None while off (0) or nothing is feasible yet. The trial
-    process compares its settled warm-up throughput with it (`TrialJob.stop_below`)."""
+    process compares its settled warm-up throughput with it (`TrialJob.stop_below`).
+
+    `config`: the trial's; in an emulated study (`ACCURACY_ONLY_FIDELITY`) only trials at
+    its math fidelity are compared with it."""
     if not ratio:
         return None
-    best = best_feasible(trial_rows(study))
+    rows = trial_rows(study)
+    if config is not None and config.backend in ACCURACY_ONLY_FIDELITY:
+        fidelity = config.knob_map.get(MATH_FIDELITY.name)
+        rows = [
+            r for r in rows if (r.config.get("knobs") or {}).get(MATH_FIDELITY.name) == fidelity
+        ]
+    best = best_feasible(rows)
     return best.throughput / ratio if best is not None else None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.analysis import TrialRow, decide, trial_rows
 from autotune.commands import command_line, verify_args
+from autotune.fidelity_verdict import study_verdict
 from autotune.plots import render, study_labels, study_plot_data
 from autotune.records import (
     StudyRecord,
@@ -79,6 +80,7 @@ def build_report(storage_url: str, study_name: str) -> str:
         f"<code>{_e(shown_url)}</code>; report written "
         f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
         _summary(rows, meta),
+        _fidelity(study, meta),
         "<h2>Throughput, accuracy and latency</h2>",
         _image(render(plot, "png"), f"Pareto plot of study {study_name}")
         if plot.message is None
@@ -117,6 +119,14 @@ def _summary(rows: list[TrialRow], meta: StudyRecord) -> str:
         + (f"; fp32 {meta.metric.get('name', 'metric')} {ref:.6g}" if ref is not None else "")
         + f"; budget {_or_unknown(meta.trials_budget)} trials.</p>"
     )
+
+
+def _fidelity(study: optuna.Study, meta: StudyRecord) -> str:
+    """The math-fidelity verdict (`autotune.fidelity_verdict`), where trials name one."""
+    verdict = study_verdict(study, meta)
+    if verdict is None:
+        return ""
+    return f'<p class="box">{_e(verdict.summary())}</p>'
 
 
 def _or_unknown(value: Any) -> Any:

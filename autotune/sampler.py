@@ -51,7 +51,7 @@ from autotune.backends.streams import STREAMS_NAME
 from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY, TRACE_REGION_KNOB
 from autotune.defaults import SAMPLERS
 from autotune.objective import Objective
-from autotune.pruning import oom_bound
+from autotune.pruning import ACCURACY_ONLY_FIDELITY, oom_bound
 from autotune.records import TrialRecord, named_constraints, retried_numbers, trial_status
 from autotune.wire import Status
 from search_spaces import (
@@ -121,6 +121,9 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
             if candidate not in tried and not any(oom_bound(candidate, o, BATCH) for o in ooms):
                 return candidate
         return None
+    descent = _fidelity_descent(space, scored, tried, ooms)
+    if descent is not None:
+        return descent
     best = scored[0].score
     ratios, seen = _move_ratios(history)
     pick: tuple[float, int, int] | None = None
@@ -149,6 +152,37 @@ def plan_next(space: SearchSpace, history: Sequence[Observed]) -> dict[str, Any]
                 continue
             pick, chosen = key, move
     return chosen
+
+
+def _fidelity_descent(
+    space: SearchSpace,
+    scored: Sequence[Observed],
+    tried: list[dict[str, Any]],
+    ooms: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """In an emulated study, math fidelity one phase below the cheapest feasible fidelity so
+    far, from its fastest feasible config: first, whatever the CPU measured (the emulation
+    is slower at HiFi2 than at HiFi4, the card 2x faster). Ends where a fidelity failed the
+    accuracy constraint (`tried` holds what that rules out) or none is left, so the study
+    finds the cheapest fidelity that meets the constraint (`autotune.fidelity_verdict`)."""
+    from autotune.backends.tt_options import matmul_rate
+
+    name = MATH_FIDELITY.name
+    dims = {d.name: d for d in space.dimensions}
+    if space.backend not in ACCURACY_ONLY_FIDELITY or name not in dims:
+        return None
+    scale = [f for f in FIDELITIES if f in dims[name].choices]
+    feasible = [h for h in scored if h.params.get(name) in scale]
+    if not feasible:
+        return None
+    cheapest = max(feasible, key=lambda h: (matmul_rate(h.params[name]), h.score))
+    i = scale.index(cheapest.params[name])
+    if i + 1 >= len(scale):
+        return None
+    move = {**cheapest.params, name: scale[i + 1]}
+    if move in tried or any(oom_bound(move, o, BATCH) for o in ooms):
+        return None
+    return move
 
 
 def _all_moves(space: SearchSpace, history: Sequence[Observed]) -> list[dict[str, Any]]:

@@ -40,6 +40,9 @@ class Sensitivity(NamedTuple):
     pcc: float
     max_abs_error: float
     mean_abs_error: float
+    # The math fidelity of a whole-model row (weight None) where the pass emulates it: the
+    # baseline is hifi4, then one row per lower fidelity; None for the per-weight rows.
+    fidelity: str | None = None
 
     @property
     def score(self) -> tuple[float, float]:
@@ -69,6 +72,11 @@ def stored_pass(record: SensitivityRecord) -> StoredPass | None:
         return None
     rows = [Sensitivity.of(row) for row in data.get("rows") or []]
     return StoredPass(rows, data.get("eval_limit"), data.get("backend"))
+
+
+def fidelity_rows(rows: list[Sensitivity]) -> list[Sensitivity]:
+    """The whole-model rows per math fidelity (hifi4 first), where the pass has them."""
+    return [r for r in rows if r.weight is None and r.fidelity is not None]
 
 
 def study_name(model: str) -> str:

@@ -175,7 +175,11 @@ class StudyOptions:
     )
     # The narrowing spec, as read from the space file (`--space FILE`: the CLI reads it).
     space: dict[str, Any] | None = option(
-        None, help="TOML/YAML file narrowing the space", metavar="FILE", type=Path
+        None,
+        help="TOML/YAML file narrowing the space; or an --emulate tt study's JSON export: "
+        "the math fidelities it did not rule out",
+        metavar="FILE",
+        type=Path,
     )
     max_batch_size: int | None = option(
         None, help="largest batch size searched (power of 2)", type=int

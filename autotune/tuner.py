@@ -353,7 +353,7 @@ class Tuner:
             trial_job(self.opts, config, ref),
             # Stopping slow trials is a throughput rule: under --objective latency a
             # low-throughput config (batch 1) is often the one wanted.
-            stop_below=stop_below(self.study, self.opts.stop_slower)
+            stop_below=stop_below(self.study, self.opts.stop_slower, config)
             if self.objective.kind == "throughput"
             else None,
         )

@@ -213,7 +213,15 @@ class SearchSpace:
         return replace(self, dimensions=tuple(dims.get(d.name, d) for d in self.dimensions))
 
 
+#: Where an autotune export (`autotune export`, JSON) keeps the space a card study should
+#: search after an emulated study's math-fidelity verdict (`autotune.fidelity_verdict`).
+EXPORT_CARD_SPACE = ("math_fidelity", "card_space")
+
+
 def load_space_file(path: Path) -> dict[str, Any]:
+    """A narrowing spec from a TOML or YAML file of ``dimension = choices``, or from an
+    autotune export (``.json``) of an emulated study: its math-fidelity verdict's
+    ``card_space``, the fidelities not ruled out, so a card study spends no trial on them."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -229,8 +237,12 @@ def load_space_file(path: Path) -> dict[str, Any]:
             import yaml
 
             data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            return _export_card_space(path, json.loads(text))
         else:
-            raise SpaceError(f"space file {path}: use a .toml, .yaml or .yml file")
+            raise SpaceError(
+                f"space file {path}: use a .toml, .yaml or .yml file, or an export's .json"
+            )
     except SpaceError:
         raise
     except Exception as exc:  # tomllib/yaml errors: report, don't trace
@@ -239,6 +251,19 @@ def load_space_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpaceError(f"space file {path} must be a table of dimension = choices")
     return data
+
+
+def _export_card_space(path: Path, data: Any) -> dict[str, Any]:
+    verdict = data.get(EXPORT_CARD_SPACE[0]) if isinstance(data, dict) else None
+    spec = verdict.get(EXPORT_CARD_SPACE[1]) if isinstance(verdict, dict) else None
+    if not isinstance(data, dict) or "schema" not in data:
+        raise SpaceError(f"space file {path}: a .json space is an autotune export")
+    if not isinstance(spec, dict) or not spec:
+        raise SpaceError(
+            f"space file {path}: this export holds no math-fidelity verdict (its study's "
+            "trials named no math_fidelity)"
+        )
+    return spec
 
 
 def default_space(

@@ -73,8 +73,13 @@ def test_bad_space_file(cli, tmp_path, space, expected):
 
 
 def test_space_file_wrong_extension_and_missing(cli, tmp_path):
-    (tmp_path / "space.json").write_text("{}")
+    (tmp_path / "space.ini").write_text("{}")
     assert "use a .toml, .yaml" in _one_line_error(
+        cli("study", "--model", "mnist", "--space", "space.ini")
+    )
+    # A .json space is an export of an emulated study (its math-fidelity verdict).
+    (tmp_path / "space.json").write_text("{}")
+    assert "is an autotune export" in _one_line_error(
         cli("study", "--model", "mnist", "--space", "space.json")
     )
     assert "cannot read space file" in _one_line_error(

@@ -15,7 +15,7 @@ from autotune.backends._torch_dtypes import resolve_weight_map
 from autotune.backends.cpu import CPUEmulatedTTBackend
 from autotune.child import reference
 from autotune.child.metrics import score
-from autotune.child.sensitivity import one_at_a_time
+from autotune.child.sensitivity import fidelity_rows, one_at_a_time
 from autotune.numerics import round_bfp
 from autotune.records import FROM_SENSITIVITY, TrialRecord, read_sensitivity
 from autotune.sensitivity import Sensitivity, dtype_starting_points
@@ -202,6 +202,33 @@ def test_sensitivity_row_is_what_a_trial_with_that_map_measures(name, weight):
     assert row == {"weight": weight, "dtype": "bfp_bf4", **score(out, ref, labels, TOP1, acc)}
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["bf16", "fp32-rounded"])
+def test_fidelity_rows_are_what_a_trial_at_that_fidelity_measures(native):
+    """The pass's per-fidelity rows against the emulated backend's own trial path (prepare,
+    to_device, run) with only `math_fidelity` set; the baseline row is HiFi4."""
+    study = get_study("mnist")
+    inputs, labels = study.eval_data()
+    inputs, labels = inputs[:200], labels[:200]
+    ref, acc = _fp32(study, inputs, labels)
+    backend = CPUEmulatedTTBackend(native_bf16=native)
+    config = TrialConfig("mnist", backend.name, 100, activation_dtype="bf16")
+    rows = fidelity_rows(study, backend, config, inputs, labels, ref, acc)
+    assert [r["fidelity"] for r in rows] == ["hifi3", "hifi2", "lofi"]
+    for row in rows:
+        at = replace(config, knobs=(("math_fidelity", row["fidelity"]),))
+        run = backend.prepare(study.build_model(), at)
+        with torch.no_grad():
+            out = torch.cat([run(backend.to_device(c, at)).float() for c in inputs.split(100)])
+        expected = {"weight": None, "dtype": "bf16", "fidelity": row["fidelity"]}
+        assert row == expected | score(out, ref, labels, TOP1, acc)
+    baseline = one_at_a_time(study, backend, config, inputs, labels, ref, acc)[0]
+    assert baseline["weight"] is None and baseline["fidelity"] == "hifi4"
+    # Fewer phases, larger output error (LoFi truncates every product).
+    errors = [r["mean_abs_error"] for r in [baseline, *rows]]
+    assert errors[3] > errors[2] > errors[0]
+    assert fidelity_rows(study, get_backend("cpu"), config, inputs, labels, ref, acc) == []
+
+
 @pytest.mark.parametrize("name", ["mnist", "mnist_transformer"])
 def test_fp32_rounded_to_bf16_predicts_as_bf16_compute(name):
     """Where a CPU has no fast bf16, the emulation computes in fp32 and rounds each op's
@@ -303,7 +330,9 @@ def test_sensitivity_and_emulated_study_end_to_end(cli, tmp_path, cache_dir, mod
     rows = data["rows"]
     assert data["rule"] == "host" and rows[0]["weight"] is None
     n_linear = sum(w.kind == "linear" for w in get_study(model).weights)
-    assert len(rows) == 1 + 2 * n_linear
+    # The baseline (hifi4), each lower math fidelity, each linear weight at each bfp format.
+    assert len(rows) == 1 + 3 + 2 * n_linear
+    assert [r["fidelity"] for r in rows[:4]] == ["hifi4", "hifi3", "hifi2", "lofi"]
     assert (tmp_path / "sens.png").read_bytes()[:4] == b"\x89PNG"
     # Cached by model and weights in the cache directory, with the compute path it used;
     # the storage keeps where that file is, for its readers (the HTML report).
@@ -312,7 +341,7 @@ def test_sensitivity_and_emulated_study_end_to_end(cli, tmp_path, cache_dir, mod
     path, entry = next(
         (p, d) for p, d in hits.items() if d["model"] == model and d["eval_limit"] == 500
     )
-    assert [{k: row[k] for k in rows[0]} for row in entry["rows"]] == rows
+    assert [{k: row.get(k) for k in rows[0]} for row in entry["rows"]] == rows
     assert entry["environment"]["numerics"]["bf16_compute"] in (
         "bf16",
         "fp32, each op's output rounded to bf16",

@@ -479,7 +479,7 @@ def test_random_space_specs_narrow_or_say_why_in_one_line(spec):
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(content=st.binary(max_size=60), suffix=st.sampled_from([".toml", ".yaml"]))
+@given(content=st.binary(max_size=60), suffix=st.sampled_from([".toml", ".yaml", ".json"]))
 def test_random_space_files_load_or_say_why_in_one_line(tmp_path, content, suffix):
     path = tmp_path / f"space{suffix}"
     path.write_bytes(content)

@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autotune.storage",
         "autotune.liveness",
         "autotune.analysis",
+        "autotune.fidelity_verdict",
         "autotune.sensitivity",
     ),
     # running a study

@@ -307,7 +307,10 @@ def tt_fidelity_landscape(lowest_feasible: str):
         value = 1000.0 * math.exp(-0.15 * (params[BATCH] - 6) ** 2)
         value *= FIDELITY_SPEED[fidelity]
         weights = [v for k, v in params.items() if k.startswith("dtype:")]
-        lossy = any(w != "bf16" for w in weights) or params["experimental_weight_dtype"] != "none"
+        lossy = (
+            any(w != "bf16" for w in weights)
+            or params.get("experimental_weight_dtype", "none") != "none"
+        )
         rank = order.index(fidelity) if fidelity in order else len(order)
         feasible = rank <= order.index(lowest_feasible) - (1 if lossy else 0)
         return value, feasible
@@ -393,3 +396,47 @@ def test_observe_marks_accuracy_failures_only():
         trial({"metric_drop": -0.1}),
     )
     assert [o.infeasible for o in observe([drop, agreement, ok])] == [True, True, False]
+
+
+# CPU emulation's cost per fidelity: HiFi4 with an fp32 Dst is plain bf16 (no model), each
+# kept phase then one matmul of parts: throughput falls as fidelity drops, the card's rises.
+EMULATED_SPEED = {"hifi4": 1.0, "hifi3": 0.2, "hifi2": 0.3, "lofi": 0.45, "ttnn_default": 0.45}
+
+
+def emulated_fidelity_landscape(lowest_feasible: str):
+    card = tt_fidelity_landscape(lowest_feasible)
+
+    def f(params: dict) -> tuple[float, bool]:
+        value, feasible = card(params)
+        fidelity = params["math_fidelity"]
+        return value / FIDELITY_SPEED[fidelity] * EMULATED_SPEED[fidelity], feasible
+
+    return f
+
+
+@pytest.mark.parametrize("lowest", ["hifi4", "hifi3", "hifi2", "lofi"])
+def test_an_emulated_study_descends_fidelity_whatever_the_cpu_measured(lowest):
+    """The CPU's speed says nothing about the card's fidelity cost: once a config is
+    feasible, the emulated study steps fidelity down until it fails (or none is left)."""
+    space = default_space(get_study("mnist"), get_backend("cpu-emulate-tt"))
+    history = run_feasibility_plan(space, emulated_fidelity_landscape(lowest), 12)
+    fidelities = [h.params["math_fidelity"] for h in history]
+    order = ["hifi4", "hifi3", "hifi2", "lofi"]
+    expected = order[: min(order.index(lowest) + 2, len(order))]
+    assert fidelities[: len(expected)] == expected
+    met = [h.params["math_fidelity"] for h in history if h.score is not None]
+    assert max(met, key=order.index) == lowest  # the cheapest that met it was reached
+    if lowest != "lofi":  # the one below failed, once, and is not run again
+        below = [h for h in history if h.params["math_fidelity"] == order[order.index(lowest) + 1]]
+        assert len(below) == 1 and below[0].infeasible
+
+
+def test_the_card_study_values_fidelity_by_what_it_measured():
+    """Not the emulation's descent: on a card (and any other backend) fidelity moves are
+    valued by measured throughput as every move is."""
+    from autotune.sampler import ACCURACY_ONLY_FIDELITY
+
+    assert ACCURACY_ONLY_FIDELITY == ("cpu-emulate-tt",)
+    space = default_space(get_study("mnist"), get_backend("tt"))
+    history = run_feasibility_plan(space, tt_fidelity_landscape("hifi2"), 4)
+    assert [h.params["math_fidelity"] for h in history] == ["hifi4", "hifi3", "hifi2", "lofi"]

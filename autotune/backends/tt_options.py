@@ -29,6 +29,14 @@ TTNN_DEFAULT = "ttnn_default"
 #: Matrix-engine cycles per product, relative to LoFi (matrix_engine.md).
 PHASES = {"lofi": 1, "hifi2": 2, "hifi3": 3, "hifi4": 4}
 
+
+def matmul_rate(fidelity: str) -> float:
+    """The card's matmul throughput at `fidelity` relative to HiFi4 (LoFi 4, HiFi2 2,
+    HiFi3 1.33: matrix_engine.md's TFLOPS, i.e. one cycle per phase). This is the cost model
+    an emulated study ranks fidelities by: the CPU's own throughput says nothing about it."""
+    return PHASES["hifi4"] / PHASES[fidelity]
+
+
 #: A knob value meaning "do not send the option" (tt-xla then uses its default).
 UNSET = "unset"
 

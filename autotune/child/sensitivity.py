@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 EMULATION_BACKEND = "cpu-emulate-tt"  # exact card numerics; its first weight dtype is bf16
 NUMERICS_RULE = "host"
 EVAL_BATCH = 500
-VERSION = 2  # part of the cache key, with the source of the modules that compute the rows
+VERSION = 3  # part of the cache key, with the source of the modules that compute the rows
 _CODE = (
     "autotune/child/sensitivity.py",
     "autotune/child/metrics.py",
@@ -38,6 +38,7 @@ _CODE = (
     "autotune/backends/cpu.py",
     "autotune/backends/_bf16.py",
     "autotune/backends/_torch_dtypes.py",
+    "autotune/backends/_fidelity.py",
 )
 
 
@@ -71,6 +72,10 @@ def run(
         model_name, study, inputs, labels, job.eval_limit, cache_dir, fp32_env, fp32, ref_key
     )
     rows = one_at_a_time(study, backend, job.config, inputs, labels, ref_outputs, ref.metric_value)
+    fidelities = fidelity_rows(
+        study, backend, job.config, inputs, labels, ref_outputs, ref.metric_value
+    )
+    rows = [rows[0], *fidelities, *rows[1:]]  # the whole model first: hifi4, then lower
     data = {
         "model": model_name,
         "eval_limit": job.eval_limit,
@@ -178,6 +183,56 @@ def one_at_a_time(
     for (name, dtype), outs in zip(keys, outputs, strict=True):
         metrics = score(torch.cat(outs), reference, labels, metric, reference_metric)
         rows.append({"weight": name, "dtype": dtype, **metrics})
+    from autotune.backends.tt_options import MATH_FIDELITY
+
+    if MATH_FIDELITY in getattr(backend, "knobs", ()):
+        rows[0]["fidelity"] = "hifi4"  # the card model's default: the exact bf16 product
+    return rows
+
+
+def fidelity_rows(
+    study: Study,
+    backend: Backend,
+    config: TrialConfig,
+    inputs: Any,
+    labels: torch.Tensor | None,
+    reference: torch.Tensor,
+    reference_metric: float | None,
+    native_bf16: bool | None = None,
+) -> list[dict[str, Any]]:
+    """The whole model at each math fidelity below HiFi4 (every weight bf16, fp32 Dst), for
+    a backend that emulates fidelity: which fidelities this model can run at, before any
+    card time. The baseline row of `one_at_a_time` is HiFi4 (the exact bf16 product).
+
+    Rows: weight None, the backend's first weight dtype, and ``fidelity``; the fidelity
+    phases are modelled (`autotune.backends._fidelity`), not bit-exact."""
+    import torch
+
+    from autotune import pytree
+    from autotune.backends.cpu import card_model
+    from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY
+    from autotune.child.metrics import score
+
+    if MATH_FIDELITY not in getattr(backend, "knobs", ()):
+        return []
+    if native_bf16 is None:
+        native_bf16 = backend.compute.native
+    rule = getattr(backend, "numerics_rule", NUMERICS_RULE)
+    metric = study.scoring(labels is not None)
+    rows = []
+    with torch.no_grad():
+        for fidelity in FIDELITIES[1:]:
+            model = card_model(study.build_model(), {}, rule, native_bf16, fidelity, True)
+            outs = []
+            for batch in pytree.split(inputs, config.batch_size):
+                x = pytree.cast_floating(batch, torch.bfloat16)
+                if not native_bf16:  # bf16 values held in fp32
+                    x = pytree.cast_floating(x, torch.float32)
+                out = pytree.select_output(pytree.call(model, x), study.output)
+                outs.append(out.float())
+            figures = score(torch.cat(outs), reference, labels, metric, reference_metric)
+            row = {"weight": None, "dtype": backend.weight_dtypes[0], "fidelity": fidelity}
+            rows.append(row | figures)
     return rows
 
 

@@ -138,17 +138,23 @@ def add_parsers(sub: Any) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from autotune.analysis import failure_counts, trial_rows
     from autotune.cli import views
+    from autotune.fidelity_verdict import study_verdict
     from autotune.records import study_record
     from autotune.storage import load_study
 
     study = load_study(args.storage, args.study_name)
     rows = trial_rows(study)
     failures = failure_counts(rows)
+    record = study_record(study)
+    verdict = study_verdict(study, record)
     if args.format == "json":
-        meta = study_record(study).to_attrs()
-        output.data_json(views.show_json(study.study_name, meta, rows, failures))
+        data = views.show_json(study.study_name, record.to_attrs(), rows, failures)
+        if verdict is not None:
+            data["math_fidelity"] = verdict.to_dict()
+        output.data_json(data)
     else:
-        output.data(views.show_table(rows, failures, study_record(study)))
+        table = views.show_table(rows, failures, record)
+        output.data(table if verdict is None else f"{table}\n{verdict.summary()}")
     return 0
 
 

@@ -121,6 +121,11 @@ def _run_and_summarise(tuner: Any, fmt: str) -> int:
         )
     if tuner.conclusion:
         output.say(tuner.conclusion)
+    from autotune.fidelity_verdict import study_verdict
+
+    verdict = study_verdict(tuner.study)
+    if verdict is not None:
+        output.say(verdict.summary())
     late = tuner.machine_warning()  # another host may have joined meanwhile
     if late is not None and late not in said:
         output.say(late)

@@ -134,17 +134,26 @@ def sensitivity_json(model: str, rule: str, rows: list[Any]) -> dict[str, Any]:
 
 
 def sensitivity_table(rows: list[Any]) -> str:
-    """The all-bf16 baseline first, then each dtype's layers, most sensitive first."""
-    ordered = [rows[0], *sorted(rows[1:], key=lambda r: (r.dtype, r.score), reverse=True)]
+    """The all-bf16 baseline first, then the whole model at each lower math fidelity (where
+    the pass emulates it), then each dtype's layers, most sensitive first."""
+    whole = [r for r in rows[1:] if r.weight is None]
+    layers = [r for r in rows[1:] if r.weight is not None]
+    ordered = [rows[0], *whole, *sorted(layers, key=lambda r: (r.dtype, r.score), reverse=True)]
+
+    def label(r: Any) -> str:
+        if r.weight:
+            return r.weight
+        return "(none: all bf16)" if r.fidelity is None else f"(none: all bf16, {r.fidelity})"
+
     return format_table(
-        ["weight", "dtype", "drop(pt)", "changed(%)", "pcc", "max|err|", "mean|err|"],
+        ["weight", "dtype", "drop", "changed(%)", "pcc", "max|err|", "mean|err|"],
         [
             [
-                r.weight or "(none: all bf16)",
+                label(r),
                 r.dtype,
-                f"{r.metric_drop:.3f}",
+                f"{r.metric_drop:.3g}",
                 f"{100 * (1 - r.agreement):.2f}",
-                f"{r.pcc:.5f}",
+                f"{r.pcc:.6f}",
                 f"{r.max_abs_error:.3g}",
                 f"{r.mean_abs_error:.3g}",
             ]

@@ -48,7 +48,12 @@ import optuna
 
 from autotune.backends.cpu import CHANNELS_LAST, COMPILER, OPENVINO
 from autotune.backends.streams import STREAMS_NAME
-from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY, TRACE_REGION_KNOB
+from autotune.backends.tt_options import (
+    FIDELITIES,
+    MATH_FIDELITY,
+    TRACE_REGION_KNOB,
+    matmul_rate,
+)
 from autotune.defaults import SAMPLERS
 from autotune.objective import Objective
 from autotune.pruning import ACCURACY_ONLY_FIDELITY, oom_bound
@@ -165,8 +170,6 @@ def _fidelity_descent(
     is slower at HiFi2 than at HiFi4, the card 2x faster). Ends where a fidelity failed the
     accuracy constraint (`tried` holds what that rules out) or none is left, so the study
     finds the cheapest fidelity that meets the constraint (`autotune.fidelity_verdict`)."""
-    from autotune.backends.tt_options import matmul_rate
-
     name = MATH_FIDELITY.name
     dims = {d.name: d for d in space.dimensions}
     if space.backend not in ACCURACY_ONLY_FIDELITY or name not in dims:

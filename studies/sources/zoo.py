@@ -1,5 +1,7 @@
-"""``--model torchvision:<name>`` and ``--model timm:<name>``: the vision model zoos
-(``pip install -e '.[vision]'``, with a torchvision built for the installed torch).
+"""``--model torchvision:<name>`` and ``--model timm:<name>``: the vision model zoos, imported
+only in trial processes: run them with ``--trial-python`` set to the interpreter that
+``tests/vision_venv/setup_venv.sh`` builds (PyPI's torchvision does not import beside the
+main venv's CPU torch). The tuner side needs neither torchvision nor timm.
 
 Weights come from ``--weights FILE`` (a state dict: ``torch.save`` or safetensors), else the
 model keeps its random initialisation (seeded: the same in every process) and, having no
@@ -39,15 +41,18 @@ def import_zoo(prefix: str) -> Any:
         return torchvision.models
     except ImportError:
         raise UsageError(
-            f"--model {prefix}:... needs {prefix}: pip install -e '.[vision]'"
+            f"--model {prefix}:... needs {prefix} in the trial interpreter: "
+            "tests/vision_venv/setup_venv.sh builds one and prints its python; pass it as "
+            "--trial-python"
         ) from None
     except RuntimeError as exc:
         # PyPI's torchvision is built against PyPI's (CUDA) torch; beside a CPU-only torch
         # its operators fail to register ("operator torchvision::nms does not exist").
         raise UsageError(
             f"{prefix} cannot be imported here ({exc}): torchvision must be built for this "
-            "torch; with torch's CPU build, install torchvision from PyTorch's CPU wheel index "
-            "(pip install torchvision==0.28.* --index-url https://download.pytorch.org/whl/cpu)"
+            "torch; run the trials in an interpreter where it is: "
+            "tests/vision_venv/setup_venv.sh builds one (torch 2.14.1 + torchvision 0.29.1 + "
+            "timm from PyPI) and prints its python; pass it as --trial-python"
         ) from None
 
 
@@ -59,6 +64,9 @@ class ZooStudy(Study):
         self.weights_file: str | None = options.get("weights")
         self.eval_file: str | None = options.get("eval_data")
         self.description = f"{prefix} {target}"
+        #: keyword arguments for the zoo's builder (``num_classes``, ``width_mult``, ...); a
+        #: study file sets them, as ``studies/examples/vision_mnist.py`` does
+        self.builder_kwargs: dict[str, Any] = {}
         self._data: tuple[Any, Any] | None = None
         self._shape: tuple[int, ...] | None = None
 
@@ -74,8 +82,8 @@ class ZooStudy(Study):
         zoo = import_zoo(self.prefix)
         try:
             if self.prefix == "timm":
-                return zoo.create_model(self.target, pretrained=False)
-            return zoo.get_model(self.target, weights=None)
+                return zoo.create_model(self.target, pretrained=False, **self.builder_kwargs)
+            return zoo.get_model(self.target, weights=None, **self.builder_kwargs)
         except (RuntimeError, ValueError, KeyError) as exc:  # unknown model name
             raise ValueError(f"{self.prefix} has no model {self.target!r}: {exc}") from None
 

@@ -30,3 +30,4 @@ MAX_SLOWDOWN = 0.10  # `autotune verify` fails below (1 - this) x the export's t
 SEQ_LEN = 128  # tokens per row of a Hugging Face text model's synthetic inputs (--seq-len)
 STORAGE_RETRY_SECONDS = 180.0  # a storage call unreachable or busy is retried this long
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits on a lock before a retry round
+METRICS = ("top1", "agreement", "pcc", "cosine")  # --metric: studies.metrics.BUILTIN

@@ -107,6 +107,12 @@ class StudyOptions:
         "scored by fidelity against fp32)",
         metavar="FILE",
     )
+    metric: str | None = option(
+        None,
+        help="score outputs by this built-in metric instead of the study's own: top1 (vs the "
+        "labels), agreement, pcc or cosine (vs fp32); --max-metric-drop bounds it",
+        choices=defaults.METRICS,
+    )
     backend: str = option(
         defaults.BACKEND,
         help=f"device family: cpu, cuda, tt (default {defaults.BACKEND})",
@@ -282,7 +288,7 @@ class StudyOptions:
                 if not path.is_file():
                     raise UsageError(f"--{key.replace('_', '-')}: no file {value}")
                 files[key] = str(path)
-        folded = sources.with_options(self.model, seq_len=self.seq_len, **files)
+        folded = sources.with_options(self.model, seq_len=self.seq_len, metric=self.metric, **files)
         object.__setattr__(self, "model", folded)
 
     @property

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from autotune.errors import UsageError
-from studies.metrics import AGREEMENT, PCC, TOP1, Metric
+from studies.metrics import AGREEMENT, BUILTIN, PCC, TOP1, Metric
 
 if TYPE_CHECKING:
     import torch
@@ -223,6 +223,9 @@ def get_study(name: str) -> Study:
     """
     from studies import sources
 
+    base, options = sources.split_spec(name)
+    if any(k in options for k in sources.GENERIC_OPTIONS):
+        return _with_generic_options(name, base, options)
     if sources.prefix_of(name) is not None:
         if name not in _USER_STUDIES:
             _USER_STUDIES[name] = sources.resolve(name)
@@ -242,6 +245,23 @@ def get_study(name: str) -> Study:
 
 
 _USER_STUDIES: dict[str, Study] = {}
+
+
+def _with_generic_options(spec: str, base: str, options: dict[str, Any]) -> Study:
+    """The study of `spec` without its generic options, with them applied (a copy: the
+    study itself stays as its source made it)."""
+    import copy
+
+    from studies import sources
+
+    if spec not in _USER_STUDIES:
+        name = options.pop("metric")
+        if name not in BUILTIN:
+            raise UsageError(f"--metric must be one of {', '.join(BUILTIN)}, not {name!r}")
+        study = copy.copy(get_study(sources.with_options(base, **options)))
+        study.metric = BUILTIN[name]
+        _USER_STUDIES[spec] = study
+    return _USER_STUDIES[spec]
 
 
 def _load_user_study(spec: str) -> Study:

@@ -78,3 +78,5 @@ AGREEMENT = Metric(
 )
 PCC = Metric("PCC vs fp32", pearson, unit="", tolerance=0.01, against="fp32")
 COSINE = Metric("cosine similarity vs fp32", mean_cosine, unit="", tolerance=0.01, against="fp32")
+#: The metrics `--metric NAME` (a model spec's ``?metric=NAME``) puts in force for any study.
+BUILTIN = {"top1": TOP1, "agreement": AGREEMENT, "pcc": PCC, "cosine": COSINE}

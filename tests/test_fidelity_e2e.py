@@ -1,7 +1,7 @@
 """End to end: an emulated study (`--emulate tt`) on the seed CNN finds the cheapest math
 fidelity that meets an accuracy constraint, says so, and its export carries the answer.
 
-The constraint is PCC against fp32 (`tests.fixtures.fidelity_studies:MNIST_PCC`): top-1 does
+The constraint is PCC against fp32 (`--metric pcc`, the seed CNN's own study): top-1 does
 not tell LoFi from HiFi4 on this model, PCC does. Measured (1000 eval images, Xeon with
 AMX/avx512_bf16, torch 2.13 CPU): PCC drop 1.5e-5 at hifi4/hifi3, 2.1e-5 at hifi2, 6.1e-5
 at lofi, so a limit of 4e-5 fails lofi and passes hifi2. The assertions read what the
@@ -20,7 +20,7 @@ from autotune.records import TrialRecord
 from search_spaces import default_space, load_space_file
 from studies import get_study
 
-MODEL = "tests.fixtures.fidelity_studies:MNIST_PCC"
+MODEL = "mnist"
 LIMIT = 4e-5
 SPACE = """\
 batch_size = {min = 256, max = 256}
@@ -42,6 +42,8 @@ def test_an_emulated_study_names_the_cheapest_fidelity_and_the_export_carries_it
         "study",
         "--model",
         MODEL,
+        "--metric",
+        "pcc",
         "--emulate",
         "tt",
         "--trials",

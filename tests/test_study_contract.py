@@ -169,3 +169,28 @@ def test_fp32_accuracy_is_as_documented(study, model, data):
     assert out.shape == (N_ACCURACY, 10)
     accuracy = (out.argmax(1) == labels[:N_ACCURACY]).double().mean().item()
     assert accuracy >= ACCURACY_FIRST_2000[study.name] - ACCURACY_SLACK, accuracy
+
+
+def test_metric_option_scores_any_study_by_a_builtin_metric():
+    """`--metric NAME` travels in the model spec (`?metric=NAME`), so every process that
+    resolves the spec scores by it; the study itself is left as its source made it."""
+    from autotune import defaults
+    from autotune.errors import UsageError
+    from autotune.study_options import StudyOptions
+    from studies.metrics import BUILTIN, PCC
+
+    assert tuple(BUILTIN) == defaults.METRICS  # the CLI's choices, read without torch
+    opts = StudyOptions("mnist", metric="pcc")
+    assert opts.model == "mnist?metric=pcc" and opts.name == "mnist-cpu"
+    assert get_study(opts.model).scoring(True) is PCC
+    assert get_study("mnist").scoring(True).name == "top-1 accuracy"
+    token = "studies/examples/token_classifier.py:STUDY"
+    assert get_study(f"{token}?metric=agreement").scoring(True) is BUILTIN["agreement"]
+    with pytest.raises(UsageError, match="--metric must be one of top1, agreement, pcc, cosine"):
+        get_study("mnist?metric=bogus")
+
+
+def test_metric_flag_refuses_an_unknown_name_in_one_line(cli):
+    r = cli("study", "--model", "mnist", "--metric", "f1", "--trials", "1")
+    assert r.returncode == 2
+    assert "invalid choice: 'f1'" in r.stderr and "Traceback" not in r.stderr

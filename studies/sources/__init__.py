@@ -32,7 +32,9 @@ PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
 FORGE = "studies.sources.forge"
 FORGE_OPTIONS = ("eval_data",)
 #: Every spec option, as StudyOptions and the CLI name them (flag: ``--seq-len``).
-OPTIONS = ("seq_len", "eval_data", "weights")
+OPTIONS = ("seq_len", "eval_data", "weights", "metric")
+#: Options every study takes, whatever its source (`studies.get_study` applies them).
+GENERIC_OPTIONS = ("metric",)
 _INT_OPTIONS = ("seq_len",)
 
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY
 from autotune.files import write_atomic
 from autotune.paths import PROJECT_ROOT
 from autotune.wire import Status, TrialConfig, TrialJob, TrialResult
@@ -183,8 +184,6 @@ def one_at_a_time(
     for (name, dtype), outs in zip(keys, outputs, strict=True):
         metrics = score(torch.cat(outs), reference, labels, metric, reference_metric)
         rows.append({"weight": name, "dtype": dtype, **metrics})
-    from autotune.backends.tt_options import MATH_FIDELITY
-
     if MATH_FIDELITY in getattr(backend, "knobs", ()):
         rows[0]["fidelity"] = "hifi4"  # the card model's default: the exact bf16 product
     return rows
@@ -210,7 +209,6 @@ def fidelity_rows(
 
     from autotune import pytree
     from autotune.backends.cpu import card_model
-    from autotune.backends.tt_options import FIDELITIES, MATH_FIDELITY
     from autotune.child.metrics import score
 
     if MATH_FIDELITY not in getattr(backend, "knobs", ()):

@@ -240,10 +240,14 @@ def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     diff = {k for k in a if a[k] != b.get(k)}
     if diff == {BATCH}:
         return (BATCH, a[BATCH], b[BATCH])
-    if LEVEL in diff and not b[LEVEL]:  # to eager: the compiler goes with it (`_canonical`)
-        return (LEVEL, b[LEVEL])
-    if COMPILER.name in diff:  # the compiler carries its canonical rest along
-        return (COMPILER.name, b[COMPILER.name])
+    # Nothing else may differ: a pair that also differs in batch size or dtype is no move
+    # (counted as one, bs256 fp32 -> bs128 eager bf16 once valued eager at 1.35x).
+    if LEVEL in diff and not b[LEVEL] and diff <= {LEVEL, COMPILER.name}:
+        return (LEVEL, b[LEVEL])  # to eager: the compiler goes with it (`_canonical`)
+    if COMPILER.name in diff and all(
+        k in (COMPILER.name, LEVEL, CHANNELS_LAST.name) or k.startswith(WEIGHT_PREFIX) for k in diff
+    ):
+        return (COMPILER.name, b[COMPILER.name])  # it carries its canonical rest along
     if ACT in diff and all(k == ACT or k.startswith(WEIGHT_PREFIX) for k in diff):
         return (ACT, b[ACT])
     if len(diff) == 1:

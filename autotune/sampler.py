@@ -20,7 +20,9 @@ base's throughput times the best ratio that kind of move ("activation dtype -> b
 "level -> 0", "one layer -> fp32") has shown anywhere so far, or times 1 where it has
 not been measured yet. A batch step is a kind per (from, to) batch sizes, carried over
 only between configs at the same batch size, and the best config climbs its own batch
-curve whatever others showed (dimensions interact: bf16 halves the bytes per sample).
+curve whatever others showed (dimensions interact: bf16 halves the bytes per sample): its
+steps up are valued by how that curve rose into it (`_climb_ratio`), so a rising curve is
+climbed before switches whose measured gains are the size of the noise.
 
 The next trial is the highest-valued candidate (ties: the better base, then the order
 above): the best config's moves first (a climb), then those of configs within noise of

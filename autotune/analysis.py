@@ -154,6 +154,26 @@ def remeasurement_entry(
     }
 
 
+# A re-measurement under this fraction of its config's earlier figure, and below that
+# figure's 95% interval, says the machine got slower meanwhile, by load that /proc/stat
+# cannot show (another guest on the host, clocks): the tuner measures it again first.
+SLOWER_THAN_BEFORE = 0.8
+
+
+def slower_than_before(before: Measurement | None, now: Measurement) -> str | None:
+    """Why `now` looks distorted next to the config's earlier measurements (`before`,
+    pooled), None where it does not."""
+    if before is None:
+        return None
+    lo, _ = before.throughput_ci
+    if now.throughput >= lo or now.throughput >= SLOWER_THAN_BEFORE * before.throughput:
+        return None
+    return (
+        f"{now.throughput:,.0f} samples/s, {now.throughput / before.throughput:.2f}x its "
+        f"earlier {before.throughput:,.0f} (95% CI from {lo:,.0f})"
+    )
+
+
 def _remeasurements(entries: list[dict[str, Any]], batch_size: int) -> tuple[Measurement, ...]:
     out = []
     for e in entries:

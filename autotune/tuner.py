@@ -25,6 +25,7 @@ from autotune.analysis import (
     confirmation_candidates,
     decide,
     remeasurement_entry,
+    slower_than_before,
     trial_rows,
 )
 from autotune.backends import get_backend
@@ -37,6 +38,7 @@ from autotune.launch.probes import check_trial_python
 from autotune.launch.runner import RunnerSettings, run_job
 from autotune.ledger import Ledger, trials_in_budget
 from autotune.liveness import Heartbeat, check_heartbeat
+from autotune.measure import Measurement
 from autotune.objective import Objective
 from autotune.outcome import Scoring, tell, tell_copy
 from autotune.pending import Pending, take_in
@@ -64,6 +66,10 @@ if TYPE_CHECKING:
 # Winner selection re-measures at least this many times --confirm trials in all (more where
 # the search left budget unused).
 CONFIRM_CAP_FACTOR = 2
+# A re-measurement slower than before is measured again this many times, after a pause (a
+# burst of load passes; the faster is kept).
+SLOWER_RETRIES = 1
+SLOWER_PAUSE_S = 2.0
 
 
 class Tuner:
@@ -248,19 +254,41 @@ class Tuner:
     def _remeasure(self, number: int, config: TrialConfig, ref: Reference) -> bool:
         """Re-measure trial `number`'s config (timing only: its accuracy stands, same config
         and weights, and a full evaluation would cost as much as the timing) and store it.
-        False when interrupted."""
+        A re-measurement clearly slower than the config's earlier ones (`slower_than_before`)
+        is measured again after a pause, and the faster kept. False when interrupted (a
+        re-measurement already taken is stored first)."""
         job = replace(trial_job(self.opts, config, ref), eval_limit=1)
-        result = run_job(job, self.runner, cancel=self._stop)
-        if result.status is Status.INTERRUPTED:
+        before = next((r.pooled for r in trial_rows(self.study) if r.number == number), None)
+        kept: tuple[TrialResult, Measurement] | None = None
+        attempts = 0
+        for attempt in range(1 + SLOWER_RETRIES):
+            if attempt and self._stop.wait(SLOWER_PAUSE_S):
+                break
+            result = run_job(job, self.runner, cancel=self._stop)
+            if result.status is Status.INTERRUPTED or not (result.ok and result.block_times):
+                break
+            attempts += 1
+            now = Measurement(tuple(result.block_times), result.iters_per_block, config.batch_size)
+            if kept is None or now.throughput > kept[1].throughput:
+                kept = result, now
+            slower = slower_than_before(before, now)
+            if slower is None:
+                break
+            then = "measuring again" if attempt < SLOWER_RETRIES else "kept the faster"
+            self.say(f"re-measuring trial {number}: {slower}: slower than before; {then}")
+        if kept is not None:
+            taken = kept[0]
+            entry = remeasurement_entry(taken.block_times, taken.iters_per_block, taken.metrics)
+            if attempts > 1:
+                entry["attempts"] = attempts
+            if taken.message:
+                self.say(f"re-measuring trial {number}: {taken.message}")
+        elif result.status is Status.INTERRUPTED:
             return False
-        if result.ok and result.block_times:
-            entry = remeasurement_entry(result.block_times, result.iters_per_block, result.metrics)
-            if result.message:
-                self.say(f"re-measuring trial {number}: {result.message}")
         else:  # recorded, so it is not tried again
             entry = {"status": str(result.status), "message": result.message[:200]}
         add_confirmation(self.study, number, entry)
-        return True
+        return not self._stop.is_set()
 
     def _confirming(self) -> bool:
         """Whether this tuner runs the confirmation pass: one does, however many `study`

@@ -14,14 +14,16 @@ import optuna
 import pytest
 
 from autotune.analysis import (
+    SLOWER_THAN_BEFORE,
     TrialRow,
     confirmation_candidates,
     decide,
+    slower_than_before,
     within_noise,
 )
 from autotune.backends import get_backend
 from autotune.child.load import BUSY_CORES, LoadProbe
-from autotune.child.trial import _stopped_after_warmup
+from autotune.child.trial import SETTLED_SHARE, _stopped_after_warmup, warm_enough
 from autotune.measure import Measurement, min_iterations, quantile_ci
 from autotune.objective import Objective
 from autotune.outcome import Scoring
@@ -233,3 +235,29 @@ def test_a_busy_warm_up_does_not_stop_a_trial_as_slow(tmp_path):
             s.wait()
     assert result.status == Status.OK, result.message
     assert result.metrics["host_load_cores"] > BUSY_CORES
+
+
+def test_a_remeasurement_slower_than_before_is_named():
+    before = m(10_000, 64, spread=0.02)
+    assert slower_than_before(None, m(1_000, 64)) is None  # nothing earlier to compare
+    assert slower_than_before(before, m(9_500, 64)) is None  # a little slower: noise
+    assert slower_than_before(before, m(12_000, 64)) is None  # faster is never distorted
+    # Outside the interval but within SLOWER_THAN_BEFORE: a drift, not a distortion.
+    assert slower_than_before(before, m(SLOWER_THAN_BEFORE * 10_000 + 100, 64)) is None
+    why = slower_than_before(before, m(5_000, 64))
+    assert why is not None and "0.50x its earlier 10,000" in why
+
+
+def test_a_warm_up_ends_once_iteration_times_settle():
+    job = TrialJob(TrialConfig("mnist", "cpu", 64))  # warm-up 3 iterations, 0.5 s at most
+    settled = [2.0] + [0.01] * 20  # the compile, then steady iterations
+    floor = SETTLED_SHARE * job.warmup_seconds
+    assert not warm_enough(job, settled[:2], 1.0)  # fewer than warmup_iters
+    assert not warm_enough(job, settled, floor - 0.01)  # not before the floor
+    assert warm_enough(job, settled, floor)  # settled past the floor: done early
+    # Still getting faster (a cache or clock settling): on until warmup_seconds.
+    falling = [2.0] + [0.02 * 0.95**i for i in range(20)]
+    assert not warm_enough(job, falling, job.warmup_seconds - 0.01)
+    assert warm_enough(job, falling, job.warmup_seconds)
+    # Too few iterations to compare two windows: the time rule alone.
+    assert not warm_enough(job, [2.0, 0.1, 0.1, 0.1], job.warmup_seconds - 0.01)

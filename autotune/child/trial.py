@@ -29,6 +29,11 @@ OVER_BUDGET = 1.25
 # re-measurements at the end compare configs under the same load.
 BUSY_RETRIES = 1
 BUSY_PAUSE_S = 1.0
+# A warm-up ends early, after at least this share of `warmup_seconds`, once the medians of
+# its last two windows of SETTLED_WINDOW iterations agree within SETTLED_RATIO.
+SETTLED_SHARE = 0.3
+SETTLED_WINDOW = 5
+SETTLED_RATIO = 0.03
 
 
 def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
@@ -58,14 +63,13 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         ]
 
         # At least `warmup_iters` iterations (the 1st compiles, the 2nd captures a trace),
-        # then on until `warmup_seconds` have passed: CPU kernels, allocator caches and clocks
-        # take tens of iterations to settle, and timing them would understate throughput.
+        # then on until the iteration times settle (`warm_enough`): CPU kernels, allocator
+        # caches and clocks take tens of iterations to, and timing them would understate
+        # throughput.
         warmup = [_timed(step)]
         warm_start = time.perf_counter()
         warm_probe = LoadProbe.start()
-        while (
-            len(warmup) < job.warmup_iters or time.perf_counter() - warm_start < job.warmup_seconds
-        ):
+        while not warm_enough(job, warmup, time.perf_counter() - warm_start):
             warmup.append(_timed(step))
         backend.synchronize()
         timings["compile_s"] = timings["prepare_s"] + warmup[0]  # 1st iteration compiles
@@ -136,6 +140,23 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
     except MetricError as exc:  # the study's own metric: a failed trial with the reason
         result.status, result.message = Status.METRIC_ERROR, str(exc)
     return result
+
+
+def warm_enough(job: TrialJob, iterations: list[float], elapsed: float) -> bool:
+    """Whether a warm-up of `iterations` (the 1st the compile) over `elapsed` seconds is
+    done: `warmup_iters` iterations, and either `warmup_seconds` or, after SETTLED_SHARE of
+    them, two windows of SETTLED_WINDOW iterations whose medians agree within
+    SETTLED_RATIO (measured in bench/warmup_settle.py: the timing that follows sees the
+    throughput a full warm-up's would)."""
+    if len(iterations) < job.warmup_iters:
+        return False
+    if elapsed >= job.warmup_seconds:
+        return True
+    if elapsed < SETTLED_SHARE * job.warmup_seconds or len(iterations) < 1 + 2 * SETTLED_WINDOW:
+        return False
+    last = statistics.median(iterations[-SETTLED_WINDOW:])
+    before = statistics.median(iterations[-2 * SETTLED_WINDOW : -SETTLED_WINDOW])
+    return abs(last - before) <= SETTLED_RATIO * last
 
 
 def _timed(step: Any) -> float:

@@ -18,11 +18,14 @@ best config also offers the per-layer deviations (5), and a per-layer map is a b
 while it is the best. Each candidate is valued optimistically from known results: the
 base's throughput times the best ratio that kind of move ("activation dtype -> bf16",
 "level -> 0", "one layer -> fp32") has shown anywhere so far, or times 1 where it has
-not been measured yet. A batch step is a kind per (from, to) batch sizes, carried over
-only between configs at the same batch size, and the best config climbs its own batch
-curve whatever others showed (dimensions interact: bf16 halves the bytes per sample): its
-steps up are valued by how that curve rose into it (`_climb_ratio`), so a rising curve is
-climbed before switches whose measured gains are the size of the noise.
+not been measured yet. A level change is a kind per (from, to) level and a compiler
+change per (from eager or not, to): a compile from eager (often 2x) says nothing about
+swapping levels or compilers (mostly within 10%). A batch step is a kind per (from, to)
+batch sizes, carried over only between configs at the same batch size, and the best
+config climbs its own batch curve whatever others showed (dimensions interact: bf16
+halves the bytes per sample): its steps up are valued by how that curve rose into it
+(`_climb_ratio`), so a rising curve is climbed before switches whose measured gains are
+the size of the noise.
 
 The next trial is the highest-valued candidate (ties: the better base, then the order
 above): the best config's moves first (a climb), then those of configs within noise of
@@ -249,7 +252,13 @@ def _kind(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, ...] | None:
     if COMPILER.name in diff and all(
         k in (COMPILER.name, LEVEL, CHANNELS_LAST.name) or k.startswith(WEIGHT_PREFIX) for k in diff
     ):
-        return (COMPILER.name, b[COMPILER.name])  # it carries its canonical rest along
+        # It carries its canonical rest along. From eager it is a compile (often 2x), from
+        # another compiler a swap (mostly within 10%): different kinds.
+        return (COMPILER.name, a[COMPILER.name] if a[LEVEL] else "eager", b[COMPILER.name])
+    if diff == {LEVEL}:
+        # Level 0 -> 1 is a compile, 2 -> 1 drops freezing: the same target, other kinds
+        # (counted as one, the ResNet's eager -> O1 at 1.95x had O1 tried at every batch).
+        return (LEVEL, a[LEVEL], b[LEVEL])
     if ACT in diff and all(k == ACT or k.startswith(WEIGHT_PREFIX) for k in diff):
         return (ACT, b[ACT])
     if len(diff) == 1:

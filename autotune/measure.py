@@ -72,6 +72,17 @@ class Measurement:
         return quantile_ci(self.block_throughputs, 0.5)
 
     @property
+    def drift(self) -> float:
+        """How block throughput moved while timing: the median of the later half of the
+        blocks over that of the earlier half, minus 1 (0 with under 6 blocks: too few
+        halves to tell a trend from noise)."""
+        values = self.block_throughputs
+        half = len(values) // 2
+        if half < 3:
+            return 0.0
+        return statistics.median(values[-half:]) / statistics.median(values[:half]) - 1
+
+    @property
     def noisy(self) -> bool:
         return self.throughput_iqr > NOISY_IQR_RATIO * self.throughput
 

@@ -261,3 +261,38 @@ def test_a_warm_up_ends_once_iteration_times_settle():
     assert warm_enough(job, falling, job.warmup_seconds)
     # Too few iterations to compare two windows: the time rule alone.
     assert not warm_enough(job, [2.0, 0.1, 0.1, 0.1], job.warmup_seconds - 0.01)
+
+
+def test_drift_compares_the_halves_of_a_timing():
+    steady = Measurement((0.01,) * 8, 1, 64)
+    assert steady.drift == 0.0
+    slowing = Measurement((0.01,) * 4 + (0.02,) * 4, 1, 64)  # half the throughput later
+    assert slowing.drift == pytest.approx(-0.5)
+    assert Measurement((0.01,) * 3 + (0.02,) * 2, 1, 64).drift == 0.0  # too few blocks
+
+
+def test_a_timing_whose_throughput_drifts_is_timed_again():
+    """A step that gets 2x slower 50 ms into the first timing (as when another guest on the
+    host starts, which /proc/stat cannot show) and is steady after: the first timing
+    drifts, it is timed again after the pause, and the steady timing is kept and named."""
+    from autotune.child.trial import DRIFT_RATIO, _disturbed_message, _measure_quietly, _Timing
+
+    start: list[float] = []
+
+    def step():
+        now = time.perf_counter()
+        start.append(start[0] if start else now)
+        time.sleep(0.002 if 0.05 <= now - start[0] < 0.5 else 0.001)
+
+    job = TrialJob(TrialConfig("mnist", "cpu", 16), measure_seconds=0.3)
+    taken = _measure_quietly([step], get_backend("cpu"), job, 0.001)
+    assert len(taken) == 2
+    assert taken[0].measurement.drift < -DRIFT_RATIO
+    kept = min(taken, key=_Timing.badness)
+    if not any(t.busy for t in taken):  # other load on this machine would be named too
+        assert kept is taken[1] and abs(kept.measurement.drift) <= DRIFT_RATIO
+    line = _disturbed_message(taken, kept)
+    assert "block throughput drifted -" in line
+    assert "timed 2 times, kept the least disturbed" in line
+    steady = _measure_quietly([lambda: time.sleep(0.001)], get_backend("cpu"), job, 0.001)
+    assert len(steady) == 1 or steady[0].busy  # timed once unless the machine was busy

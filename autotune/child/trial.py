@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autotune import defaults, pytree
@@ -29,6 +30,9 @@ OVER_BUDGET = 1.25
 # re-measurements at the end compare configs under the same load.
 BUSY_RETRIES = 1
 BUSY_PAUSE_S = 1.0
+# Block throughput that moved by more than this between the halves of a timing (a load
+# that /proc/stat cannot show, clocks, a warm-up not yet settled) is timed again alike.
+DRIFT_RATIO = 0.15
 # A warm-up ends early, after at least this share of `warmup_seconds`, once the medians of
 # its last two windows of SETTLED_WINDOW iterations agree within SETTLED_RATIO.
 SETTLED_SHARE = 0.3
@@ -97,7 +101,9 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
             )
 
         start = time.perf_counter()
-        measurement, loads = _measure_quietly(steps, backend, job, warmup[-1])
+        timings_taken = _measure_quietly(steps, backend, job, warmup[-1])
+        kept = min(timings_taken, key=_Timing.badness)
+        measurement = kept.measurement
         timings["measure_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -109,15 +115,10 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         **measurement.summary(job.latency_percentile),
         "batch_size": cfg.batch_size,
     }
-    message = ""
-    kept = min((x for x in loads if x is not None), default=None)
-    if kept is not None:
-        metrics["host_load_cores"] = kept
-        if len(loads) > 1:
-            message = (
-                f"busy machine: other processes used {loads[0]:.2f} cores while timing; "
-                f"timed {len(loads)} times, kept the quietest ({kept:.2f} cores)"
-            )
+    if kept.load is not None:
+        metrics["host_load_cores"] = kept.load
+    metrics["throughput_drift"] = kept.measurement.drift
+    message = _disturbed_message(timings_taken, kept)
     result = TrialResult(
         status=Status.OK,
         message=message,
@@ -183,29 +184,61 @@ def _stopped_after_warmup(job: TrialJob, throughput: float, latency_ms: float) -
     return None
 
 
+@dataclass(frozen=True)
+class _Timing:
+    """One timing of a trial and what disturbed it: others' CPU use in cores (None where
+    /proc/stat cannot tell) and the drift of its block throughput."""
+
+    measurement: Measurement
+    load: float | None
+
+    @property
+    def busy(self) -> bool:
+        return self.load is not None and self.load > BUSY_CORES
+
+    @property
+    def drifted(self) -> bool:
+        return abs(self.measurement.drift) > DRIFT_RATIO
+
+    def badness(self) -> tuple[bool, float, float]:
+        """Undisturbed first, then the quietest, then the steadiest."""
+        return (self.busy or self.drifted, self.load or 0.0, abs(self.measurement.drift))
+
+
 def _measure_quietly(
     steps: list[Any], backend: Backend, job: TrialJob, per_iter_estimate: float
-) -> tuple[Measurement, list[float | None]]:
-    """`_measure`, repeated (at most BUSY_RETRIES more times, after a pause) while other
-    processes used more than BUSY_CORES of the CPU meanwhile: a busy machine distorts the
-    figure by up to 4x. The least disturbed timing, and what others used during each timing
-    (None where /proc/stat cannot tell)."""
-    best: Measurement | None = None
-    loads: list[float | None] = []
+) -> list[_Timing]:
+    """`_measure`, repeated (at most BUSY_RETRIES more times, after a pause) while the
+    timing was disturbed: other processes used more than BUSY_CORES of the CPU meanwhile (a
+    busy machine distorts the figure by up to 4x), or its block throughput drifted by more
+    than DRIFT_RATIO. Every timing taken, in order."""
+    taken: list[_Timing] = []
     for attempt in range(1 + BUSY_RETRIES):
         if attempt:
             time.sleep(BUSY_PAUSE_S * attempt)
         probe = LoadProbe.start()
         measurement = _measure(steps, backend, job, per_iter_estimate)
-        load = probe.others_cores()
-        quietest = min((x for x in loads if x is not None), default=None)
-        if best is None or (load is not None and quietest is not None and load < quietest):
-            best = measurement
-        loads.append(load)
-        if load is None or load <= BUSY_CORES:
+        taken.append(_Timing(measurement, probe.others_cores()))
+        if not (taken[-1].busy or taken[-1].drifted):
             break
-    assert best is not None
-    return best, loads
+    return taken
+
+
+def _disturbed_message(taken: list[_Timing], kept: _Timing) -> str:
+    """One line on why a trial was timed again ("" when it was not)."""
+    if len(taken) < 2:
+        return ""
+    first = taken[0]
+    why = []
+    if first.busy:
+        why.append(f"busy machine: other processes used {first.load:.2f} cores while timing")
+    if first.drifted:
+        why.append(f"block throughput drifted {first.measurement.drift:+.0%} while timing")
+    load = f", {kept.load:.2f} cores" if kept.load is not None else ""
+    return (
+        f"{'; '.join(why)}; timed {len(taken)} times, kept the least disturbed "
+        f"(drift {kept.measurement.drift:+.0%}{load})"
+    )
 
 
 def _measure(

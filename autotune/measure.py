@@ -130,7 +130,14 @@ class Measurement:
             out[percentile_key(p)] = self.latency_ms(p / 100)
         key = percentile_key(percentile)
         out[f"{key}_ci_lo"], out[f"{key}_ci_hi"] = self.latency_ci_ms(percentile / 100)
-        return out
+        return {k: stored_figure(v) for k, v in out.items()}
+
+
+def stored_figure(value: float, digits: int = 6) -> float:
+    """`value` to `digits` significant digits: timings on these machines move by percents,
+    so further digits are noise, and they made each trial's stored metrics unreadably long
+    (over 600 characters in optuna-dashboard)."""
+    return float(f"{value:.{digits}g}")
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

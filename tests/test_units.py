@@ -174,6 +174,16 @@ def test_measurement_statistics():
     assert m.latency_ms(0.95) == pytest.approx(95.05)
 
 
+def test_stored_figures_keep_six_significant_digits():
+    # Full float digits made a trial's metrics 620 characters long in optuna-dashboard.
+    m = Measurement((0.0123456789, 0.0123456781, 0.0123456787), 7, 33)
+    stored = m.summary()
+    assert stored["throughput_samples_per_s"] == float(f"{m.throughput:.6g}")
+    assert stored["throughput_samples_per_s"] != m.throughput
+    assert all(len(repr(v)) <= 12 for v in stored.values())
+    assert stored["throughput_ci_lo"] <= stored["throughput_samples_per_s"]
+
+
 def test_measurement_merge_pools_blocks():
     a = Measurement((0.10, 0.10, 0.10), iters_per_block=10, batch_size=32)  # 3200/s
     b = Measurement((0.04, 0.05), iters_per_block=2, batch_size=32)  # 1600/s, 1280/s

@@ -116,8 +116,8 @@ def run_trial(job: TrialJob, study: Study, backend: Backend) -> TrialResult:
         "batch_size": cfg.batch_size,
     }
     if kept.load is not None:
-        metrics["host_load_cores"] = kept.load
-    metrics["throughput_drift"] = kept.measurement.drift
+        metrics["host_load_cores"] = round(kept.load, 3)
+    metrics["throughput_drift"] = round(kept.measurement.drift, 4)
     message = _disturbed_message(timings_taken, kept)
     result = TrialResult(
         status=Status.OK,

@@ -102,7 +102,7 @@ class Observed:
 
 
 FRONT = 0.5  # configs within this share of the best throughput are bases for moves
-LOSING = 0.7  # a move valued under this share of the best is not proposed (not compiled)
+LOSING = 0.85  # a move valued under this share of the best is not proposed (not compiled)
 WRITE_OFF = 2  # ... once that kind of move lost this many times (one may be noise)
 
 

@@ -97,6 +97,17 @@ def test_pattern_search_finds_the_optimum_within_15_trials(name):
     assert best == pytest.approx(max(v for v in grid if v is not None))
 
 
+@pytest.mark.parametrize("name", LANDSCAPES)
+def test_the_search_ends_once_known_moves_stay_under_the_best(name):
+    """A kind of move seen twice whose best showing still leaves it over 15 % under the best
+    is not compiled: the search then ends within 25 trials, the optimum found (above). With
+    the write-off at 30 % under the best it ran 26, 32 and 25 trials here, and a 50-trial
+    MNIST study with OpenVINO spent its last 20 trials on inductor configs valued
+    0.7-0.85x the OpenVINO best (AMX Xeon, 203 s; 128 s, converged after 28, now)."""
+    history = run_plan(cpu_space(), LANDSCAPES[name], 200)
+    assert len(history) <= 25
+
+
 def test_start_is_neutral_and_uniform():
     space = cpu_space()
     start = plan_next(space, [])
